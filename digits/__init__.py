@@ -1,0 +1,1 @@
+"""Domain library: MNIST data, models, training, metrics and plots."""

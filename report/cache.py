@@ -1,0 +1,192 @@
+"""Content-hash cache: what an analysis's results depend on decides whether it runs again.
+
+The key hashes the module's source, the sources of the project modules it imports (followed
+recursively), its config slice, the keys of its upstream analyses (a Merkle chain), the dataset
+fingerprint and the library versions. Artifacts are written to a private temporary folder that
+is renamed into `.cache/<name>/<key>/` only after `manifest.json` is in it, so a killed build
+leaves either nothing or a complete entry, and two concurrent builds cannot mix their files.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import importlib.util
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+MANIFEST = "manifest.json"
+
+
+def project_imports(source_path: Path, root: Path) -> set[Path]:
+    """Source files under `root` that `source_path` imports, directly or through each other."""
+    seen: set[Path] = set()
+    stack = [source_path.resolve()]
+    root = root.resolve()
+    # Only the project's own top-level packages count; never resolve (or import) third-party
+    # names, and never wander into a virtual environment that happens to live under root.
+    packages = {p.name for p in root.iterdir()
+                if not p.name.startswith(".") and (p / "__init__.py").is_file()}
+    while stack:
+        path = stack.pop()
+        if path in seen:
+            continue
+        seen.add(path)
+        for module_name in _imported_names(path):
+            if module_name.split(".")[0] not in packages:
+                continue
+            for candidate in _module_files(module_name):
+                if candidate.is_relative_to(root) and candidate not in seen:
+                    stack.append(candidate)
+    seen.discard(source_path.resolve())
+    return seen
+
+
+def _imported_names(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    package = _package_of(path)
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parts = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join(p for p in [*parts, base] if p)
+            names.add(base)
+            # `from pkg import mod` may name a submodule.
+            names.update(f"{base}.{alias.name}" for alias in node.names if alias.name != "*")
+    return {n for n in names if n}
+
+
+def _package_of(path: Path) -> str:
+    parts = []
+    folder = path.parent
+    while (folder / "__init__.py").exists():
+        parts.insert(0, folder.name)
+        folder = folder.parent
+    return ".".join(parts)
+
+
+def _module_files(name: str) -> list[Path]:
+    files = []
+    parts = name.split(".")
+    for i in range(1, len(parts) + 1):
+        try:
+            spec = importlib.util.find_spec(".".join(parts[:i]))
+        except (ImportError, ValueError):
+            break
+        if spec is None:
+            break
+        if spec.origin and spec.origin.endswith(".py"):
+            files.append(Path(spec.origin).resolve())
+    return files
+
+
+def file_digest(paths: Iterable[Path], root: Path) -> dict[str, str]:
+    """SHA-256 of each file, keyed by its path relative to `root` (stable across checkouts)."""
+    return {
+        str(p.resolve().relative_to(root.resolve())): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(paths)
+    }
+
+
+def cache_key(
+    source_path: Path,
+    root: Path,
+    config_json: str,
+    upstream_keys: Mapping[str, str],
+    environment: Mapping[str, str],
+) -> str:
+    """The Merkle-chained key of one analysis (hex, 64 chars)."""
+    sources = file_digest([source_path, *project_imports(source_path, root)], root)
+    payload = {
+        "sources": sources,
+        "config": config_json,
+        "upstream": dict(sorted(upstream_keys.items())),
+        "environment": dict(sorted(environment.items())),
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+class Cache:
+    """The on-disk store under `.cache/`: one folder per analysis and key."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+
+    def entry(self, name: str, key: str) -> Path:
+        """Folder of a completed entry (may not exist)."""
+        return self.root / name / key[:20]
+
+    def lookup(self, name: str, key: str) -> dict | None:
+        """The manifest of a completed entry, or None (a missing or unreadable manifest = miss)."""
+        path = self.entry(name, key) / MANIFEST
+        try:
+            manifest = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return None
+        return manifest if manifest.get("key") == key else None
+
+    def staging(self, name: str) -> Path:
+        """A fresh private folder to write a new entry into."""
+        path = self.root / name / f".tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        path.mkdir(parents=True)
+        return path
+
+    def commit(self, staging: Path, name: str, key: str, manifest: dict) -> Path:
+        """Write the manifest last, then rename the folder into place (atomic on one filesystem).
+
+        If a concurrent build committed the same key first, keep theirs and drop ours.
+        """
+        manifest = {**manifest, "key": key}
+        tmp = staging / f".{MANIFEST}.tmp"
+        tmp.write_text(json.dumps(manifest, indent=1, sort_keys=True))
+        with open(tmp, "rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, staging / MANIFEST)
+        final = self.entry(name, key)
+        if final.exists() and self.lookup(name, key) is None:
+            # An incomplete entry cannot exist by construction, but a hand-edited one can.
+            shutil.rmtree(final, ignore_errors=True)
+        try:
+            os.rename(staging, final)
+        except OSError:
+            if self.lookup(name, key) is None:
+                raise
+            shutil.rmtree(staging, ignore_errors=True)
+        return final
+
+    def discard(self, staging: Path) -> None:
+        """Remove a staging folder after a failure."""
+        shutil.rmtree(staging, ignore_errors=True)
+
+    def sweep(self) -> list[Path]:
+        """Delete staging folders left by builds that were killed (their process is gone)."""
+        removed = []
+        for staging in self.root.glob("*/.tmp-*"):
+            pid = staging.name.split("-")[1]
+            if pid.isdigit() and not pid_alive(int(pid)):
+                shutil.rmtree(staging, ignore_errors=True)
+                removed.append(staging)
+        return removed
+
+    def state(self, name: str, key: str) -> str:
+        """'cached' or 'stale' for `--list`."""
+        return "cached" if self.lookup(name, key) is not None else "stale"
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this id exists (signal 0 checks without sending anything)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

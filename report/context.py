@@ -1,0 +1,220 @@
+"""The Context handed to each analysis's run(ctx): config, device, data and artifact writers."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import math
+import re
+import sys
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+class ArtifactError(ValueError):
+    """An analysis used the Context API wrongly (bad name, duplicate, undeclared upstream)."""
+
+
+def derive_seed(seed: int, name: str) -> int:
+    """A per-analysis seed: stable across runs, different between analyses (32 bits)."""
+    digest = hashlib.sha256(f"{seed}:{name}".encode()).digest()
+    return int.from_bytes(digest[:4], "little")
+
+
+def to_jsonable(value: Any) -> Any:
+    """Convert numpy/torch scalars and arrays to plain JSON types; NaN/inf become None."""
+    if isinstance(value, torch.Tensor):
+        value = value.detach().cpu().numpy()
+    if isinstance(value, np.ndarray):
+        return [to_jsonable(v) for v in value.tolist()]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, Mapping):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_jsonable(v) for v in value]
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    raise ArtifactError(f"metric value of type {type(value).__name__} is not JSON-friendly")
+
+
+class Context:
+    """What an analysis sees: `cfg`, `device`, `data`, `seed`, `rng` and the artifact writers."""
+
+    def __init__(
+        self,
+        name: str,
+        cfg: Any,
+        *,
+        seed: int,
+        device: torch.device,
+        profile: str,
+        staging: Path,
+        upstream: Mapping[str, Path],
+        data_loader: Callable[[], Any] | None = None,
+        log: Callable[[str], None] = print,
+    ):
+        self.name = name
+        self.cfg = cfg
+        self.profile = profile
+        self.device = device
+        self.seed = derive_seed(seed, name)
+        self.rng = np.random.default_rng(self.seed)
+        self._staging = staging
+        self._upstream = dict(upstream)
+        self._data_loader = data_loader
+        self._log = log
+        self.items: list[dict] = []  # figures, gifs, tables and assets in creation order
+        self.metrics: dict[str, Any] = {}
+        self._names: set[str] = set()
+
+    # --- inputs ---------------------------------------------------------------------------
+    @property
+    def data(self) -> Any:
+        """The verified dataset, on `ctx.device` (loaded once per build, on first use)."""
+        if self._data_loader is None:
+            raise ArtifactError(f"{self.name}: this build has no dataset")
+        return self._data_loader()
+
+    def generator(self, offset: int = 0) -> torch.Generator:
+        """A CPU torch.Generator seeded from this analysis's seed (+ offset for sub-streams)."""
+        return torch.Generator().manual_seed(self.seed + offset)
+
+    def load(self, upstream: str, name: str) -> Any:
+        """An object another analysis saved with `ctx.save`; it must be in `requires`."""
+        if upstream not in self._upstream:
+            raise ArtifactError(
+                f"{self.name}: ctx.load({upstream!r}, ...) but {upstream!r} is not in its "
+                f"requires {sorted(self._upstream)}"
+            )
+        path = self._upstream[upstream] / "objects" / f"{name}.pt"
+        if not path.is_file():
+            raise ArtifactError(f"{self.name}: {upstream} saved no object named {name!r}")
+        return torch.load(path, map_location="cpu", weights_only=False)
+
+    def metric_of(self, upstream: str, name: str) -> Any:
+        """A metric another analysis recorded; it must be in `requires`."""
+        if upstream not in self._upstream:
+            raise ArtifactError(f"{self.name}: {upstream!r} is not in its requires")
+        manifest = json.loads((self._upstream[upstream] / "manifest.json").read_text())
+        return manifest["metrics"][name]
+
+    # --- outputs --------------------------------------------------------------------------
+    def _claim(self, name: str) -> None:
+        if not _NAME.match(name):
+            raise ArtifactError(f"{self.name}: artifact name {name!r} must be [A-Za-z0-9_.-]")
+        if name in self._names:
+            raise ArtifactError(f"{self.name}: artifact {name!r} written twice")
+        self._names.add(name)
+
+    def figure(self, name: str, fig: Any, *, caption: str, alt: str, dpi: int = 110) -> None:
+        """Save a matplotlib figure as PNG and close it; `alt` describes it for screen readers."""
+        import matplotlib.pyplot as plt
+
+        self._claim(name)
+        file = f"{name}.png"
+        fig.savefig(self._staging / file, dpi=dpi, bbox_inches="tight",
+                    metadata={"Software": None})
+        width, height = (int(v) for v in fig.get_size_inches() * dpi)
+        plt.close(fig)
+        self.items.append({"kind": "figure", "name": name, "file": file, "caption": caption,
+                           "alt": alt, "width": width, "height": height})
+
+    def gif(self, name: str, frames: Sequence[np.ndarray], *, caption: str, alt: str,
+            fps: float = 4.0) -> None:
+        """Save RGB uint8 frames [H, W, 3] as a looping GIF shown at `fps` frames per second."""
+        import imageio.v3 as iio
+
+        self._claim(name)
+        if not frames:
+            raise ArtifactError(f"{self.name}: gif {name!r} has no frames")
+        stack = np.stack([np.asarray(f, dtype=np.uint8) for f in frames])
+        file = f"{name}.gif"
+        iio.imwrite(self._staging / file, stack, extension=".gif",
+                    duration=1000.0 / fps, loop=0)
+        self.items.append({"kind": "gif", "name": name, "file": file, "caption": caption,
+                           "alt": alt, "fps": fps, "frames": len(stack),
+                           "width": int(stack.shape[2]), "height": int(stack.shape[1])})
+
+    def table(self, name: str, rows: Sequence[Mapping[str, Any]], *, caption: str,
+              columns: Sequence[str] | None = None) -> None:
+        """Record a table (list of row dicts); it is rendered and exported as JSON and CSV."""
+        self._claim(name)
+        rows = [to_jsonable(dict(r)) for r in rows]
+        columns = list(columns) if columns else list(dict.fromkeys(k for r in rows for k in r))
+        self.items.append({"kind": "table", "name": name, "caption": caption,
+                           "columns": columns, "rows": rows})
+
+    def asset(self, name: str, data: bytes | str) -> None:
+        """A file the page loads at run time (e.g. data for an interactive figure)."""
+        self._claim(name)
+        payload = data.encode() if isinstance(data, str) else data
+        (self._staging / name).write_bytes(payload)
+        self.items.append({"kind": "asset", "name": name, "file": name, "bytes": len(payload)})
+
+    def metric(self, name: str, value: Any) -> None:
+        """Record a number (or short string/list) the prose and site/data/ can use."""
+        if name in self.metrics:
+            raise ArtifactError(f"{self.name}: metric {name!r} recorded twice")
+        self.metrics[name] = to_jsonable(value)
+
+    def save(self, name: str, obj: Any) -> None:
+        """Keep an object (weights, arrays) for downstream analyses' `ctx.load`."""
+        folder = self._staging / "objects"
+        folder.mkdir(exist_ok=True)
+        torch.save(obj, folder / f"{name}.pt")
+
+    # --- progress -------------------------------------------------------------------------
+    def progress(self, iterable: Iterable | None = None, *, desc: str = "",
+                 total: int | None = None, **kwargs: Any) -> tqdm:
+        """A tqdm bar on stderr, labelled with the analysis name."""
+        return tqdm(iterable, desc=f"  {self.name}: {desc}", total=total, leave=False,
+                    file=sys.stderr, mininterval=1.0, dynamic_ncols=True, **kwargs)
+
+    def log(self, message: str) -> None:
+        """A progress line with the time since the analysis started."""
+        self._log(f"  {self.name}: {message}")
+
+    def timer(self) -> "Stopwatch":
+        """A stopwatch: `with ctx.timer() as t: ...; t.seconds`."""
+        return Stopwatch()
+
+
+class Stopwatch:
+    """Measures wall time of a block, synchronising CUDA so GPU work is counted."""
+
+    seconds: float = 0.0
+
+    def __enter__(self) -> "Stopwatch":
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        self._start = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        self.seconds = time.perf_counter() - self._start
+
+
+def table_csv(columns: Sequence[str], rows: Sequence[Mapping[str, Any]]) -> str:
+    """CSV text of a table."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(columns), extrasaction="ignore",
+                            lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: ("" if v is None else v) for k, v in row.items()})
+    return buffer.getvalue()
