@@ -7,8 +7,6 @@ import sys
 import time
 from pathlib import Path
 
-import torch
-
 ROOT = Path(__file__).resolve().parent
 
 ABSTRACT = (
@@ -46,8 +44,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def choose_device(choice: str) -> torch.device:
+def choose_device(choice: str) -> "torch.device":  # noqa: F821 - torch is imported lazily
     """cuda when asked or available; an explicit cuda request without CUDA is an error."""
+    import torch
+
     if choice == "cuda" and not torch.cuda.is_available():
         raise SystemExit("error: --device cuda, but CUDA is not available here; use --device cpu")
     if choice == "auto":
@@ -58,13 +58,18 @@ def choose_device(choice: str) -> torch.device:
 def main(argv: list[str] | None = None) -> int:
     """Run the build; returns the process exit code."""
     args = parse_args(argv)
-    # Imported here so that `--help` stays instant.
+    # Imported here so that `--help` stays instant (torch alone takes seconds to import).
+    import torch
+
     from analyses import ANALYSES
     from digits import data as mnist
+    from digits.plots import use_article_style
     from report.config import ConfigError, make_config, parse_sets
     from report.engine import BuildFailed, BuildOptions, Builder, DataSource, build
+    from report.render import ProseError
 
     device = choose_device(args.device)
+    use_article_style()
     profile = args.profile
     if profile == "auto":
         profile = "full" if device.type == "cuda" else "quick"
@@ -107,8 +112,11 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, mnist.DataError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except BuildFailed as exc:
+    except (BuildFailed, ProseError) as exc:
         print(f"error: {exc}", file=sys.stderr)
+        if isinstance(exc, ProseError):
+            print("The analyses' results are cached; fix the prose and build again (seconds). "
+                  "The previous site was left untouched.", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("interrupted: the previous site and the cache are intact", file=sys.stderr)

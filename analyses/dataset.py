@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import matplotlib.ticker
 import numpy as np
 import torch
 
@@ -117,8 +118,11 @@ def run(ctx: Context) -> None:
         ax.hist(values[values > 0], bins=bins, color=CLASS_COLORS[digit], density=True)
         ax.set_title(f"{digit}: {100 * zeros:.0f} % zeros", fontsize=8)
         ax.set_yscale("log")
+        ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     for ax in axes[1]:
         ax.set_xlabel("pixel value")
+    for ax in axes[:, 0]:
+        ax.set_ylabel("density")
     fig.tight_layout()
     ctx.figure("pixel_histograms", fig, caption="Distribution of non-zero pixel values per "
                "class (log scale); the title gives the share of pixels that are exactly zero.",
@@ -162,9 +166,9 @@ def run(ctx: Context) -> None:
     std_map = train_float.std(dim=0).cpu().numpy()
     fig, axes = new_figure(6, 2.8, ncols=2)
     axes[0, 0].imshow(never_ink.cpu().numpy(), cmap="gray_r", interpolation="nearest")
-    axes[0, 0].set_title(f"{int(never_ink.sum())} pixels are 0 in all {len(all_x):,} images")
+    axes[0, 0].set_title(f"{int(never_ink.sum())} pixels are 0\nin all {len(all_x):,} images")
     im = axes[0, 1].imshow(std_map, cmap="viridis", interpolation="nearest")
-    axes[0, 1].set_title("per-pixel std over the training set")
+    axes[0, 1].set_title("per-pixel std\nover the training set")
     fig.colorbar(im, ax=axes[0, 1], fraction=0.046)
     for ax in axes.flat:
         ax.set_xticks([])

@@ -20,6 +20,11 @@ STYLE = {
 }
 
 
+def use_article_style() -> None:
+    """Make STYLE matplotlib's default for this process (called once by build.py, not at import)."""
+    matplotlib.rcParams.update(STYLE)
+
+
 def new_figure(width: float = 7.0, height: float = 4.0, **subplots) -> tuple[Figure, np.ndarray]:
     """A figure in the article's style with a grid of axes (always returned as an array)."""
     with plt.rc_context(STYLE):

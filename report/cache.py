@@ -10,6 +10,7 @@ leaves either nothing or a complete entry, and two concurrent builds cannot mix 
 from __future__ import annotations
 
 import ast
+import contextlib
 import hashlib
 import importlib.util
 import json
@@ -139,10 +140,12 @@ class Cache:
         path.mkdir(parents=True)
         return path
 
-    def commit(self, staging: Path, name: str, key: str, manifest: dict) -> Path:
+    def commit(self, staging: Path, name: str, key: str, manifest: dict,
+               replace: bool = False) -> Path:
         """Write the manifest last, then rename the folder into place (atomic on one filesystem).
 
-        If a concurrent build committed the same key first, keep theirs and drop ours.
+        If a concurrent build committed the same key first, keep theirs and drop ours; with
+        `replace` (a forced re-run) move the existing entry aside first so ours wins.
         """
         manifest = {**manifest, "key": key}
         tmp = staging / f".{MANIFEST}.tmp"
@@ -151,6 +154,12 @@ class Cache:
             os.fsync(handle.fileno())
         os.replace(tmp, staging / MANIFEST)
         final = self.entry(name, key)
+        if replace and final.exists():
+            # Renaming the old entry away is atomic: readers see the old or the new, never a mix.
+            trash = self.root / name / f".old-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+            with contextlib.suppress(OSError):
+                os.rename(final, trash)
+                shutil.rmtree(trash, ignore_errors=True)
         if final.exists() and self.lookup(name, key) is None:
             # An incomplete entry cannot exist by construction, but a hand-edited one can.
             shutil.rmtree(final, ignore_errors=True)
@@ -169,7 +178,7 @@ class Cache:
     def sweep(self) -> list[Path]:
         """Delete staging folders left by builds that were killed (their process is gone)."""
         removed = []
-        for staging in self.root.glob("*/.tmp-*"):
+        for staging in [*self.root.glob("*/.tmp-*"), *self.root.glob("*/.old-*")]:
             pid = staging.name.split("-")[1]
             if pid.isdigit() and not pid_alive(int(pid)):
                 shutil.rmtree(staging, ignore_errors=True)

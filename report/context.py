@@ -19,6 +19,7 @@ import torch
 from tqdm.auto import tqdm
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_RESERVED_FILES = {"manifest.json", "objects"}  # written by the cache and by ctx.save
 
 
 class ArtifactError(ValueError):
@@ -36,7 +37,7 @@ def to_jsonable(value: Any) -> Any:
     if isinstance(value, torch.Tensor):
         value = value.detach().cpu().numpy()
     if isinstance(value, np.ndarray):
-        return [to_jsonable(v) for v in value.tolist()]
+        return to_jsonable(value.tolist())  # a 0-d array's tolist() is a scalar, not a list
     if isinstance(value, np.generic):
         value = value.item()
     if isinstance(value, float):
@@ -79,6 +80,7 @@ class Context:
         self.items: list[dict] = []  # figures, gifs, tables and assets in creation order
         self.metrics: dict[str, Any] = {}
         self._names: set[str] = set()
+        self._files: set[str] = set()
 
     # --- inputs ---------------------------------------------------------------------------
     @property
@@ -112,19 +114,24 @@ class Context:
         return manifest["metrics"][name]
 
     # --- outputs --------------------------------------------------------------------------
-    def _claim(self, name: str) -> None:
+    def _claim(self, name: str, file: str | None = None) -> None:
         if not _NAME.match(name):
             raise ArtifactError(f"{self.name}: artifact name {name!r} must be [A-Za-z0-9_.-]")
         if name in self._names:
             raise ArtifactError(f"{self.name}: artifact {name!r} written twice")
+        # Figures, GIFs and assets share the entry folder: one file must not overwrite another.
+        if file is not None and (file in self._files or file in _RESERVED_FILES):
+            raise ArtifactError(f"{self.name}: artifact {name!r} would overwrite file {file!r}")
         self._names.add(name)
+        if file is not None:
+            self._files.add(file)
 
     def figure(self, name: str, fig: Any, *, caption: str, alt: str, dpi: int = 110) -> None:
         """Save a matplotlib figure as PNG and close it; `alt` describes it for screen readers."""
         import matplotlib.pyplot as plt
 
-        self._claim(name)
         file = f"{name}.png"
+        self._claim(name, file)
         fig.savefig(self._staging / file, dpi=dpi, bbox_inches="tight",
                     metadata={"Software": None})
         width, height = (int(v) for v in fig.get_size_inches() * dpi)
@@ -133,20 +140,42 @@ class Context:
                            "alt": alt, "width": width, "height": height})
 
     def gif(self, name: str, frames: Sequence[np.ndarray], *, caption: str, alt: str,
-            fps: float = 4.0) -> None:
-        """Save RGB uint8 frames [H, W, 3] as a looping GIF shown at `fps` frames per second."""
+            fps: float = 4.0, sprite: bool = False) -> None:
+        """Save RGB uint8 frames [H, W, 3] as a looping GIF shown at `fps` frames per second.
+
+        With `sprite`, the frames are also written as one PNG grid (asset `<name>.frames.png`,
+        `sprite_columns` frames per row) from which the page's GIF player can pause and seek.
+        """
         import imageio.v3 as iio
 
-        self._claim(name)
+        file = f"{name}.gif"
+        self._claim(name, file)
         if not frames:
             raise ArtifactError(f"{self.name}: gif {name!r} has no frames")
         stack = np.stack([np.asarray(f, dtype=np.uint8) for f in frames])
-        file = f"{name}.gif"
         iio.imwrite(self._staging / file, stack, extension=".gif",
                     duration=1000.0 / fps, loop=0)
         self.items.append({"kind": "gif", "name": name, "file": file, "caption": caption,
                            "alt": alt, "fps": fps, "frames": len(stack),
                            "width": int(stack.shape[2]), "height": int(stack.shape[1])})
+        if sprite:
+            self._sprite(self.items[-1], stack)
+
+    def _sprite(self, item: dict, stack: np.ndarray) -> None:
+        """Write a GIF's frames as a PNG grid, an asset named in the GIF's item."""
+        import imageio.v3 as iio
+
+        count, height, width = stack.shape[:3]
+        columns = math.ceil(math.sqrt(count))
+        grid = np.full((math.ceil(count / columns) * height, columns * width, 3), 255,
+                       dtype=np.uint8)
+        for i, frame in enumerate(stack):
+            row, col = divmod(i, columns)
+            grid[row * height:(row + 1) * height, col * width:(col + 1) * width] = frame
+        buffer = io.BytesIO()
+        iio.imwrite(buffer, grid, extension=".png", optimize=True)
+        item["sprite"], item["sprite_columns"] = f"{item['name']}.frames.png", columns
+        self.asset(item["sprite"], buffer.getvalue())
 
     def table(self, name: str, rows: Sequence[Mapping[str, Any]], *, caption: str,
               columns: Sequence[str] | None = None) -> None:
@@ -159,7 +188,7 @@ class Context:
 
     def asset(self, name: str, data: bytes | str) -> None:
         """A file the page loads at run time (e.g. data for an interactive figure)."""
-        self._claim(name)
+        self._claim(name, name)
         payload = data.encode() if isinstance(data, str) else data
         (self._staging / name).write_bytes(payload)
         self.items.append({"kind": "asset", "name": name, "file": name, "bytes": len(payload)})
@@ -172,6 +201,8 @@ class Context:
 
     def save(self, name: str, obj: Any) -> None:
         """Keep an object (weights, arrays) for downstream analyses' `ctx.load`."""
+        if not _NAME.match(name):
+            raise ArtifactError(f"{self.name}: saved object name {name!r} must be [A-Za-z0-9_.-]")
         folder = self._staging / "objects"
         folder.mkdir(exist_ok=True)
         torch.save(obj, folder / f"{name}.pt")

@@ -15,6 +15,7 @@ import traceback
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from importlib import metadata
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -184,7 +185,7 @@ class Builder:
                     "seconds": elapsed, **memory, "device": str(self.options.device),
                     "profile": self.config.profile,
                     "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-        entry = self.cache.commit(staging, name, key, manifest)
+        entry = self.cache.commit(staging, name, key, manifest, replace=self._forced(name))
         return Outcome(name, "run", key, elapsed, memory["peak_rss_bytes"], entry=entry,
                        manifest=self.cache.lookup(name, key) or manifest)
 
@@ -240,9 +241,12 @@ class Builder:
 
         versions = {"python": platform.python_version(), "torch": torch.__version__,
                     "numpy": numpy.__version__, "matplotlib": matplotlib.__version__}
-        for package in ("openTSNE", "sklearn", "torchvision"):
-            with contextlib.suppress(ImportError):
-                versions[package] = __import__(package).__version__
+        # Read from the installed metadata: importing these only for a version string cost
+        # 3-6 s per build (torchvision pulls in torch._dynamo), even when everything was cached.
+        for package, dist in (("openTSNE", "openTSNE"), ("sklearn", "scikit-learn"),
+                              ("torchvision", "torchvision")):
+            with contextlib.suppress(metadata.PackageNotFoundError):
+                versions[package] = metadata.version(dist)
         device = self.options.device
         device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else \
             (platform.processor() or platform.machine())
@@ -291,13 +295,20 @@ class Builder:
         tmp = out.parent / f"{out.name}.tmp-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
+        views = self.views(outcomes)
         try:
-            render_site(tmp, self.options.templates, self.views(outcomes),
-                        self.build_info(outcomes, wall))
+            render_site(tmp, self.options.templates, views, self.build_info(outcomes, wall),
+                        keep_going=self.options.keep_going)
             swap_in(tmp, out)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
+        # With --keep-going, a section whose prose failed was rendered as failed: report it.
+        for view in views:
+            outcome = outcomes[view.name]
+            if view.status == "failed" and outcome.status not in ("failed", "skipped"):
+                outcome.status, outcome.error = "failed", view.error
+                self.log(f"{view.name}: prose FAILED: {view.error}")
         return out / "index.html"
 
 
@@ -316,15 +327,20 @@ def swap_in(new: Path, out: Path) -> None:
 def recover_site(out: Path) -> None:
     """If a build died between the two renames of `swap_in`, put the previous site back."""
     out = out.resolve()
-    for tmp in out.parent.glob(f"{out.name}.tmp-*"):
-        pid = tmp.name.rsplit("-", 1)[-1]
-        if pid.isdigit() and not pid_alive(int(pid)):
-            shutil.rmtree(tmp, ignore_errors=True)
+
+    def dead(path: Path) -> bool:
+        # A live build may be between the two renames of swap_in: its folders are its own.
+        pid = path.name.rsplit("-", 1)[-1]
+        return pid.isdigit() and not pid_alive(int(pid))
+
+    for tmp in filter(dead, out.parent.glob(f"{out.name}.tmp-*")):
+        shutil.rmtree(tmp, ignore_errors=True)
     if out.exists():
-        for stale in out.parent.glob(f"{out.name}.old-*"):
+        for stale in filter(dead, out.parent.glob(f"{out.name}.old-*")):
             shutil.rmtree(stale, ignore_errors=True)
         return
-    olds = sorted(out.parent.glob(f"{out.name}.old-*"), key=lambda p: p.stat().st_mtime)
+    olds = sorted(filter(dead, out.parent.glob(f"{out.name}.old-*")),
+                  key=lambda p: p.stat().st_mtime)
     if olds:
         os.rename(olds[-1], out)
 

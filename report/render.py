@@ -19,7 +19,7 @@ from typing import Any
 
 import markdown
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
-from markupsafe import Markup, escape
+from markupsafe import Markup
 
 from report.context import table_csv
 
@@ -62,7 +62,7 @@ def num(value: float | int | None, digits: int = 0) -> str:
 
 
 def seconds(value: float | None) -> str:
-    """A duration: '0.42 s', '68 s', '3.1 min', '1.2 h'."""
+    """A duration: '0.42 s', '68 s', '3.1 min' (up to two hours), '2.5 h'."""
     if value is None:
         return "n/a"
     if value < 10:
@@ -151,16 +151,36 @@ def _item_html(env: Environment, view: SectionView, item: Mapping[str, Any]) -> 
                           data_base=f"data/{view.name}/{item['name']}")
 
 
+def _checked_prose(env: Environment, view: SectionView, context: Mapping[str, Any],
+                   placed: list[str]) -> str:
+    """_prose_html, with any template error reported as a ProseError naming the prose file."""
+    try:
+        return _prose_html(env, view, context, placed)
+    except ProseError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - Jinja and filters raise many types
+        raise ProseError(f"analyses/{view.name}.md: {type(exc).__name__}: {exc}") from exc
+
+
 def render_sections(env: Environment, views: Sequence[SectionView],
-                    context: Mapping[str, Any]) -> None:
-    """Fill `view.html` for each section, numbering figures and tables across the article."""
+                    context: Mapping[str, Any], keep_going: bool = False) -> None:
+    """Fill `view.html` for each section, numbering figures and tables across the article.
+
+    A section whose prose fails raises ProseError, or with `keep_going` is marked failed.
+    """
     # Pass 1: learn the order in which items are shown, to number them.
     counters = {"Figure": 0, "Table": 0}
     for view in views:
         if view.status in ("failed", "skipped"):
             continue
         placed: list[str] = []
-        _prose_html(env, view, context, placed)
+        try:
+            _checked_prose(env, view, context, placed)
+        except ProseError as exc:
+            if not keep_going:
+                raise
+            view.status, view.error = "failed", str(exc)
+            continue
         shown = placed + [i["name"] for i in view.items
                           if i["kind"] != "asset" and i["name"] not in placed]
         kinds = {i["name"]: i["kind"] for i in view.items}
@@ -173,7 +193,7 @@ def render_sections(env: Environment, views: Sequence[SectionView],
         if view.status in ("failed", "skipped"):
             continue
         placed = []
-        html = _prose_html(env, view, context, placed)
+        html = _checked_prose(env, view, context, placed)
         by_name = {i["name"]: i for i in view.items}
         html = PLACEHOLDER.sub(lambda m: _item_html(env, view, by_name[m.group(1)]), html)
         rest = [i for i in view.items if i["kind"] != "asset" and i["name"] not in placed]
@@ -210,11 +230,11 @@ def copy_files(view: SectionView, site: Path) -> None:
 
 
 def render_site(site: Path, templates: Path, views: Sequence[SectionView],
-                build: Mapping[str, Any]) -> Path:
+                build: Mapping[str, Any], keep_going: bool = False) -> Path:
     """Write index.html, static files and data exports into `site` (an empty folder)."""
     env = make_environment(templates)
     all_metrics = {v.name: v.metrics for v in views}
-    render_sections(env, views, {"metrics": all_metrics, "build": build})
+    render_sections(env, views, {"metrics": all_metrics, "build": build}, keep_going)
     for view in views:
         if view.status in ("failed", "skipped"):
             continue
@@ -223,12 +243,10 @@ def render_site(site: Path, templates: Path, views: Sequence[SectionView],
     (site / "data").mkdir(parents=True, exist_ok=True)
     (site / "data" / "manifest.json").write_text(json.dumps(build, indent=1, sort_keys=True))
     shutil.copytree(templates / "static", site / "static")
-    html = env.get_template("article.html").render(sections=views, build=build)
+    # Every script in templates/static/ is loaded (deferred); each one looks for its own
+    # elements, so a page without them costs nothing but the download.
+    scripts = sorted(p.name for p in (templates / "static").glob("*.js"))
+    html = env.get_template("article.html").render(sections=views, build=build, scripts=scripts)
     index = site / "index.html"
     index.write_text(html, encoding="utf-8")
     return index
-
-
-def escape_text(text: str) -> Markup:
-    """HTML-escape text (exported for partials and tests)."""
-    return escape(text)

@@ -1,0 +1,258 @@
+"""Visualizing the trained hidden layers: filters, feature maps of one digit, saliency per class."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from digits.models import Model2
+from digits.plots import new_figure
+from digits.recording import capture_activations
+from digits.training import predict_logits, to_input
+from report import Analysis, Context
+
+LAYERS = ("conv1", "conv2", "fc1", "fc2")
+
+
+@dataclass(frozen=True)
+class Config:
+    """Knobs of the hidden-layers section (it trains nothing: it reads the classifiers' model 2)."""
+
+    example: int = 0  # the shown test image: the first correctly classified one from here on
+    saliency_examples: int = 4  # digits (distinct, seeded) whose per-class saliency is shown
+
+
+ANALYSIS = Analysis(
+    name="hidden_layers",
+    title="Visualizing the trained hidden layers",
+    requires=("dataset", "classifiers"),
+    config=Config(),
+    quick={},  # nothing to shorten: a few forward and backward passes of one model
+)
+
+
+def load_model2(ctx: Context) -> Model2:
+    """The two-conv network as trained by the classifiers section, in eval mode on the CPU."""
+    saved = ctx.load("classifiers", "model2")
+    model = Model2(saved["mean"], saved["std"])
+    model.load_state_dict(saved["state_dict"])
+    return model.eval()
+
+
+def layer_kernels(model: Model2, layer: str) -> np.ndarray:
+    """The named conv layer's kernels [out, in, k, k] as numpy."""
+    weight = getattr(model, layer).weight
+    if weight.dim() != 4:
+        raise ValueError(f"{layer} is not a convolution (weight {tuple(weight.shape)})")
+    return weight.detach().cpu().numpy()
+
+
+def mosaic(tiles: np.ndarray, ncols: int, gap: int = 1) -> np.ndarray:
+    """Tiles [n, h, w] in rows of `ncols`, separated by `gap` NaN pixels (drawn blank)."""
+    n, h, w = tiles.shape
+    nrows = -(-n // ncols)
+    out = np.full((nrows * (h + gap) - gap, ncols * (w + gap) - gap), np.nan)
+    for i, tile in enumerate(tiles):
+        r, c = divmod(i, ncols)
+        out[r * (h + gap):r * (h + gap) + h, c * (w + gap):c * (w + gap) + w] = tile
+    return out
+
+
+def _diverging(ax, image: np.ndarray, limit: float, **kwargs):
+    import matplotlib
+
+    cmap = matplotlib.colormaps["RdBu_r"].with_extremes(bad="white")
+    im = ax.imshow(image, cmap=cmap, vmin=-limit, vmax=limit, interpolation="nearest", **kwargs)
+    ax.grid(False)
+    return im
+
+
+def conv_filters_figure(kernels: np.ndarray, layer: str):
+    """Every kernel of one conv layer on one zero-centred diverging scale.
+
+    One input channel: the filters in rows of 8. Several: one column per filter (output
+    channel), one row per input channel it reads.
+    """
+    out, inp, k, _ = kernels.shape
+    if inp == 1:
+        image = mosaic(kernels[:, 0], 8)
+        fig, axes = new_figure(4.2, 2.6)
+    else:
+        image = mosaic(kernels.transpose(1, 0, 2, 3).reshape(inp * out, k, k), out)
+        fig, axes = new_figure(9.0, 9.0 * image.shape[0] / image.shape[1] + 0.9)
+    ax = axes[0, 0]
+    im = _diverging(ax, image, float(np.abs(kernels).max()))
+    ax.set_xticks([])
+    ax.set_yticks([])
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+    ax.set_title(f"{layer}: {out} filters of {inp} x {k}x{k} weights", fontsize=9)
+    if inp > 1:
+        ax.set_xlabel(f"output channel ({layer} filter) 1 to {out}")
+        ax.set_ylabel(f"input channel 1 to {inp}")
+    fig.colorbar(im, ax=ax, fraction=0.025, pad=0.02)
+    return fig
+
+
+def fc_weights_figure(weight: np.ndarray, layer: str):
+    """A fully connected weight matrix [out, in] on a zero-centred diverging scale."""
+    fig, axes = new_figure(7.5, 1.9)
+    ax = axes[0, 0]
+    im = _diverging(ax, weight, float(np.abs(weight).max()), aspect="auto")
+    ax.set_yticks(range(weight.shape[0]))
+    ax.set_ylabel("class")
+    ax.set_xlabel(f"{layer} input unit")
+    fig.colorbar(im, ax=ax, fraction=0.03, pad=0.02)
+    return fig
+
+
+@torch.no_grad()
+def activations(model: Model2, image: torch.Tensor) -> dict[str, np.ndarray]:
+    """What each layer passes on for one uint8 image [28, 28]: ReLU maps, fc1 units, class probs."""
+    with capture_activations(model, LAYERS) as capture:
+        model(to_input(image[None]))
+    out = {name: F.relu(capture.outputs[name][0]).cpu().numpy() for name in LAYERS[:3]}
+    out["fc2"] = F.softmax(capture.outputs["fc2"][0], dim=0).cpu().numpy()
+    return out
+
+
+def feature_map_figure(image: np.ndarray, acts: dict[str, np.ndarray], title: str):
+    """Input, conv1 and conv2 maps, fc1 units and class probabilities of one image."""
+    fig, _ = new_figure(9, 6.6)
+    fig.delaxes(fig.axes[0])
+    grid = fig.add_gridspec(3, 2, width_ratios=[1, 3.2], height_ratios=[1.45, 1.45, 1],
+                            hspace=0.35, wspace=0.12)
+    panels = [("input", fig.add_subplot(grid[0, 0]), image, "gray_r"),
+              ("conv1", fig.add_subplot(grid[0, 1]), mosaic(acts["conv1"], 8, 2), "magma"),
+              ("conv2", fig.add_subplot(grid[1, :]), mosaic(acts["conv2"], 16, 2), "magma")]
+    for name, ax, data, cmap in panels:
+        shape = "28×28" if name == "input" else "×".join(map(str, acts[name].shape))
+        note = "" if name == "input" else " after ReLU"
+        ax.imshow(data, cmap=cmap, interpolation="nearest", vmin=0)
+        ax.set_title(f"{name} ({shape}){note}", fontsize=8)
+        ax.axis("off")
+    ax = fig.add_subplot(grid[2, 0])
+    probs = acts["fc2"]
+    ax.bar(range(10), probs, color=["C3" if i == probs.argmax() else "0.6" for i in range(10)])
+    ax.set_xticks(range(10))
+    ax.set_ylim(0, 1)
+    ax.tick_params(labelsize=7)
+    ax.set_title("fc2: class probabilities", fontsize=8)
+    ax = fig.add_subplot(grid[2, 1])
+    ax.imshow(acts["fc1"].reshape(4, 32), cmap="magma", vmin=0, interpolation="nearest")
+    ax.set_title("fc1 after ReLU (128 units as 4×32)", fontsize=8)
+    ax.axis("off")
+    fig.suptitle(title, fontsize=9)
+    return fig
+
+
+def input_saliency(model: Model2, image: torch.Tensor) -> np.ndarray:
+    """d logit_c / d pixel for every class c [10, 28, 28] (pixels scaled to [0, 1])."""
+    x = to_input(image[None]).repeat(10, 1, 1, 1).requires_grad_(True)
+    logits = model(x)
+    # Row c's input only influences row c's logits, so one backward gives all ten gradients.
+    logits[torch.arange(10), torch.arange(10)].sum().backward()
+    return x.grad[:, 0].detach().cpu().numpy()
+
+
+def saliency_figure(images: np.ndarray, maps: np.ndarray, labels, predicted):
+    """Rows: examples; columns: the image, then the saliency map of each class."""
+    n = len(images)
+    fig, axes = new_figure(9.5, 0.95 * n + 0.3, nrows=n, ncols=11)
+    for r in range(n):
+        axes[r, 0].imshow(images[r], cmap="gray_r", interpolation="nearest")
+        axes[r, 0].set_title(f"label {labels[r]}", fontsize=7)
+        limit = float(np.abs(maps[r]).max())
+        for c in range(10):
+            ax = axes[r, c + 1]
+            _diverging(ax, maps[r, c], limit)
+            mark = " (pred.)" if c == predicted[r] else ""
+            ax.set_title(f"class {c}{mark}", fontsize=6.5,
+                         color="C3" if c == predicted[r] else "black")
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.tight_layout(pad=0.3)
+    return fig
+
+
+def run(ctx: Context) -> None:
+    """Filters, feature maps of a right and a wrong test image, and per-class saliency."""
+    cfg: Config = ctx.cfg
+    data = ctx.data
+    model = load_model2(ctx)
+    test_x, test_y = data.test_images.cpu(), data.test_labels.cpu()
+    probs = F.softmax(predict_logits(model, test_x), dim=1)
+    predicted = probs.argmax(1)
+    ctx.metric("test_accuracy", int((predicted == test_y).sum()) / len(test_y))
+
+    # 4. Trained filters: conv1, conv2 (the original showed conv1 under conv2's title), fc2.
+    for layer in ("conv1", "conv2"):
+        kernels = layer_kernels(model, layer)
+        ctx.metric(f"{layer}_kernel_shape", list(kernels.shape))
+        ctx.metric(f"{layer}_max_abs", float(np.abs(kernels).max()))
+        rows = "" if layer == "conv1" else " Each column is one conv2 filter, each row the " \
+               "input channel (conv1 map) that part of it reads."
+        # 150 dpi: conv2's 64 x 32 kernels are 4 pixels a weight at the column width.
+        ctx.figure(f"{layer}_filters", conv_filters_figure(kernels, layer), dpi=150,
+                   caption=f"All {kernels.shape[0] * kernels.shape[1]:,} {layer} kernels of the "
+                   f"trained two-conv network; red positive, blue negative, white zero.{rows}",
+                   alt=f"A grid of {kernels.shape[0] * kernels.shape[1]} small red and blue "
+                   f"3x3 {layer} kernels.")
+    fc2 = model.fc2.weight.detach().numpy()
+    ctx.metric("fc2_shape", list(fc2.shape))
+    ctx.figure("fc2_weights", fc_weights_figure(fc2, "fc1"),
+               caption=f"The last layer's weight matrix: how much each of the {fc2.shape[1]} "
+               "fc1 units votes for each class (red for, blue against).",
+               alt=f"A {fc2.shape[0]} by {fc2.shape[1]} heat map of red and blue weights.")
+
+    # 5. One digit through every layer: a correct one and the most confident mistake.
+    correct = int(torch.nonzero(predicted[cfg.example:] == test_y[cfg.example:])[0, 0]) \
+        + cfg.example
+    wrong_mask = predicted != test_y
+    if not wrong_mask.any():
+        raise RuntimeError("model 2 made no mistake on the test set: there is no wrong example")
+    wrong = int(torch.argmax(torch.where(wrong_mask, probs.max(1).values, -1.0)))
+    for key, index in (("correct", correct), ("wrong", wrong)):
+        acts = activations(model, test_x[index])
+        label, pred = int(test_y[index]), int(predicted[index])
+        ctx.metric(f"{key}_index", index)
+        ctx.metric(f"{key}_label", label)
+        ctx.metric(f"{key}_predicted", pred)
+        ctx.metric(f"{key}_probability", float(probs[index, pred]))
+        ctx.metric(f"{key}_true_probability", float(probs[index, label]))
+        for layer in LAYERS[:3]:
+            ctx.metric(f"{key}_{layer}_active", float((acts[layer] > 0).mean()))
+        if key == "correct":
+            ctx.metric("activation_shapes", {k: list(v.shape) for k, v in acts.items()})
+        ctx.figure(f"feature_maps_{key}",
+                   feature_map_figure(test_x[index].numpy(), acts,
+                                      f"test image {index}: label {label}, predicted {pred} "
+                                      f"({float(probs[index, pred]):.1%})"),
+                   caption=f"Test image {index} (label {label}) through every layer: the "
+                   f"{len(acts['conv1'])} conv1 and {len(acts['conv2'])} conv2 feature maps "
+                   f"after ReLU, the {len(acts['fc1'])} fc1 activations and the class "
+                   f"probabilities (predicted: {pred}).",
+                   alt=f"Feature maps of a handwritten {label} at each layer of the network.")
+    ctx.metric("mistakes", int(wrong_mask.sum()))
+
+    # Saliency: d logit / d input per class, for a few digits.
+    digits = np.sort(ctx.rng.choice(10, size=cfg.saliency_examples, replace=False))
+    chosen = [int(torch.nonzero(test_y == d)[0, 0]) for d in digits]
+    maps = np.stack([input_saliency(model, test_x[i]) for i in chosen])
+    images = test_x[chosen].numpy()
+    ink = images > 0
+    own = np.abs(maps[np.arange(len(chosen)), test_y[chosen].numpy()])
+    ctx.metric("saliency_indices", chosen)
+    ctx.metric("saliency_on_ink", float(np.mean([own[i][ink[i]].sum() / own[i].sum()
+                                                 for i in range(len(chosen))])))
+    ctx.metric("ink_share", float(ink.mean()))
+    ctx.figure("saliency", saliency_figure(images, maps, test_y[chosen].tolist(),
+                                           predicted[chosen].tolist()),
+               caption="Input-gradient saliency: for each test image (left) and each class, the "
+               "gradient of that class's logit with respect to every pixel (red: more ink there "
+               "raises the class score; blue: lowers it; one scale per row).",
+               alt="A grid of saliency maps: rows are digits, columns are the ten classes.")

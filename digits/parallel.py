@@ -1,0 +1,201 @@
+"""Train several independent models of one architecture at once, or one after another.
+
+Concurrent mode stacks the K models' parameters every step and runs one forward/backward for
+all of them with torch.func.vmap (convolutions become grouped convolutions, linear layers batched
+matmuls). Each model keeps its own torch.optim optimizer from digits.training.make_optimizer and
+its own data order (one generator per model, the same permutations `train` would draw), so a
+concurrent run computes what K sequential `train` calls compute, up to float rounding.
+
+Why both modes (measured with Model2, batch 32, torch 2.14, 2 CPU cores shared with other jobs,
+load average ~7.5, so absolute numbers are low and noisy; the ratios held across repeats):
+- CPU: a grouped conv2 forward+backward for 4 models took 168 ms against 91 ms for four separate
+  convolutions (1.8x slower); `bench/bench_training.py --threads 1` trained 4 models at
+  225 img/s concurrently against 333 img/s one after another (0.67x, median of 3; runs
+  212-228 vs 308-350). The CPU is already busy at batch 32, so "auto" trains one model after
+  another there.
+- CUDA: one batch of 32 through this network is a few microseconds of arithmetic but ~50
+  kernel launches, so a GPU idles between launches; stacking K models multiplies the work per
+  launch by K. "auto" trains concurrently there. No GPU was available when this was written:
+  run `python bench/bench_training.py --device cuda` to check that choice on the hardware.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+from torch.func import functional_call, vmap
+from torch.nn import functional as F
+
+from digits.training import (History, TrainSpec, autocast, evaluate, make_optimizer,
+                             make_scheduler, to_input, train)
+
+MODES = ("auto", "sequential", "concurrent")
+
+
+def resolve_mode(mode: str, device: torch.device) -> str:
+    """'auto' -> 'concurrent' on CUDA, 'sequential' elsewhere (see the measurements above)."""
+    if mode not in MODES:
+        raise ValueError(f"unknown mode {mode!r}; choose from {MODES}")
+    if mode == "auto":
+        return "concurrent" if device.type == "cuda" else "sequential"
+    return mode
+
+
+def train_many(
+    models: Sequence[nn.Module],
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    specs: Sequence[TrainSpec],
+    *,
+    generators: Sequence[torch.Generator],
+    eval_sets: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None,
+    mode: str = "auto",
+    group_size: int = 24,
+    progress: Callable[..., Any] | None = None,
+    desc: str = "train",
+) -> list[History]:
+    """Train each model in place with its own spec and generator; return their histories.
+
+    Concurrent mode trains up to `group_size` models per group; all specs in a group must share
+    epochs and batch size (they see the same training set), optimizers and learning rates may
+    differ. Sequential mode is exactly `digits.training.train` called once per model.
+    """
+    if not (len(models) == len(specs) == len(generators)):
+        raise ValueError(f"{len(models)} models, {len(specs)} specs and {len(generators)} "
+                         "generators: need one of each per model")
+    if resolve_mode(mode, images.device) == "sequential":
+        return [train(m, images, labels, s, generator=g, eval_sets=eval_sets,
+                      progress=progress, desc=f"{desc} {i + 1}/{len(models)}")
+                for i, (m, s, g) in enumerate(zip(models, specs, generators))]
+    histories: list[History] = []
+    for start in range(0, len(models), max(group_size, 1)):
+        stop = start + max(group_size, 1)
+        histories += train_concurrently(
+            models[start:stop], images, labels, specs[start:stop],
+            generators=generators[start:stop],
+            eval_sets=eval_sets, progress=progress,
+            desc=f"{desc} {start + 1}-{min(stop, len(models))}/{len(models)}")
+    return histories
+
+
+def _check_group(models: Sequence[nn.Module], specs: Sequence[TrainSpec]) -> None:
+    """Same architecture (type and parameter shapes), same epochs and batch size."""
+    first = models[0]
+    shapes = [(n, p.shape) for n, p in first.named_parameters()]
+    for model in models[1:]:
+        if type(model) is not type(first) or [(n, p.shape) for n, p in
+                                               model.named_parameters()] != shapes:
+            raise ValueError("concurrent training needs models of one architecture; got "
+                             f"{type(first).__name__} and {type(model).__name__}")
+    if len({(s.epochs, s.batch_size) for s in specs}) != 1:
+        raise ValueError("concurrent training needs one epochs and batch_size for the group; "
+                         f"got {sorted({(s.epochs, s.batch_size) for s in specs})}")
+
+
+def train_concurrently(
+    models: Sequence[nn.Module],
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    specs: Sequence[TrainSpec],
+    *,
+    generators: Sequence[torch.Generator],
+    eval_sets: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None,
+    progress: Callable[..., Any] | None = None,
+    desc: str = "train",
+) -> list[History]:
+    """One vmapped forward/backward for all models per step; per-model optimizers and curves."""
+    _check_group(models, specs)
+    device = images.device
+    k, n = len(models), images.shape[0]
+    epochs, batch_size = specs[0].epochs, specs[0].batch_size
+    for model in models:
+        model.to(device)
+    # A parameter-free copy gives the graph; each step feeds it the stacked tensors.
+    skeleton = copy.deepcopy(models[0]).to("meta")
+    # The same Parameter objects every step: the optimizers update them in place.
+    param_lists = {name: [dict(m.named_parameters())[name] for m in models]
+                   for name, _ in models[0].named_parameters()}
+    buffer_lists = {name: [dict(m.named_buffers())[name] for m in models]
+                    for name, _ in models[0].named_buffers()}
+    optimizers = [make_optimizer(s, m.parameters()) for s, m in zip(specs, models)]
+    steps_per_epoch = -(-n // batch_size)
+    schedulers = [make_scheduler(s, o, epochs * steps_per_epoch) for s, o in zip(specs, optimizers)]
+    smoothing = torch.tensor([s.label_smoothing for s in specs])
+    same_smoothing = bool((smoothing == smoothing[0]).all())
+
+    def forward(params: dict, buffers: dict, x: torch.Tensor) -> torch.Tensor:
+        return functional_call(skeleton, (params, buffers), (x,))
+
+    batched = vmap(forward)
+    histories = [History() for _ in models]
+    bar = progress(total=epochs * steps_per_epoch, desc=desc) if progress else None
+    step, seen, seconds = 0, 0, 0.0
+    for epoch in range(1, epochs + 1):
+        for model in models:
+            model.train()
+        loss_sum = torch.zeros(k, device=device)
+        correct = torch.zeros(k, device=device, dtype=torch.long)
+        # The permutation each model's `train` call would draw: same generator, same order.
+        order = torch.stack([torch.randperm(n, generator=g) for g in generators]).to(device)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        for first in range(0, n, batch_size):
+            index = order[:, first:first + batch_size]  # [K, b]
+            b = index.shape[1]
+            x = to_input(images[index].flatten(0, 1)).reshape(k, b, 1, *images.shape[1:])
+            y = labels[index]
+            params = {name: torch.stack(p) for name, p in param_lists.items()}
+            buffers = {name: torch.stack(v) for name, v in buffer_lists.items()}
+            with autocast(device):
+                logits = batched(params, buffers, x).float()  # [K, b, 10]
+            if same_smoothing:
+                losses = F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none",
+                                         label_smoothing=specs[0].label_smoothing)
+                losses = losses.view(k, b).mean(1)
+            else:
+                losses = torch.stack([F.cross_entropy(logits[i], y[i],
+                                                      label_smoothing=specs[i].label_smoothing)
+                                      for i in range(k)])
+            for optimizer in optimizers:
+                optimizer.zero_grad(set_to_none=True)
+            # The models are independent, so d(sum)/d(theta_i) = d(loss_i)/d(theta_i).
+            losses.sum().backward()
+            for optimizer in optimizers:
+                optimizer.step()
+            for scheduler in schedulers:
+                if scheduler is not None:
+                    scheduler.step()
+            loss_sum += losses.detach() * b
+            correct += (logits.argmax(2) == y).sum(1)
+            seen += b
+            step += 1
+            if bar is not None:
+                bar.update(1)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        seconds += time.perf_counter() - start
+        losses_cpu, correct_cpu = loss_sum.tolist(), correct.tolist()
+        for i, (model, history) in enumerate(zip(models, histories)):
+            history.epochs.append(epoch)
+            history.train_loss.append(losses_cpu[i] / n)
+            history.train_acc.append(correct_cpu[i] / n)
+            for name, (eval_x, eval_y) in (eval_sets or {}).items():
+                result = evaluate(model, eval_x, eval_y, specs[i].eval_batch_size)
+                history.eval_loss.setdefault(name, []).append(result.loss)
+                history.eval_acc.setdefault(name, []).append(result.accuracy)
+        if bar is not None:
+            bar.set_postfix(loss=f"{sum(losses_cpu) / (k * n):.4f}")
+    if bar is not None:
+        bar.close()
+    for history in histories:
+        # Wall time is shared by the group; images/s is per model (x K for the group's total).
+        history.seconds = seconds
+        history.steps = step
+        history.images_per_second = seen / seconds if seconds else 0.0
+    return histories

@@ -1,0 +1,112 @@
+"""The command line (build.py): help, --list, bad --set, bad --device, interrupts."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import build
+from analyses import ANALYSES
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_help_states_the_defaults(capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        build.main(["--help"])
+    assert exit_.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+    for option, default in [("--profile", "auto"), ("--device", "auto"), ("--out", "site"),
+                            ("--cache-dir", ".cache"), ("--data-dir", "None")]:
+        assert option in text
+        assert f"(default: {default}" in text or f"{default})" in text, (option, text)
+    assert "(default: auto)" in text and "--keep-going" in text and "--set KEY=VALUE" in text
+
+
+def test_list_shows_every_analysis_with_state_and_requirements(
+        tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    code = build.main(["--list", "--profile", "quick", "--device", "cpu",
+                       "--out", str(tmp_path / "site"), "--cache-dir", str(tmp_path / "cache")])
+    assert code == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == len(ANALYSES)  # nothing else on stdout: the list is scriptable
+    for line, module in zip(lines, ANALYSES):
+        analysis = module.ANALYSIS
+        fields = line.split()
+        assert fields[:2] == [analysis.name, "stale"], line  # an empty cache
+        assert f"requires: {', '.join(analysis.requires) or '-'}" in line
+        assert line.rstrip().endswith(analysis.title)
+    assert not (tmp_path / "site").exists() and not (tmp_path / "cache").exists()
+
+
+@pytest.mark.parametrize("pair, message", [
+    ("dataset.nosuch=1", "unknown key 'nosuch' in dataset"),
+    ("nosuch.grid=1", "unknown section 'nosuch'"),
+    ("dataset.grid=big", "--set dataset.grid=big: expected int"),
+    ("grid", "expected key=value"),
+])
+def test_bad_set_exits_2_with_a_clear_message(tmp_path: Path, capsys: pytest.CaptureFixture,
+                                              pair: str, message: str) -> None:
+    code = build.main(["--set", pair, "--profile", "quick", "--device", "cpu", "--list",
+                       "--cache-dir", str(tmp_path / "cache")])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --set") or err.startswith("error: ")
+    assert message in err
+
+
+def test_bad_set_exit_code_from_the_shell(tmp_path: Path) -> None:
+    result = subprocess.run([sys.executable, str(REPO / "build.py"), "--set", "dataset.grid=x",
+                             "--device", "cpu", "--list", "--cache-dir", str(tmp_path)],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert "dataset.grid=x: expected int" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_unknown_only_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    code = build.main(["--only", "nosuch", "--profile", "quick", "--device", "cpu",
+                       "--out", str(tmp_path / "site"), "--cache-dir", str(tmp_path / "cache")])
+    assert code == 2
+    assert "--only: unknown analyses ['nosuch']" in capsys.readouterr().err
+
+
+def test_device_cuda_without_cuda_is_a_clear_error(monkeypatch: pytest.MonkeyPatch,
+                                                   tmp_path: Path) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(SystemExit, match="--device cuda, but CUDA is not available"):
+        build.main(["--device", "cuda", "--list", "--cache-dir", str(tmp_path)])
+
+
+def test_auto_choices(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert build.choose_device("auto") == torch.device("cpu")
+    assert build.choose_device("cpu") == torch.device("cpu")
+
+
+def test_invalid_choice_is_rejected_by_argparse(capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        build.main(["--profile", "medium"])
+    assert exit_.value.code == 2
+    assert "invalid choice: 'medium'" in capsys.readouterr().err
+
+
+def test_keyboard_interrupt_exits_130_and_keeps_the_site(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "site"
+    out.mkdir()
+    (out / "index.html").write_text("previous")
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("report.engine.build", interrupted)
+    code = build.main(["--profile", "quick", "--device", "cpu", "--out", str(out),
+                       "--cache-dir", str(tmp_path / "cache")])
+    assert code == 130
+    assert "interrupted" in capsys.readouterr().err
+    assert (out / "index.html").read_text() == "previous"

@@ -1,0 +1,91 @@
+"""digits/embedding_quality.py on small synthetic clusters with known answers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from digits import embedding_quality as quality
+
+
+def blobs(n_per_class: int = 60, classes: int = 5, dims: int = 8, spread: float = 0.3,
+          seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Gaussian clusters around centres 10 apart (spread << distance: trivially separable)."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(classes, dims)) * 10
+    labels = np.repeat(np.arange(classes), n_per_class)
+    return centres[labels] + rng.normal(scale=spread, size=(len(labels), dims)), labels
+
+
+def test_knn_on_separated_blobs_is_perfect() -> None:
+    x, y = blobs()
+    pred = quality.knn_cv_predict(x, y, k=10, folds=5, seed=3)
+    assert pred.shape == y.shape
+    assert quality.accuracy(y, pred) == 1.0
+    # The 2-D path (KD-tree) gives the same answer on the first two coordinates of wide blobs.
+    x2, y2 = blobs(dims=2)
+    assert quality.accuracy(y2, quality.knn_cv_predict(x2, y2, k=10, seed=3)) >= 0.99
+
+
+def test_knn_with_shuffled_labels_is_near_chance() -> None:
+    x, y = blobs(n_per_class=200, classes=5)
+    shuffled = np.random.default_rng(1).permutation(y)
+    acc = quality.accuracy(shuffled, quality.knn_cv_predict(x, shuffled, k=10, seed=3))
+    # Chance is 1/5; 1,000 samples put the standard error near 1.3 points.
+    assert 0.12 < acc < 0.28
+
+
+def test_knn_is_deterministic_and_checks_shapes() -> None:
+    x, y = blobs(spread=4.0)  # overlapping: predictions depend on the folds
+    a = quality.knn_cv_predict(x, y, seed=5)
+    assert np.array_equal(a, quality.knn_cv_predict(x, y, seed=5))
+    with pytest.raises(ValueError, match="labels"):
+        quality.knn_cv_predict(x, y[:-1])
+
+
+def test_accuracy_and_per_class_accuracy() -> None:
+    y = np.array([0, 0, 1, 1, 1, 2])
+    p = np.array([0, 1, 1, 1, 0, 2])
+    assert quality.accuracy(y, p) == pytest.approx(4 / 6)
+    per_class = quality.per_class_accuracy(y, p, n_classes=4)
+    np.testing.assert_allclose(per_class[:3], [0.5, 2 / 3, 1.0])
+    assert np.isnan(per_class[3])  # no sample of class 3
+
+
+def test_confusion_matrix_counts() -> None:
+    y = np.array([0, 0, 1, 2, 2, 2])
+    p = np.array([0, 2, 1, 0, 2, 2])
+    cm = quality.confusion_matrix(y, p, n_classes=3)
+    assert cm.tolist() == [[1, 0, 1], [0, 1, 0], [1, 0, 2]]
+    assert cm.sum() == len(y)
+
+
+def test_confused_pairs_sums_both_directions_and_orders() -> None:
+    # 4 -> 9 three times and 9 -> 4 twice (5 in all); 3 -> 5 five times; 1 -> 7 once.
+    y = np.array([4, 4, 4, 9, 9, 3, 3, 3, 3, 3, 1, 0])
+    p = np.array([9, 9, 9, 4, 4, 5, 5, 5, 5, 5, 7, 0])
+    pairs = quality.confused_pairs(y, p, top=5)
+    # 3-5 and 4-9 tie at 5 errors; ties are ordered by the pair.
+    assert pairs == [(3, 5, 5), (4, 9, 5), (1, 7, 1)]
+    assert quality.confused_pairs(y, p, top=1) == [(3, 5, 5)]
+    assert quality.confused_pairs(y, y) == []  # no errors, no pairs
+
+
+def test_trustworthiness_identity_random_and_guards() -> None:
+    x, _ = blobs(n_per_class=40, dims=10)
+    assert quality.trustworthiness(x, x, k=5) == pytest.approx(1.0)
+    assert quality.trustworthiness(x, x[:, :2] * 3.0, k=5) > 0.8  # blobs survive a projection
+    noise = np.random.default_rng(0).normal(size=(len(x), 2))
+    assert quality.trustworthiness(x, noise, k=5) < 0.7  # random map: about 0.5
+    with pytest.raises(ValueError, match="k < n/2"):
+        quality.trustworthiness(x[:10], x[:10], k=5)
+    with pytest.raises(ValueError, match="rows"):
+        quality.trustworthiness(x, x[:-1], k=5)
+
+
+def test_cumulative_variance_counts() -> None:
+    ratio = np.array([0.5, 0.3, 0.15, 0.04, 0.01])
+    assert quality.cumulative_variance_counts(ratio) == {0.9: 3, 0.95: 3, 0.99: 4}
+    assert quality.cumulative_variance_counts(ratio, (0.5, 0.8)) == {0.5: 1, 0.8: 2}
+    with pytest.raises(ValueError, match="explain only"):
+        quality.cumulative_variance_counts(np.array([0.5, 0.3]), (0.9,))

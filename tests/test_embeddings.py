@@ -1,0 +1,209 @@
+"""The embeddings section (analyses/embeddings.py): map data formats, then the whole section."""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from threadpoolctl import threadpool_limits
+
+from analyses import dataset, embeddings
+from digits.data import MNIST
+from report.config import make_config
+from report.engine import BuildOptions, DataSource, build
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+# --- the interactive map's files ----------------------------------------------------------------
+
+
+def test_quantize_keeps_the_aspect_ratio() -> None:
+    xy = np.array([[-10.0, 5.0], [30.0, 5.0], [10.0, 25.0]])  # 40 wide, 20 tall
+    q, (x0, y0, span) = embeddings.quantize_xy(xy)
+    assert (x0, y0, span) == (-10.0, 5.0, 40.0)
+    assert q.dtype == np.uint16
+    assert q[:, 0].tolist() == [0, 65535, 32768]
+    assert q[:, 1].tolist() == [0, 0, 32768]  # the short axis uses half the range
+
+
+def test_map_data_round_trip() -> None:
+    rng = np.random.default_rng(0)
+    n = 1_003  # odd, so the arrays after the uint16 ones start at unaligned-looking offsets
+    xy = rng.normal(size=(n, 2)) * [40.0, 25.0]
+    labels = rng.integers(0, 10, n)
+    index = np.sort(rng.choice(70_000, n, replace=False))
+    colors = [f"#{d}{d}{d}{d}{d}{d}" for d in range(10)]
+    text = embeddings.encode_map_data(xy, labels, index, sheets=["a.png", "b.png"],
+                                      sheet_size=600, n_train=60_000, colors=colors)
+    assert text.startswith("window.mnistMapData=window.mnistMapData||{};")
+    decoded = embeddings.decode_map_data(text)
+    assert decoded["n"] == n and decoded["n_train"] == 60_000
+    assert decoded["sheets"] == ["a.png", "b.png"] and decoded["sheet_size"] == 600
+    assert decoded["colors"] == colors and decoded["sheet_columns"] == embeddings.SHEET_COLUMNS
+    assert np.array_equal(decoded["labels"], labels)
+    assert np.array_equal(decoded["index"], index)
+    span = decoded["bounds"][2]
+    assert np.abs(decoded["xy"] - xy).max() <= span / 65535 / 2 + 1e-9  # half a quantum
+    # The binary part really is 9 bytes per point.
+    blob = re.search(r'"data":"([^"]*)"', text).group(1)
+    assert len(blob) == 4 * -(-9 * n // 3)
+
+
+def test_decode_rejects_a_damaged_file() -> None:
+    text = embeddings.encode_map_data(np.zeros((3, 2)), [1, 2, 3], [0, 1, 2], sheets=[],
+                                      sheet_size=10, n_train=2, colors=[])
+    with pytest.raises(ValueError, match="bytes"):
+        embeddings.decode_map_data(text.replace('"n":3', '"n":4'))
+    with pytest.raises(ValueError, match="not a map"):
+        embeddings.decode_map_data("var x = 1;")
+
+
+def test_sprite_sheet_is_a_4_bit_png_that_round_trips() -> None:
+    rng = np.random.default_rng(1)
+    images = rng.integers(0, 256, size=(130, 28, 28), dtype=np.uint8)
+    png = embeddings.sprite_sheet_png(images)
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    assert png[24] == 4 and png[25] == 3  # IHDR: bit depth 4, colour type 3 (palette)
+    sheet = Image.open(io.BytesIO(png))
+    assert sheet.size == (embeddings.SHEET_COLUMNS * 28, 2 * 28)  # 130 images = 2 rows
+    decoded = embeddings.decode_sprite_sheet(png, len(images))
+    levels = (images.astype(np.int64) * 15 + 127) // 255  # the nearest of 16 grey levels
+    assert np.array_equal(decoded, levels * 17)
+    assert np.abs(decoded.astype(int) - images).max() <= 255 // 15 // 2 + 1
+
+
+def test_thumbnail_map_places_each_image_in_its_cell() -> None:
+    images = np.zeros((3, 28, 28), np.uint8)
+    images[:, 10:18, 10:18] = 255
+    xy = np.array([[0.0, 0.0], [7.0, 2.0], [10.0, 4.9]])  # 10 wide, 4.9 tall
+    labels = np.array([0, 1, 2])
+    rgb = embeddings.thumbnail_map(xy, images, labels, grid=2)
+    assert rgb.shape == (28, 56, 3)  # 2 x 1 square cells
+    # Bottom-left cell: image 0 in class colour 0; right cell: image 1 (nearest the centre).
+    from digits.plots import CLASS_COLORS
+    expected0 = np.round(np.array(CLASS_COLORS[0]) * 255)
+    expected1 = np.round(np.array(CLASS_COLORS[1]) * 255)
+    assert np.array_equal(rgb[14, 14], expected0)
+    assert np.array_equal(rgb[14, 28 + 14], expected1)
+    assert (rgb[0, 0] == 255).all()  # paper stays white
+
+
+def test_morton_order_keeps_neighbours_together() -> None:
+    # A 4 x 4 grid of points: Z-order visits each 2 x 2 quadrant before the next one.
+    xy = np.array([(x, y) for y in range(4) for x in range(4)], dtype=float)
+    order = embeddings.morton_order(xy)
+    assert sorted(order.tolist()) == list(range(16))
+    quadrants = [(int(xy[i, 0]) // 2, int(xy[i, 1]) // 2) for i in order]
+    assert quadrants == [(0, 0)] * 4 + [(1, 0)] * 4 + [(0, 1)] * 4 + [(1, 1)] * 4
+    assert xy[order[0]].tolist() == [0, 0] and xy[order[-1]].tolist() == [3, 3]
+    # Random points: consecutive points in Z-order are far closer than in random order.
+    pts = np.random.default_rng(0).random((2000, 2))
+    z = pts[embeddings.morton_order(pts)]
+    assert np.linalg.norm(np.diff(z, axis=0), axis=1).mean() < 0.2 * np.linalg.norm(
+        np.diff(pts, axis=0), axis=1).mean()
+
+
+def test_seeded_subset() -> None:
+    a = embeddings.seeded_subset(np.random.default_rng(3), 100, 10)
+    assert np.array_equal(a, embeddings.seeded_subset(np.random.default_rng(3), 100, 10))
+    assert len(np.unique(a)) == 10 and np.all(np.diff(a) > 0)
+    assert np.array_equal(embeddings.seeded_subset(np.random.default_rng(3), 5, 10), np.arange(5))
+
+
+# --- the whole section -------------------------------------------------------------------------
+
+
+def clustered_mnist(n_train: int = 400, n_test: int = 100) -> MNIST:
+    """Ten random 'digit' templates, each image its template with 3 % of the pixels flipped."""
+    generator = torch.Generator().manual_seed(0)
+    templates = (torch.rand(10, 28, 28, generator=generator) < 0.2).to(torch.uint8) * 255
+
+    def images(n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        labels = torch.arange(n) % 10
+        x = templates[labels].clone()
+        flip = torch.rand(n, 28, 28, generator=generator) < 0.03
+        x[flip] = 255 - x[flip]
+        return x, labels
+
+    train_x, train_y = images(n_train)
+    test_x, test_y = images(n_test)
+    return MNIST(train_x, train_y, test_x, test_y, md5={}, source="synthetic")
+
+
+def test_whole_section_on_synthetic_clusters(tmp_path: Path) -> None:
+    data = clustered_mnist()
+    # Barnes-Hut on one thread: on 500 points the FFT grid's fixed cost and thread
+    # synchronisation (on a busy machine) would take most of a minute.
+    config = make_config([dataset.ANALYSIS, embeddings.ANALYSIS], "quick",
+                         {"embeddings.tsne_gradients": "bh", "embeddings.threads": "1"})
+    options = BuildOptions(root=REPO, out=tmp_path / "site", cache_dir=tmp_path / "cache",
+                           templates=REPO / "templates", device=torch.device("cpu"))
+    source = DataSource(fingerprint="clusters", load=lambda device: data)
+    # One BLAS thread: on a busy machine, threads spinning in LAPACK make PCA 10x slower.
+    with threadpool_limits(1):
+        index, outcomes = build([dataset, embeddings], config, options, source,
+                                log=lambda m: None)
+    assert outcomes["embeddings"].status == "run"
+    site = tmp_path / "site"
+    m = json.loads((site / "data" / "embeddings" / "metrics.json").read_text())
+    assert m["n_images"] == 500 and m["tsne_points"] == 500 and m["tsne_all"] is True
+    # Ten tight clusters: every space separates them, even PCA's first two axes nearly do.
+    for key in ("raw", "pca50", "tsne"):
+        assert m[f"knn_{key}"] >= 0.98, key
+    assert m["trust_tsne"] > 0.8
+    assert m["pca_n90"] <= m["pca_n95"] <= m["pca_n99"] <= 784
+    assert m["knn_best_space"] == m["knn_ranking"][0]
+    # The map data decodes to the right labels for the right images.
+    script = (site / "assets" / "embeddings" / "map_points.js").read_text()
+    decoded = embeddings.decode_map_data(script)
+    all_labels = torch.cat([data.train_labels, data.test_labels]).numpy()
+    assert decoded["n"] == 500 and np.array_equal(decoded["labels"], all_labels[decoded["index"]])
+    png = (site / "assets" / "embeddings" / decoded["sheets"][0]).read_bytes()
+    thumbs = embeddings.decode_sprite_sheet(png, 500)
+    all_images = torch.cat([data.train_images, data.test_images]).numpy()
+    # Pixels are 0 or 255 here, which 16 grey levels keep exactly.
+    assert np.array_equal(thumbs, all_images[decoded["index"]])
+    assert m["map_sprite_bytes"] == len(png) and m["map_points_bytes"] == len(script.encode())
+    # The page holds every figure, the tables and the widget pointing at the data.
+    page = index.read_text()
+    for item in outcomes["embeddings"].manifest["items"]:
+        if item["kind"] == "figure":
+            assert (site / "figures" / "embeddings" / item["file"]).stat().st_size > 0
+            assert f'id="embeddings-{item["name"]}"' in page
+    assert 'data-src="assets/embeddings/map_points.js"' in page
+    assert 'data-figure="embeddings-tsne_map"' in page
+    assert '<script src="static/tsne_map.js" defer></script>' in page
+    assert (site / "data" / "embeddings" / "confused_pairs.csv").is_file()
+    assert "@@ITEM" not in page
+
+
+@pytest.mark.e2e
+def test_quick_build_of_the_section_on_real_mnist(tmp_path: Path) -> None:
+    """build.main on the real data with a small t-SNE (about a minute on 2 CPU cores)."""
+    import build as cli
+    from digits.data import load_mnist
+
+    out = tmp_path / "site"
+    assert cli.main(["--profile", "quick", "--device", "cpu", "--only", "embeddings",
+                     "--out", str(out), "--cache-dir", str(tmp_path / "cache"),
+                     "--set", "embeddings.tsne_points=1000",
+                     "--set", "embeddings.knn_points=1000",
+                     "--set", "embeddings.trust_points=500",
+                     "--set", "embeddings.threads=1"]) == 0
+    m = json.loads((out / "data" / "embeddings" / "metrics.json").read_text())
+    assert m["n_images"] == 70_000 and m["tsne_points"] == 1_000
+    # Facts about MNIST that any correct PCA finds (87 / 154 / 331 with every image).
+    assert 80 <= m["pca_n90"] <= 95 and 140 <= m["pca_n95"] <= 170
+    assert m["knn_tsne"] > 0.8 and m["knn_pca2"] < m["knn_tsne"]
+    decoded = embeddings.decode_map_data((out / "assets" / "embeddings" /
+                                          "map_points.js").read_text())
+    mnist = load_mnist(None, log=lambda message: None)
+    labels = torch.cat([mnist.train_labels, mnist.test_labels]).numpy()
+    assert np.array_equal(decoded["labels"], labels[decoded["index"]])

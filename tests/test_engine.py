@@ -1,0 +1,369 @@
+"""The engine on toy analyses: cache hits and misses, --force/--only, failures, kills, races."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import ToyProject, statuses
+from report.cache import Cache
+from report.config import make_config
+from report.engine import BuildFailed, BuildOptions, Builder, recover_site
+
+CHAIN = ["alpha", "beta", "gamma", "delta"]
+
+
+def entries(cache: Path, name: str) -> list[Path]:
+    """Every folder under cache/<name>/, committed entries and staging folders alike."""
+    folder = cache / name
+    return sorted(folder.iterdir()) if folder.exists() else []
+
+
+# --- cache hits, misses and the Merkle chain ----------------------------------------------------
+
+
+def test_first_build_runs_everything_second_reuses_everything(toy: ToyProject) -> None:
+    index, outcomes = toy.build(CHAIN)
+    assert statuses(outcomes) == dict.fromkeys(CHAIN, "run")
+    assert index.is_file()
+    assert toy.data_loads == 1  # only delta reads ctx.data
+    _, outcomes = toy.build(CHAIN)
+    assert statuses(outcomes) == dict.fromkeys(CHAIN, "cached")
+    assert toy.data_loads == 1  # a fully cached build never loads the dataset
+    for name in CHAIN:
+        assert len(entries(toy.cache, name)) == 1
+
+
+def test_editing_upstream_source_reruns_it_and_its_dependents_only(toy: ToyProject) -> None:
+    toy.build(CHAIN)
+    toy.touch_source("alpha")
+    _, outcomes = toy.build(CHAIN)
+    assert statuses(outcomes) == {"alpha": "run", "beta": "run", "gamma": "run",
+                                  "delta": "cached"}
+
+
+def test_editing_downstream_source_reruns_only_it(toy: ToyProject) -> None:
+    toy.build(CHAIN)
+    toy.touch_source("gamma")
+    _, outcomes = toy.build(CHAIN)
+    assert statuses(outcomes) == {"alpha": "cached", "beta": "cached", "gamma": "run",
+                                  "delta": "cached"}
+
+
+def test_editing_an_imported_project_module_invalidates_the_importer(toy: ToyProject) -> None:
+    toy.build(CHAIN)
+    toy.touch_source("helpers")  # imported by alpha only
+    _, outcomes = toy.build(CHAIN)
+    assert statuses(outcomes) == {"alpha": "run", "beta": "run", "gamma": "run",
+                                  "delta": "cached"}
+
+
+def test_editing_prose_or_templates_rerenders_without_running(toy: ToyProject) -> None:
+    toy.build(CHAIN)
+    prose = toy.root / "toy" / "gamma.md"
+    prose.write_text("Gamma now says {{ m.beta_sum_plus_one }} in new words.\n")
+    base = toy.templates / "base.html"
+    base.write_text(base.read_text().replace("<body>", "<body data-edited=\"yes\">"))
+    index, outcomes = toy.build(CHAIN)
+    assert statuses(outcomes) == dict.fromkeys(CHAIN, "cached")
+    page = index.read_text()
+    assert "Gamma now says 7 in new words." in page  # beta's sum 0+1+2+3 = 6, plus one
+    assert 'data-edited="yes"' in page
+
+
+def test_config_change_invalidates_the_section_and_its_dependents(toy: ToyProject) -> None:
+    toy.build(CHAIN)
+    _, outcomes = toy.build(CHAIN, sets={"alpha.label": "renamed"})
+    assert statuses(outcomes) == {"alpha": "run", "beta": "run", "gamma": "run",
+                                  "delta": "cached"}
+
+
+def test_seed_change_invalidates_everything(toy: ToyProject) -> None:
+    toy.build(CHAIN)
+    _, outcomes = toy.build(CHAIN, sets={"seed": "8"})
+    assert statuses(outcomes) == dict.fromkeys(CHAIN, "run")
+
+
+def test_quick_profile_overrides_reach_the_analysis_and_the_key(toy: ToyProject) -> None:
+    index, outcomes = toy.build(["alpha"], profile="quick")
+    assert outcomes["alpha"].manifest["metrics"]["n"] == 2  # quick={"n": 2}
+    assert "Alpha summed 2 values" in index.read_text()
+    _, full = toy.build(["alpha"], profile="full")
+    assert full["alpha"].status == "run"
+    assert full["alpha"].manifest["metrics"]["n"] == 4
+    assert full["alpha"].key != outcomes["alpha"].key
+
+
+def test_plan_reports_the_cache_state_for_list(toy: ToyProject) -> None:
+    toy.build(["alpha"])
+    modules = toy.modules(CHAIN)
+    options = BuildOptions(root=toy.root, out=toy.out, cache_dir=toy.cache,
+                           templates=toy.templates, device=torch.device("cpu"))
+    plan = Builder(modules, make_config([m.ANALYSIS for m in modules], "full"), options,
+                   toy.data_source()).plan()
+    assert [(row["name"], row["state"], row["requires"]) for row in plan] == [
+        ("alpha", "cached", ()), ("beta", "stale", ("alpha",)), ("gamma", "stale", ("beta",)),
+        ("delta", "stale", ())]
+    assert toy.data_loads == 0  # planning never loads the dataset
+
+
+# --- --force and --only ------------------------------------------------------------------------
+
+
+def test_force_one_reruns_only_it(toy: ToyProject) -> None:
+    toy.build(CHAIN)
+    _, outcomes = toy.build(CHAIN, force=("beta",))
+    assert statuses(outcomes) == {"alpha": "cached", "beta": "run", "gamma": "cached",
+                                  "delta": "cached"}
+    assert len(entries(toy.cache, "beta")) == 1  # same key: the entry was replaced, not added
+
+
+def test_forced_results_replace_the_cached_entry(toy: ToyProject) -> None:
+    toy.build(CHAIN)
+    manifest = toy.cache.glob("beta/*/manifest.json").__next__()
+    stale = json.loads(manifest.read_text())
+    stale["metrics"]["sum"] = -1  # what a previous, different run might have left
+    manifest.write_text(json.dumps(stale))
+    _, outcomes = toy.build(CHAIN, force=("beta",))
+    assert outcomes["beta"].manifest["metrics"]["sum"] != -1
+    entry = Cache(toy.cache).lookup("beta", outcomes["beta"].key)
+    assert entry is not None and entry["metrics"]["sum"] != -1
+    assert [p.name for p in entries(toy.cache, "beta") if p.name.startswith(".")] == []
+
+
+def test_force_all_reruns_everything(toy: ToyProject) -> None:
+    toy.build(CHAIN)
+    _, outcomes = toy.build(CHAIN, force=("all",))
+    assert statuses(outcomes) == dict.fromkeys(CHAIN, "run")
+
+
+def test_force_unknown_name_is_rejected(toy: ToyProject) -> None:
+    with pytest.raises(ValueError, match="--force: unknown"):
+        toy.build(CHAIN, force=("nope",))
+
+
+def test_only_runs_the_named_analysis_and_its_requirements(toy: ToyProject) -> None:
+    index, outcomes = toy.build(CHAIN, only=("gamma",))
+    assert statuses(outcomes) == {"alpha": "run", "beta": "run", "gamma": "run"}
+    assert not (toy.cache / "delta").exists()
+    page = index.read_text()
+    assert 'id="gamma"' in page and 'id="delta"' not in page
+
+
+def test_only_unknown_name_is_rejected(toy: ToyProject) -> None:
+    with pytest.raises(ValueError, match="--only: unknown"):
+        toy.build(CHAIN, only=("nope",))
+
+
+def test_execution_follows_dependencies_then_article_order(toy: ToyProject) -> None:
+    # Article order puts gamma first, but it needs beta, which needs alpha.
+    _, outcomes = toy.build(["gamma", "delta", "beta", "alpha"])
+    assert list(outcomes) == ["delta", "alpha", "beta", "gamma"]
+    running = [line.split("] ")[1].split(":")[0] for line in toy.logs if line.endswith("running")]
+    assert running == ["delta", "alpha", "beta", "gamma"]
+
+
+def test_site_sections_follow_article_order(toy: ToyProject) -> None:
+    index, _ = toy.build(["gamma", "delta", "beta", "alpha"])
+    page = index.read_text()
+    positions = [page.index(f'<section id="{name}"') for name in ("gamma", "delta", "beta", "alpha")]
+    assert positions == sorted(positions)
+
+
+# --- failures ----------------------------------------------------------------------------------
+
+
+def test_failing_analysis_raises_leaves_old_site_and_no_cache_entry(toy: ToyProject) -> None:
+    index, _ = toy.build(CHAIN)
+    before = index.read_bytes()
+    with pytest.raises(BuildFailed, match="beta broke on purpose"):
+        toy.build(CHAIN, sets={"beta.fail": "true"})
+    assert index.read_bytes() == before
+    # Only the entry of the earlier, successful build: no new key, no staging folder.
+    assert len(entries(toy.cache, "beta")) == 1
+    assert not list(toy.cache.glob("*/.tmp-*"))
+    assert not list(toy.out.parent.glob("site.tmp-*"))
+
+
+def test_first_build_failing_leaves_no_site_and_no_entry(toy: ToyProject) -> None:
+    with pytest.raises(BuildFailed):
+        toy.build(CHAIN, sets={"beta.fail": "yes"})
+    assert not toy.out.exists()
+    assert entries(toy.cache, "beta") == []
+    assert len(entries(toy.cache, "alpha")) == 1  # what completed before the failure is kept
+
+
+def test_keep_going_renders_others_marks_failed_and_skips_dependents(toy: ToyProject) -> None:
+    index, outcomes = toy.build(CHAIN, sets={"beta.fail": "1"}, keep_going=True)
+    assert statuses(outcomes) == {"alpha": "run", "beta": "failed", "gamma": "skipped",
+                                  "delta": "run"}
+    assert "beta broke on purpose" in outcomes["beta"].error
+    assert "beta" in outcomes["gamma"].error
+    page = index.read_text()
+    beta = page[page.index('<section id="beta"'):page.index('<section id="gamma"')]
+    assert "could not be built" in beta and "RuntimeError: beta broke on purpose" in beta
+    assert "Alpha summed 4 values" in page and "The toy dataset has 3 items." in page
+    manifest = json.loads((toy.out / "data" / "manifest.json").read_text())
+    assert {a["name"]: a["status"] for a in manifest["analyses"]}["beta"] == "failed"
+    assert entries(toy.cache, "beta") == [] and entries(toy.cache, "gamma") == []
+
+
+def test_load_from_an_analysis_not_in_requires_fails(toy: ToyProject) -> None:
+    _, outcomes = toy.build(["alpha", "sneaky"], keep_going=True)
+    assert outcomes["sneaky"].status == "failed"
+    assert "not in its requires" in outcomes["sneaky"].error
+
+
+def test_dead_staging_folder_is_swept_and_live_one_kept(toy: ToyProject) -> None:
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    dead_pid = int(dead.stdout)
+    stale = toy.cache / "alpha" / f".tmp-{dead_pid}-deadbeef"
+    stale.mkdir(parents=True)
+    (stale / "line.png").write_bytes(b"half a figure")
+    live = toy.cache / "alpha" / f".tmp-{os.getppid()}-cafecafe"  # another build, still alive
+    live.mkdir()
+    _, outcomes = toy.build(["alpha"])
+    assert outcomes["alpha"].status == "run"
+    assert not stale.exists()
+    assert live.exists()
+
+
+def test_keyboard_interrupt_keeps_old_site_and_cache_usable(toy: ToyProject) -> None:
+    index, _ = toy.build(CHAIN)
+    before = index.read_bytes()
+    with pytest.raises(KeyboardInterrupt):
+        toy.build(CHAIN, sets={"beta.interrupt": "on"})
+    assert index.read_bytes() == before
+    assert not list(toy.cache.glob("*/.tmp-*"))
+    assert not list(toy.out.parent.glob("site.tmp-*"))
+    _, outcomes = toy.build(CHAIN)
+    assert statuses(outcomes) == dict.fromkeys(CHAIN, "cached")
+
+
+def test_recover_site_restores_old_site_of_a_dead_build(tmp_path: Path) -> None:
+    out = tmp_path / "site"
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    old = tmp_path / f"site.old-{int(dead.stdout)}"
+    old.mkdir()
+    (old / "index.html").write_text("previous")
+    recover_site(out)
+    assert (out / "index.html").read_text() == "previous"
+    assert not old.exists()
+
+
+def test_recover_site_leaves_a_live_builds_swap_alone(tmp_path: Path) -> None:
+    # Another build (alive) is between its two renames: site/ moved aside, new one not yet in.
+    out = tmp_path / "site"
+    old = tmp_path / f"site.old-{os.getppid()}"
+    old.mkdir()
+    (old / "index.html").write_text("previous")
+    recover_site(out)
+    assert not out.exists(), "took the folder a running build is swapping"
+    assert old.exists()
+
+
+# --- killed, interrupted and concurrent builds (real processes) --------------------------------
+
+
+def start_toy_build(toy: ToyProject, names: list[str], sets: list[str], block: Path
+                    ) -> subprocess.Popen:
+    """A toy build in a child process; its `slow` analysis blocks until `block/release` exists."""
+    command = [sys.executable, str(toy.root / "toy" / "run_build.py"), str(toy.root),
+               str(toy.out), str(toy.cache), *names]
+    for pair in sets:
+        command += ["--set", pair]
+    env = {**os.environ, "TOY_BLOCK_DIR": str(block)}
+    return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+
+
+def wait_for_started(block: Path, procs: list[subprocess.Popen], count: int = 1) -> None:
+    """Wait until `count` children are blocked inside `slow` (30 s at most)."""
+    deadline = time.monotonic() + 30
+    while len(list(block.glob("started-*"))) < count:
+        for proc in procs:
+            if proc.poll() is not None:
+                raise AssertionError(f"toy build exited early: {proc.communicate()}")
+        if time.monotonic() > deadline:
+            raise AssertionError("toy build never reached the slow analysis")
+        time.sleep(0.02)
+
+
+@pytest.mark.parametrize("how", ["SIGKILL", "SIGINT"])
+def test_killed_build_leaves_site_and_cache_usable(toy: ToyProject, tmp_path: Path,
+                                                   how: str) -> None:
+    names = ["alpha", "beta", "slow"]
+    index, _ = toy.build(names)
+    before = index.read_bytes()
+    block = tmp_path / "block"
+    block.mkdir()
+    # alpha.n=5 changes alpha's key and so beta's and slow's: all three run, slow blocks.
+    proc = start_toy_build(toy, names, ["alpha.n=5", "slow.version=2"], block)
+    try:
+        wait_for_started(block, [proc])
+        proc.send_signal(getattr(signal, how))
+        _, stderr = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    if how == "SIGKILL":
+        assert proc.returncode == -signal.SIGKILL
+        # The killed process left its half-written staging folder (swept by the next build).
+        assert list(toy.cache.glob(f"slow/.tmp-{proc.pid}-*"))
+    else:
+        assert proc.returncode == 130, stderr
+        assert not list(toy.cache.glob("slow/.tmp-*"))  # discarded on the way out
+    assert index.read_bytes() == before, "the previous site was touched"
+    assert not list(toy.out.parent.glob("site.tmp-*"))  # it died before rendering
+
+    _, outcomes = toy.build(names, sets={"alpha.n": "5", "slow.version": "2"})
+    assert statuses(outcomes) == {"alpha": "cached", "beta": "cached", "slow": "run"}
+    assert not list(toy.cache.glob("*/.tmp-*"))
+    assert "Slow ran version 2." in index.read_text()
+
+
+def test_two_concurrent_builds_do_not_corrupt_the_cache(toy: ToyProject, tmp_path: Path) -> None:
+    names = ["alpha", "beta", "gamma", "slow"]
+    block = tmp_path / "block"
+    block.mkdir()
+    procs = [start_toy_build(toy, names, [], block) for _ in range(2)]
+    try:
+        wait_for_started(block, procs, count=2)  # both are inside slow at the same time
+        (block / "release").write_text("")
+        results = [proc.communicate(timeout=60) for proc in procs]
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+    for proc, (_, stderr) in zip(procs, results):
+        assert proc.returncode == 0, stderr
+    cache = Cache(toy.cache)
+    for name in names:
+        found = entries(toy.cache, name)
+        assert len(found) == 1 and not found[0].name.startswith("."), found
+        manifest = json.loads((found[0] / "manifest.json").read_text())
+        assert cache.lookup(name, manifest["key"]) == manifest
+        for item in manifest["items"]:
+            if "file" in item:
+                assert (found[0] / item["file"]).is_file()
+    page = (toy.out / "index.html").read_text()
+    for name in names:  # run by the build that swapped last, or reused from the other's
+        assert re.search(f'<section id="{name}" class="section status-(run|cached)">', page)
+    assert not list(toy.out.parent.glob("site.tmp-*"))
+    assert not list(toy.out.parent.glob("site.old-*"))
+    # And the next build reuses everything.
+    _, outcomes = toy.build(names)
+    assert statuses(outcomes) == dict.fromkeys(names, "cached")

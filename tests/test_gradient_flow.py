@@ -1,0 +1,45 @@
+"""digits/gradient_flow.py: the deep MLPs and the good-versus-bad gradient-flow measurement."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from digits.gradient_flow import BAD, GOOD, deep_mlp, geometric_mean, run_flow
+from digits.recording import weight_layers
+from digits.training import TrainSpec
+
+
+def test_deep_mlp_layers() -> None:
+    model = deep_mlp(depth=3, width=16, activation="sigmoid", batch_norm=False)
+    assert weight_layers(model) == ["layer1", "layer2", "layer3", "layer4"]
+    assert not any(isinstance(m, nn.BatchNorm1d) for m in model.modules())
+    assert sum(isinstance(m, nn.Sigmoid) for m in model.modules()) == 3
+    normed = deep_mlp(depth=3, width=16, activation="relu", batch_norm=True)
+    assert sum(isinstance(m, nn.BatchNorm1d) for m in normed.modules()) == 3
+    assert normed(torch.rand(5, 1, 28, 28)).shape == (5, 10)
+    with pytest.raises(ValueError):
+        deep_mlp(2, 8, "swish", False)
+
+
+def test_geometric_mean() -> None:
+    assert geometric_mean(np.array([1e-6, 1e-2])) == pytest.approx(1e-4)
+
+
+def test_sigmoid_network_starves_its_first_layer() -> None:
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (256, 28, 28), generator=g, dtype=torch.uint8)
+    labels = torch.randint(0, 10, (256,), generator=g)
+    spec = TrainSpec(epochs=1, batch_size=32, optimizer="sgd", lr=0.05, momentum=0.9)
+    results = {config.label: run_flow(config, images, labels, (images[:64], labels[:64]), spec,
+                                      depth=6, width=32, mean=0.5, std=0.3, seed=1, every=2)
+               for config in (BAD, GOOD)}
+    bad, good = results[BAD.label], results[GOOD.label]
+    assert bad.recording.steps == [1, 3, 5, 7]
+    assert bad.grad_norms().shape == (4, 7)  # snapshots x (6 hidden + 1 output) layers
+    # About 0.14 per sigmoid layer (see the module docstring): six layers give ~1e-5.
+    assert geometric_mean(bad.first_last_ratio()) < 1e-3
+    assert geometric_mean(good.first_last_ratio()) > 1e-1
+    assert 0 <= bad.test_accuracy <= 1 and np.isfinite(good.train_loss)

@@ -1,0 +1,139 @@
+"""digits/recording.py: weight/gradient recorders, fixed histogram bins, activation capture."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from digits.models import Model2
+from digits.recording import (TB_PERCENTILES, DistributionRecorder, capture_activations,
+                              fixed_edges, histograms, percentile_bands, weight_layers)
+from digits.training import TrainSpec, train
+
+
+def tiny_data(n: int = 48, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    images = torch.randint(0, 256, (n, 28, 28), generator=g, dtype=torch.uint8)
+    return images, torch.randint(0, 10, (n,), generator=g)
+
+
+def fresh_model() -> Model2:
+    torch.manual_seed(3)
+    return Model2(0.13, 0.31)
+
+
+def test_weight_layers_of_model2_in_forward_order() -> None:
+    assert weight_layers(fresh_model()) == ["conv1", "conv2", "fc1", "fc2"]
+
+
+def test_recorder_records_every_layer_at_the_due_steps() -> None:
+    images, labels = tiny_data()
+    model = fresh_model()
+    initial = {k: v.clone() for k, v in model.state_dict().items()}
+    recorder = DistributionRecorder(every=2, sample_size=1_000, seed=1)
+    spec = TrainSpec(epochs=2, batch_size=16, optimizer="adam", lr=1e-3)  # 3 steps an epoch
+    train(model, images, labels, spec, generator=torch.Generator().manual_seed(0),
+          callbacks=[recorder])
+    rec = recorder.recording
+    assert rec.layers == ["conv1", "conv2", "fc1", "fc2"]
+    assert rec.steps == [1, 3, 5]
+    assert rec.epochs == pytest.approx([0.0, 2 / 3, 4 / 3])
+    assert rec.shapes == {"conv1": [32, 1, 3, 3], "conv2": [64, 32, 3, 3],
+                          "fc1": [128, 36864], "fc2": [10, 128]}
+    # Small layers are kept whole, large ones sampled at the same positions every time.
+    sizes = {layer: rec.values("weights", layer).shape for layer in rec.layers}
+    assert sizes == {"conv1": (3, 288), "conv2": (3, 1_000), "fc1": (3, 1_000), "fc2": (3, 1_000)}
+    assert rec.values("grads", "fc1").shape == (3, 1_000)
+    # The first snapshot holds the initial weights (before any optimizer step).
+    np.testing.assert_array_equal(rec.values("weights", "conv1")[0],
+                                  initial["conv1.weight"].flatten().numpy())
+    assert not np.array_equal(rec.values("weights", "conv1")[0], rec.values("weights", "conv1")[2])
+    for layer in rec.layers:
+        assert all(len(v) == 3 for v in rec.stats[layer].values())
+        assert (rec.stat(layer, "g_max_abs") >= rec.stat(layer, "g_mean_abs")).all()
+        assert (rec.stat(layer, "g_norm") > 0).all()
+    assert rec.seconds > 0
+
+
+def test_sampled_gradients_match_the_true_gradient() -> None:
+    images, labels = tiny_data(16)
+    model = fresh_model()
+    recorder = DistributionRecorder(layers=["fc1"], every=1, sample_size=500, seed=2)
+    seen = {}
+
+    class Grab:  # runs after the recorder on the same step
+        def after_backward(self, step, epoch, model):
+            if step == 1:
+                seen["grad"] = model.fc1.weight.grad.flatten().clone()
+
+    train(model, images, labels, TrainSpec(epochs=1, batch_size=16, optimizer="sgd"),
+          generator=torch.Generator().manual_seed(0), callbacks=[recorder, Grab()])
+    sample = recorder.recording.grads["fc1"][0]
+    index = recorder._index["fc1"]
+    torch.testing.assert_close(sample, seen["grad"][index])
+    assert recorder.recording.stat("fc1", "g_norm")[0] == pytest.approx(
+        seen["grad"].norm().item(), rel=1e-5)
+
+
+def test_recording_does_not_change_training() -> None:
+    images, labels = tiny_data()
+    spec = TrainSpec(epochs=1, batch_size=16, optimizer="adam", lr=1e-3)
+    plain, recorded = fresh_model(), fresh_model()
+    train(plain, images, labels, spec, generator=torch.Generator().manual_seed(0))
+    train(recorded, images, labels, spec, generator=torch.Generator().manual_seed(0),
+          callbacks=[DistributionRecorder(every=1, sample_size=100)])
+    for a, b in zip(plain.state_dict().values(), recorded.state_dict().values()):
+        assert torch.equal(a, b)
+
+
+def test_histogram_bins_are_fixed_across_frames() -> None:
+    rng = np.random.default_rng(0)
+    # A distribution that widens tenfold over the frames, like fc1's weights under Adam.
+    frames = np.stack([rng.normal(0, 0.01 * (1 + t), 5_000) for t in range(10)])
+    edges = fixed_edges(frames, bins=40)
+    assert len(edges) == 41 and edges[0] == -edges[-1]
+    shares = histograms(frames, edges)
+    assert shares.shape == (10, 40)
+    np.testing.assert_allclose(shares.sum(1), 1.0)  # outliers clipped into the end bins
+    # The last frame covers the axis; the first is squeezed in the middle of the same axis.
+    centre = slice(15, 25)
+    assert shares[0, centre].sum() > 0.95 and shares[-1, centre].sum() < 0.5
+    # Edges from the first frame alone would have lost most of the last frame.
+    first = fixed_edges(frames[:1], bins=40)
+    inside = np.abs(frames[-1]) <= first[-1]
+    assert inside.mean() < 0.3
+
+
+def test_log_histograms_leave_out_exact_zeros() -> None:
+    values = np.array([[0.0, 0.0, 1e-3, -1e-2, 1e-1, -1.0], [0.0, 1e-4, 1e-3, 1e-2, 1e-1, 1.0]])
+    edges = fixed_edges(values, bins=5, scale="log", log_floor=0.0)
+    assert edges[0] == pytest.approx(-4) and edges[-1] == pytest.approx(0)
+    shares = histograms(values, edges, scale="log")
+    np.testing.assert_allclose(shares.sum(1), [4 / 6, 5 / 6])
+    with pytest.raises(ValueError):
+        fixed_edges(values, 5, scale="cubic")
+
+
+def test_percentile_bands_are_ordered() -> None:
+    frames = np.random.default_rng(1).normal(size=(6, 1_000))
+    bands = percentile_bands(frames)
+    assert bands.shape == (6, len(TB_PERCENTILES))
+    assert (np.diff(bands, axis=1) >= 0).all()
+    np.testing.assert_allclose(bands[:, 0], frames.min(1))
+
+
+def test_activation_capture_shapes_and_removal() -> None:
+    model = fresh_model().eval()
+    x = torch.rand(2, 1, 28, 28)
+    with capture_activations(model, ["conv1", "conv2", "fc1", "fc2"]) as capture:
+        logits = model(x)
+    shapes = {k: tuple(v.shape) for k, v in capture.outputs.items()}
+    assert shapes == {"conv1": (2, 32, 26, 26), "conv2": (2, 64, 24, 24), "fc1": (2, 128),
+                      "fc2": (2, 10)}
+    torch.testing.assert_close(capture.outputs["fc2"], logits.detach())
+    capture.outputs.clear()
+    model(x)
+    assert capture.outputs == {}  # hooks removed on exit
+    with pytest.raises(KeyError):
+        capture_activations(model, ["conv3"]).__enter__()

@@ -1,0 +1,31 @@
+"""Toy analysis that requires alpha and loads its saved object; can fail or be interrupted."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from report import Analysis, Context
+
+
+@dataclass(frozen=True)
+class Config:
+    """fail: raise after writing a partial artifact; interrupt: raise KeyboardInterrupt."""
+
+    fail: bool = False
+    interrupt: bool = False
+
+
+ANALYSIS = Analysis(name="beta", title="Beta section", requires=("alpha",), config=Config())
+
+
+def run(ctx: Context) -> None:
+    """Sum alpha's vector; optionally fail half-way."""
+    vector = ctx.load("alpha", "vector")
+    ctx.table("partial", [{"x": 1}], caption="Written before any failure.")
+    ctx.asset("partial.txt", "written before any failure")
+    if ctx.cfg.fail:
+        raise RuntimeError("beta broke on purpose")
+    if ctx.cfg.interrupt:
+        raise KeyboardInterrupt
+    ctx.metric("sum", sum(vector))
+    ctx.metric("alpha_total", ctx.metric_of("alpha", "total"))

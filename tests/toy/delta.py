@@ -1,0 +1,12 @@
+"""Toy analysis independent of the others; it is the only toy that reads ctx.data."""
+
+from __future__ import annotations
+
+from report import Analysis, Context
+
+ANALYSIS = Analysis(name="delta", title="Delta section")
+
+
+def run(ctx: Context) -> None:
+    """Record the size of the (toy) dataset."""
+    ctx.metric("data_size", len(ctx.data))
