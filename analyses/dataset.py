@@ -65,7 +65,8 @@ def run(ctx: Context) -> None:
     # 1. A grid of samples from one shuffled batch, as a training loop would see them.
     n = cfg.grid * cfg.grid
     images, labels = next(iterate_batches(train_x, train_y, n, generator=ctx.generator()))
-    fig = digit_grid(images.cpu().numpy(), [str(int(v)) for v in labels], ncols=cfg.grid)
+    fig = digit_grid(images.cpu().numpy(), [str(int(v)) for v in labels], ncols=cfg.grid,
+                     size=0.9)
     ctx.figure("samples", fig, caption=f"{n} training images from one shuffled batch, with "
                "their labels.", alt=f"A {cfg.grid} by {cfg.grid} grid of handwritten digits.")
 
