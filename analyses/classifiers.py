@@ -437,12 +437,7 @@ def _plot_original_curves(ctx: Context, results: dict[str, dict[str, Any]], cfg:
                                       (cfg.original_model2_acc, "model 2"))):
         axes[0, 0].axhline(acc, color=CLASS_COLORS[i], lw=0.8, ls=":",
                            label=f"original's {label} ({100 * acc:.2f} %, {cfg.original_epochs} ep.)")
-    axes[0, 0].set_ylabel("accuracy")
-    axes[0, 1].set_ylabel("cross-entropy loss")
-    axes[0, 1].set_yscale("log")
-    for ax in axes.flat:
-        ax.set_xlabel("epoch")
-        ax.xaxis.get_major_locator().set_params(integer=True)
+    _label_curve_axes(axes)
     axes[0, 0].legend(fontsize=7, loc="lower right")
     axes[0, 1].legend(fontsize=7, loc="upper right")
     fig.tight_layout()
@@ -474,12 +469,7 @@ def _plot_best_curves(ctx: Context, runs: list[dict[str, Any]], cfg: Config) -> 
                 Line2D([], [], color="grey", ls="--", label="train (augmented, dropout on)")]
     low = min(min(r["history"].eval_acc["test"]) for r in runs)
     axes[0, 0].set_ylim(max(0.0, min(low, cfg.target) - 0.005), 1.0)
-    axes[0, 0].set_ylabel("accuracy")
-    axes[0, 1].set_ylabel("cross-entropy loss")
-    axes[0, 1].set_yscale("log")
-    for ax in axes.flat:
-        ax.set_xlabel("epoch")
-        ax.xaxis.get_major_locator().set_params(integer=True)
+    _label_curve_axes(axes)
     target = Line2D([], [], color="k", lw=0.8, ls=":", label=f"target {100 * cfg.target:.1f} %")
     axes[0, 0].legend(handles=handles + [target], fontsize=7, loc="lower right")
     axes[0, 1].legend(handles=handles, fontsize=7, loc="upper right")
@@ -489,6 +479,16 @@ def _plot_best_curves(ctx: Context, runs: list[dict[str, Any]], cfg: Config) -> 
                "below the test curves (solid).",
                alt="Two line charts: test accuracy climbs towards the target line, "
                "test loss falls.")
+
+
+def _label_curve_axes(axes: np.ndarray) -> None:
+    """Accuracy (left) and log-scale loss (right) against whole epochs."""
+    axes[0, 0].set_ylabel("accuracy")
+    axes[0, 1].set_ylabel("cross-entropy loss")
+    axes[0, 1].set_yscale("log")
+    for ax in axes.flat:
+        ax.set_xlabel("epoch")
+        ax.xaxis.get_major_locator().set_params(integer=True)
 
 
 def _plot_confusion(ctx: Context, confusion: np.ndarray) -> None:
