@@ -176,21 +176,18 @@ def read_user_folder(folder: Path) -> dict[str, bytes]:
     return found
 
 
-def read_cache(cache_dir: Path, log: Callable[[str], None]) -> dict[str, bytes]:
-    """Read verified files from the cache; a corrupt one is deleted and reported, never used."""
-    found: dict[str, bytes] = {}
+def read_cache(cache_dir: Path, log: Callable[[str], None]) -> dict[str, np.ndarray]:
+    """Verified arrays from the cache; a corrupt file is deleted and reported, never used."""
+    found: dict[str, np.ndarray] = {}
     for spec in MNIST_FILES:
         path = cache_dir / spec.name
         if not path.is_file():
             continue
-        data = path.read_bytes()
         try:
-            verify(data, spec, str(path))
+            found[spec.name] = verify(path.read_bytes(), spec, str(path))
         except DataError as exc:
             log(f"cached file is corrupt, deleting it and fetching it again: {exc}")
             path.unlink(missing_ok=True)
-            continue
-        found[spec.name] = data
     return found
 
 
@@ -344,8 +341,7 @@ def acquire(
     tried: list[str] = []
     origin = []
     if "cache" in sources:
-        for name, data in read_cache(cache, log).items():
-            have[name] = verify(data, next(s for s in MNIST_FILES if s.name == name), name)
+        have.update(read_cache(cache, log))
         if have:
             origin.append(f"cache {cache}")
     fetchers = {"mirrors": lambda missing: download_mirrors(missing, log),
