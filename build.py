@@ -9,14 +9,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
 
-ABSTRACT = (
-    "A reproducible exploration of MNIST: the data itself, low-dimensional maps of all 70,000 "
-    "digits, convolutional models and a fair optimizer comparison, what happens inside a network "
-    "while it trains, and corrections to the blog post \"MNIST — Exploration to Execution\". "
-    "Every number on this page was computed by the build that made it."
-)
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """The command line; every default is stated in --help."""
     parser = argparse.ArgumentParser(
@@ -63,9 +55,11 @@ def main(argv: list[str] | None = None) -> int:
 
     from analyses import ANALYSES
     from digits import data as mnist
+    from digits import original
     from digits.plots import use_article_style
     from report.config import ConfigError, make_config, parse_sets
     from report.engine import BuildFailed, BuildOptions, Builder, DataSource, build
+    from report.errors import UserError
     from report.render import ProseError
 
     device = choose_device(args.device)
@@ -97,7 +91,8 @@ def main(argv: list[str] | None = None) -> int:
     options = BuildOptions(root=ROOT, out=args.out, cache_dir=args.cache_dir,
                            templates=ROOT / "templates", device=device, only=tuple(args.only),
                            force=tuple(args.force), keep_going=args.keep_going,
-                           title="MNIST, explored", abstract=ABSTRACT)
+                           title="MNIST, explored",
+                           prose_globals={"original": original.facts()})
     source = DataSource(fingerprint=mnist.fingerprint(), load=load, describe=describe)
     try:
         if args.list:
@@ -109,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         start = time.perf_counter()
         index, outcomes = build(ANALYSES, config, options, source)
-    except (ValueError, mnist.DataError) as exc:
+    except (ValueError, UserError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except (BuildFailed, ProseError) as exc:

@@ -1,16 +1,24 @@
-"""Understanding the data: samples, class balance, mean images, pixel statistics."""
+"""Understanding the data: samples, class balance, mean images, pixel statistics, ink alone."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
+import matplotlib.patches
 import matplotlib.ticker
 import numpy as np
 import torch
 
-from digits.data import iterate_batches
+from digits import original
+from digits.data import MNIST, iterate_batches
+from digits.metrics import accuracy, per_class_accuracy
 from digits.plots import CLASS_COLORS, digit_grid, new_figure
 from report import Analysis, Context
+from report.compare import compare
+
+if TYPE_CHECKING:
+    from sklearn.pipeline import Pipeline
 
 
 @dataclass(frozen=True)
@@ -18,24 +26,36 @@ class Config:
     """Knobs of the data section (the data itself is always the full 60k + 10k)."""
 
     grid: int = 5  # the sample grid is grid x grid images from one shuffled batch
-    original_batch: int = 32  # the original notebook's batch size
-    original_batches: int = 1_875  # batches it drew, with replacement, as "the whole training set"
     hist_bins: int = 32  # histogram bins over pixel values 1..255
+    # A non-zero pixel counts as dark ink above half the 0..255 range: 128 and up.
+    half_ink: int = 127
+    # "Close to binary" when at least this share of the non-zero pixels is dark ink, i.e. at
+    # most one ink pixel in ten is a grey edge.
+    binary_share: float = 0.9
+    # MNIST's digits were size-normalised into a 20 x 20 box and centred in 28 x 28: the
+    # outermost 4 pixels form the margin around that box. Always-zero pixels are counted in it.
+    border_width: int = 4
+    # The ink-only classifier's test accuracy is measured on this many disjoint random parts
+    # of the test set (1,000 images each), so that compare() sees its spread.
+    ink_test_parts: int = 10
 
 
 ANALYSIS = Analysis(
     name="dataset",
-    title="Understanding the data",
     config=Config(),
     quick={},  # every statistic here takes seconds on the full data, so quick = full
 )
 
 
-def pixel_stats(images: torch.Tensor, labels: torch.Tensor) -> dict[str, np.ndarray]:
+# --- statistics (pure functions, tested on synthetic data) ------------------------------------
+
+
+def pixel_stats(images: torch.Tensor, labels: torch.Tensor,
+                n_classes: int = 10) -> dict[str, np.ndarray]:
     """Per-class mean image, mean intensity and its std over images (intensities in [0, 1])."""
     x = images.float().div(255)
     means, intensity, intensity_std, counts = [], [], [], []
-    for digit in range(10):
+    for digit in range(n_classes):
         xs = x[labels == digit]
         counts.append(len(xs))
         means.append(xs.mean(0).cpu().numpy())
@@ -46,77 +66,188 @@ def pixel_stats(images: torch.Tensor, labels: torch.Tensor) -> dict[str, np.ndar
             "intensity_std": np.array(intensity_std), "counts": np.array(counts)}
 
 
+def class_shares(labels: torch.Tensor, n_classes: int = 10) -> np.ndarray:
+    """Share of each class among the labels."""
+    counts = torch.bincount(labels.cpu(), minlength=n_classes).numpy()
+    return counts / counts.sum()
+
+
+def largest_share_difference(a: np.ndarray, b: np.ndarray) -> tuple[int, float]:
+    """The class whose share differs most between a and b, and that difference (a - b)."""
+    diff = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
+    worst = int(np.abs(diff).argmax())
+    return worst, float(diff[worst])
+
+
+def dark_ink_share(images: torch.Tensor, labels: torch.Tensor, half: int = 127,
+                   n_classes: int = 10) -> tuple[np.ndarray, float]:
+    """Share of the non-zero pixels that are above `half`, per class and over all images."""
+    ink = (images > 0).sum(dim=(1, 2)).double()
+    dark = (images > half).sum(dim=(1, 2)).double()
+    per_class = np.array([(dark[labels == d].sum() / ink[labels == d].sum()).item()
+                          for d in range(n_classes)])
+    return per_class, (dark.sum() / ink.sum()).item()
+
+
+def border_mask(height: int, width: int, ring: int) -> np.ndarray:
+    """Boolean [height, width] mask of the outermost `ring` pixels on every side."""
+    mask = np.ones((height, width), dtype=bool)
+    mask[ring:height - ring, ring:width - ring] = False
+    return mask
+
+
+def share_on_border(pixels: np.ndarray, ring: int) -> float:
+    """Share of the True pixels of a 2-D mask that lie in its outermost `ring` pixels."""
+    pixels = np.asarray(pixels, dtype=bool)
+    total = int(pixels.sum())
+    if total == 0:
+        return float("nan")
+    return float(pixels[border_mask(*pixels.shape, ring)].sum() / total)
+
+
+def ink_features(images: torch.Tensor) -> np.ndarray:
+    """The amount of ink of each image: [mean intensity in [0, 1], count of non-zero pixels]."""
+    intensity = images.float().div(255).mean(dim=(1, 2))
+    count = (images > 0).float().sum(dim=(1, 2))
+    return torch.stack([intensity, count], dim=1).cpu().numpy().astype(np.float64)
+
+
+def fit_ink_classifier(features: np.ndarray, labels: np.ndarray) -> Pipeline:
+    """Multinomial logistic regression on standardised ink features (sklearn defaults)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1_000))
+    return model.fit(features, labels)
+
+
+def part_accuracies(labels: np.ndarray, predictions: np.ndarray, parts: int,
+                    generator: np.random.Generator) -> np.ndarray:
+    """Accuracy on each of `parts` disjoint random parts of the examples."""
+    labels, predictions = np.asarray(labels), np.asarray(predictions)
+    chunks = np.array_split(generator.permutation(len(labels)), parts)
+    return np.array([accuracy(labels[c], predictions[c]) for c in chunks])
+
+
+def dimmest_gap(intensity: np.ndarray) -> tuple[int, int, float]:
+    """The dimmest class, the next dimmest, and how much brighter the next one is."""
+    order = np.argsort(intensity, kind="stable")
+    return int(order[0]), int(order[1]), float(intensity[order[1]] - intensity[order[0]])
+
+
 def distinct_after_resampling(n: int, batches: int, batch: int, rng: np.random.Generator) -> int:
     """How many distinct images `batches` batches drawn with replacement from n images contain."""
     draws = rng.integers(0, n, size=batches * batch)
     return int(np.unique(draws).size)
 
 
-def run(ctx: Context) -> None:
-    """Compute every statistic on the full training and test sets, then draw the figures."""
-    cfg: Config = ctx.cfg
-    data = ctx.data
-    train_x, train_y = data.train_images, data.train_labels
-    test_x, test_y = data.test_images, data.test_labels
-    ctx.metric("n_train", train_x.shape[0])
-    ctx.metric("n_test", test_x.shape[0])
-    ctx.metric("image_size", list(train_x.shape[1:]))
+# --- the section, step by step ----------------------------------------------------------------
 
-    # 1. A grid of samples from one shuffled batch, as a training loop would see them.
+
+def record_sizes(ctx: Context, data: MNIST) -> int:
+    """Set sizes, image size, class count and chance level; returns the class count."""
+    n_classes = int(torch.unique(data.train_labels).numel())
+    ctx.metric("n_train", data.train_images.shape[0])
+    ctx.metric("n_test", data.test_images.shape[0])
+    ctx.metric("image_size", list(data.train_images.shape[1:]))
+    ctx.metric("n_classes", n_classes)
+    ctx.metric("chance", 1 / n_classes)
+    ctx.metric("pixel_max", int(data.train_images.max()))
+    return n_classes
+
+
+def plot_samples(ctx: Context, data: MNIST) -> None:
+    """A grid of samples from one shuffled batch, as a training loop would see them."""
+    cfg: Config = ctx.cfg
     n = cfg.grid * cfg.grid
-    images, labels = next(iterate_batches(train_x, train_y, n, generator=ctx.generator()))
+    images, labels = next(iterate_batches(data.train_images, data.train_labels, n,
+                                          generator=ctx.streams.torch("sample_grid")))
+    ctx.metric("samples_shown", len(images))
     fig = digit_grid(images.cpu().numpy(), [str(int(v)) for v in labels], ncols=cfg.grid,
                      size=0.9)
-    ctx.figure("samples", fig, caption=f"{n} training images from one shuffled batch, with "
-               "their labels.", alt=f"A {cfg.grid} by {cfg.grid} grid of handwritten digits.")
+    ctx.figure("samples", fig)
 
-    # 2. Class balance.
-    train_stats = pixel_stats(train_x, train_y)
-    test_counts = torch.bincount(test_y, minlength=10).cpu().numpy()
-    counts = train_stats["counts"]
-    ctx.table("class_counts", [
-        {"digit": d, "train": int(counts[d]), "train share": round(counts[d] / counts.sum(), 4),
-         "test": int(test_counts[d]), "test share": round(test_counts[d] / test_counts.sum(), 4)}
-        for d in range(10)], caption="Images per class in the training and test sets.")
-    ctx.metric("train_counts", counts)
+
+def class_balance(ctx: Context, data: MNIST, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """Class counts and shares of both sets and how far apart they are; returns the shares."""
+    train_counts = torch.bincount(data.train_labels.cpu(), minlength=n_classes).numpy()
+    test_counts = torch.bincount(data.test_labels.cpu(), minlength=n_classes).numpy()
+    train_share = class_shares(data.train_labels, n_classes)
+    test_share = class_shares(data.test_labels, n_classes)
+    digit, difference = largest_share_difference(test_share, train_share)
+    ctx.metric("train_counts", train_counts)
     ctx.metric("test_counts", test_counts)
-    ctx.metric("most_common", int(counts.argmax()))
-    ctx.metric("most_common_count", int(counts.max()))
-    ctx.metric("least_common", int(counts.argmin()))
-    ctx.metric("least_common_count", int(counts.min()))
-    ctx.metric("imbalance_ratio", float(counts.max() / counts.min()))
+    ctx.metric("most_common", int(train_counts.argmax()))
+    ctx.metric("most_common_count", int(train_counts.max()))
+    ctx.metric("least_common", int(train_counts.argmin()))
+    ctx.metric("least_common_count", int(train_counts.min()))
+    ctx.metric("imbalance_ratio", float(train_counts.max() / train_counts.min()))
+    ctx.metric("min_class_share", float(min(train_share.min(), test_share.min())))
+    ctx.metric("max_class_share", float(max(train_share.max(), test_share.max())))
+    ctx.metric("share_gap_digit", digit)
+    ctx.metric("share_gap", abs(difference))
+    ctx.metric("share_gap_test_share", float(test_share[digit]))
+    ctx.metric("share_gap_train_share", float(train_share[digit]))
+    # Always answering the training set's most common digit: the floor any classifier must beat.
+    ctx.metric("majority_test_accuracy", float(test_share[train_counts.argmax()]))
+    ctx.table("class_counts", [
+        {"digit": d, "train": int(train_counts[d]), "train share": round(train_share[d], 4),
+         "test": int(test_counts[d]), "test share": round(test_share[d], 4)}
+        for d in range(n_classes)])
+    return train_share, test_share
 
+
+def plot_class_balance(ctx: Context, data: MNIST, train_share: np.ndarray,
+                       test_share: np.ndarray) -> None:
+    """Bar chart of each class's share of the training and test sets."""
+    n_classes = len(train_share)
     fig, axes = new_figure(7, 2.8)
     ax = axes[0, 0]
     width = 0.4
-    ax.bar(np.arange(10) - width / 2, counts / counts.sum(), width,
-           label=f"train ({counts.sum():,})", color=CLASS_COLORS[0])
-    ax.bar(np.arange(10) + width / 2, test_counts / test_counts.sum(), width,
-           label=f"test ({test_counts.sum():,})", color=CLASS_COLORS[1])
-    ax.axhline(0.1, color="k", lw=0.8, ls="--", label="perfect balance (10 %)")
-    ax.set_xticks(range(10))
+    ax.bar(np.arange(n_classes) - width / 2, train_share, width,
+           label=f"train ({len(data.train_labels):,})", color=CLASS_COLORS[0])
+    ax.bar(np.arange(n_classes) + width / 2, test_share, width,
+           label=f"test ({len(data.test_labels):,})", color=CLASS_COLORS[1])
+    ax.axhline(1 / n_classes, color="k", lw=0.8, ls="--",
+               label=f"perfect balance ({1 / n_classes:.0%})")
+    ax.set_xticks(range(n_classes))
     ax.set_xlabel("digit")
     ax.set_ylabel("share of the set")
     ax.legend(loc="lower right", ncols=3, fontsize=8)
-    ctx.figure("class_balance", fig, caption="Share of each digit in the training and test sets.",
-               alt="Bar chart: every digit holds between about 9 and 11 percent of each set.")
+    ctx.figure("class_balance", fig)
 
-    # 3. Class-wise mean images.
-    fig = digit_grid(train_stats["mean_images"], [f"mean {d}" for d in range(10)], ncols=5,
-                     cmap="magma", vmin=0, vmax=1)
-    ctx.figure("class_means", fig, caption="The mean training image of each class (all "
-               f"{counts.sum():,} images; brighter = more often ink).",
-               alt="Ten blurred average digits, zero to nine.")
 
-    # 4. Pixel-value histogram per class (ink only; the share of zeros is annotated).
+def plot_class_means(ctx: Context, stats: dict[str, np.ndarray]) -> None:
+    """The mean training image of each class."""
+    means = stats["mean_images"]
+    fig = digit_grid(means, [f"mean {d}" for d in range(len(means))], ncols=5, cmap="magma",
+                     vmin=0, vmax=1)
+    ctx.figure("class_means", fig)
+
+
+def pixel_values(ctx: Context, data: MNIST, n_classes: int) -> None:
+    """Background, saturation and dark-ink shares, and the per-class value histograms."""
+    cfg: Config = ctx.cfg
+    train_x, train_y = data.train_images, data.train_labels
+    dark_per_class, dark = dark_ink_share(train_x, train_y, cfg.half_ink, n_classes)
+    ctx.metric("zero_share", float((train_x == 0).float().mean().item()))
+    ctx.metric("saturated_share", float((train_x == 255).float().mean().item()))
+    ctx.metric("dark_ink_share", dark)
+    ctx.metric("dark_ink_share_per_class", dark_per_class)
+    ctx.metric("dark_ink_lowest_class", int(dark_per_class.argmin()))
+    ctx.metric("dark_ink_highest_class", int(dark_per_class.argmax()))
+    ctx.metric("ink_near_binary", bool(dark >= cfg.binary_share))
+
     fig, axes = new_figure(9, 3.6, nrows=2, ncols=5, sharex=True, sharey=True)
     zero_share = []
     bins = np.linspace(1, 256, cfg.hist_bins + 1)
-    for digit, ax in enumerate(axes.flat):
+    for digit, ax in enumerate(axes.flat[:n_classes]):
         values = train_x[train_y == digit].flatten().cpu().numpy()
         zeros = float((values == 0).mean())
         zero_share.append(zeros)
         ax.hist(values[values > 0], bins=bins, color=CLASS_COLORS[digit], density=True)
+        ax.axvline(cfg.half_ink + 0.5, color="k", lw=0.6, ls="--")
         ax.set_title(f"{digit}: {100 * zeros:.0f} % zeros", fontsize=8)
         ax.set_yscale("log")
         ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
@@ -125,48 +256,79 @@ def run(ctx: Context) -> None:
     for ax in axes[:, 0]:
         ax.set_ylabel("density")
     fig.tight_layout()
-    ctx.figure("pixel_histograms", fig, caption="Distribution of non-zero pixel values per "
-               "class (log scale); the title gives the share of pixels that are exactly zero.",
-               alt="Ten histograms: most ink pixels are near 0 or near 255, with few in between.")
+    ctx.figure("pixel_histograms", fig)
     ctx.metric("zero_share_per_class", zero_share)
 
-    # 5. Mean intensity per class.
-    intensity = train_stats["intensity"]
-    fig, axes = new_figure(7, 2.8)
-    ax = axes[0, 0]
-    ax.bar(range(10), intensity, yerr=train_stats["intensity_std"], capsize=3,
-           color=[CLASS_COLORS[d] for d in range(10)])
-    ax.set_xticks(range(10))
-    ax.set_xlabel("digit")
-    ax.set_ylabel("mean pixel intensity (0-1)")
-    ctx.figure("mean_intensity", fig, caption="Mean pixel intensity per class; bars show the "
-               "standard deviation across that class's images.",
-               alt="Bar chart of mean intensity per digit; one is clearly the dimmest.")
+
+def ink_amount(ctx: Context, data: MNIST, stats: dict[str, np.ndarray]) -> None:
+    """Mean intensity and ink-pixel count per class, the dimmest class's lead, the bar chart."""
+    intensity = stats["intensity"]
+    dimmest, next_dimmest, gap = dimmest_gap(intensity)
+    ink = (data.train_images > 0).float().sum(dim=(1, 2))
     ctx.metric("intensity_per_class", intensity)
     ctx.metric("brightest_class", int(intensity.argmax()))
-    ctx.metric("dimmest_class", int(intensity.argmin()))
+    ctx.metric("dimmest_class", dimmest)
     ctx.metric("brightest_intensity", float(intensity.max()))
     ctx.metric("dimmest_intensity", float(intensity.min()))
-
-    # 6. Facts the original did not show.
-    all_x = torch.cat([train_x, test_x])
-    never_ink = (all_x.amax(dim=0) == 0)
-    never_ink_train = (train_x.amax(dim=0) == 0)
-    ctx.metric("pixels_zero_everywhere", int(never_ink.sum()))
-    ctx.metric("pixels_zero_everywhere_train", int(never_ink_train.sum()))
-    train_float = train_x.float().div(255)
-    ctx.metric("train_mean", train_float.mean().item())
-    ctx.metric("train_std", train_float.std().item())
-    ctx.metric("zero_share", float((train_x == 0).float().mean().item()))
-    ctx.metric("saturated_share", float((train_x == 255).float().mean().item()))
-    ink = (train_x > 0).float().sum(dim=(1, 2))
+    ctx.metric("next_dimmest_class", next_dimmest)
+    ctx.metric("dimmest_gap", gap)
+    ink_per_class = np.array([ink[data.train_labels == d].mean().item()
+                              for d in range(len(intensity))])
     ctx.metric("ink_pixels_mean", ink.mean().item())
-    ink_per_class = [ink[train_y == d].mean().item() for d in range(10)]
     ctx.metric("ink_pixels_per_class", ink_per_class)
+    ctx.metric("least_ink_class", int(ink_per_class.argmin()))
+    ctx.metric("most_ink_class", int(ink_per_class.argmax()))
 
-    std_map = train_float.std(dim=0).cpu().numpy()
+    fig, axes = new_figure(7, 2.8)
+    ax = axes[0, 0]
+    ax.bar(range(len(intensity)), intensity, yerr=stats["intensity_std"], capsize=3,
+           color=[CLASS_COLORS[d] for d in range(len(intensity))])
+    ax.set_xticks(range(len(intensity)))
+    ax.set_xlabel("digit")
+    ax.set_ylabel("mean pixel intensity (0-1)")
+    ctx.figure("mean_intensity", fig)
+
+
+def ink_baseline(ctx: Context, data: MNIST, n_classes: int) -> None:
+    """A classifier that sees only the amount of ink: fit on train, scored on test parts."""
+    cfg: Config = ctx.cfg
+    train_y = data.train_labels.cpu().numpy()
+    test_y = data.test_labels.cpu().numpy()
+    model = fit_ink_classifier(ink_features(data.train_images), train_y)
+    predictions = model.predict(ink_features(data.test_images))
+    recall = per_class_accuracy(test_y, predictions, n_classes=n_classes)
+    parts = part_accuracies(test_y, predictions, cfg.ink_test_parts,
+                            ctx.streams.numpy("ink_test_parts"))
+    ctx.metric("ink_accuracy", accuracy(test_y, predictions))
+    ctx.metric("ink_part_accuracies", parts)
+    ctx.metric("ink_part_size", len(test_y) // cfg.ink_test_parts)
+    ctx.metric("ink_vs_chance", compare(parts.tolist(), [1 / n_classes]).as_metric())
+    ctx.metric("ink_class_recall", recall)
+    ctx.metric("ink_best_class", int(np.nanargmax(recall)))
+    ctx.metric("ink_never_predicted", sorted(set(range(n_classes)) - set(predictions.tolist())))
+
+
+def dead_pixels(ctx: Context, data: MNIST) -> None:
+    """Pixels that are zero in every image, where they sit, and the per-pixel std map."""
+    cfg: Config = ctx.cfg
+    train_x = data.train_images
+    all_x = torch.cat([train_x, data.test_images])
+    never_ink = (all_x.amax(dim=0) == 0).cpu().numpy()
+    ring = border_mask(*never_ink.shape, cfg.border_width)
+    ctx.metric("pixels_zero_everywhere", int(never_ink.sum()))
+    ctx.metric("pixels_zero_everywhere_train", int((train_x.amax(dim=0) == 0).sum()))
+    ctx.metric("dead_on_border", int((never_ink & ring).sum()))
+    ctx.metric("dead_on_border_share", share_on_border(never_ink, cfg.border_width))
+    ctx.metric("border_pixels", int(ring.sum()))
+    ctx.metric("border_area_share", float(ring.mean()))
+
+    std_map = train_x.float().div(255).std(dim=0).cpu().numpy()
     fig, axes = new_figure(6, 2.8, ncols=2)
-    axes[0, 0].imshow(never_ink.cpu().numpy(), cmap="gray_r", interpolation="nearest")
+    axes[0, 0].imshow(never_ink, cmap="gray_r", interpolation="nearest")
+    inner = len(ring) - 2 * cfg.border_width
+    axes[0, 0].add_patch(matplotlib.patches.Rectangle(
+        (cfg.border_width - 0.5, cfg.border_width - 0.5), inner, inner, fill=False,
+        edgecolor=CLASS_COLORS[3], lw=1, ls="--"))
     axes[0, 0].set_title(f"{int(never_ink.sum())} pixels are 0\nin all {len(all_x):,} images")
     im = axes[0, 1].imshow(std_map, cmap="viridis", interpolation="nearest")
     axes[0, 1].set_title("per-pixel std\nover the training set")
@@ -175,14 +337,37 @@ def run(ctx: Context) -> None:
         ax.set_xticks([])
         ax.set_yticks([])
         ax.grid(False)
-    ctx.figure("dead_pixels", fig, caption="Left: in black, pixels that are zero in every "
-               "training and test image. Right: how much each pixel varies across the "
-               "training set.", alt="Two 28 by 28 maps: a dark border of always-empty pixels, "
-               "and a bright central blob of variable pixels.")
+    ctx.figure("dead_pixels", fig)
 
-    # 7. The original's "whole training set" was drawn with replacement.
-    distinct = distinct_after_resampling(train_x.shape[0], cfg.original_batches,
-                                         cfg.original_batch, ctx.rng)
-    ctx.metric("original_draws", cfg.original_batches * cfg.original_batch)
+
+def normalisation(ctx: Context, data: MNIST) -> None:
+    """The training set's pixel mean and std (scaled to [0, 1]) that every model uses."""
+    train_float = data.train_images.float().div(255)
+    ctx.metric("train_mean", train_float.mean().item())
+    ctx.metric("train_std", train_float.std().item())
+
+
+def original_resampling(ctx: Context, n_train: int) -> None:
+    """Repeat the original's "whole training set" draw: batches drawn with replacement."""
+    distinct = distinct_after_resampling(n_train, original.TRAIN_BATCHES, original.BATCH_SIZE,
+                                         ctx.streams.numpy("original_resampling"))
+    ctx.metric("original_draws", original.TRAIN_BATCHES * original.BATCH_SIZE)
     ctx.metric("original_distinct", distinct)
-    ctx.metric("original_distinct_share", distinct / train_x.shape[0])
+    ctx.metric("original_distinct_share", distinct / n_train)
+
+
+def run(ctx: Context) -> None:
+    """Every statistic on the full training and test sets, each with its figure."""
+    data = ctx.data
+    n_classes = record_sizes(ctx, data)
+    plot_samples(ctx, data)
+    train_share, test_share = class_balance(ctx, data, n_classes)
+    plot_class_balance(ctx, data, train_share, test_share)
+    stats = pixel_stats(data.train_images, data.train_labels, n_classes)
+    plot_class_means(ctx, stats)
+    pixel_values(ctx, data, n_classes)
+    ink_amount(ctx, data, stats)
+    ink_baseline(ctx, data, n_classes)
+    dead_pixels(ctx, data)
+    normalisation(ctx, data)
+    original_resampling(ctx, data.train_images.shape[0])

@@ -7,14 +7,15 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
-from analyses.optimizers import NAMES, WEIGHT_DECAY
 from digits.gradient_flow import BAD, GOOD, FlowResult, geometric_mean, run_flow
 from digits.models import Model2
-from digits.plots import CLASS_COLORS, new_figure
-from digits.recording import (TB_PERCENTILES, DistributionRecorder, Recording, fixed_edges,
-                              histograms, percentile_bands)
-from digits.training import TrainSpec, evaluate, train
+from digits.plots import CLASS_COLORS, figure_to_rgb, new_figure
+from digits.recording import (LOG_FLOOR, TB_PERCENTILES, DistributionRecorder, Recording,
+                              fixed_edges, histograms, percentile_bands)
+from digits.sampling import subset
+from digits.training import NAMES, WEIGHT_DECAY, TrainSpec, evaluate, train
 from report import Analysis, Context
+from report.compare import AHEAD, BEHIND, compare
 
 
 @dataclass(frozen=True)
@@ -41,27 +42,22 @@ class Config:
     flow_momentum: float = 0.9
     flow_every: int = 5  # record gradient norms every this many steps
     flow_test: int = 10_000  # test images for the two networks' accuracy
+    flow_seeds: int = 3  # independent runs of each network (initial weights, batch order)
 
 
 ANALYSIS = Analysis(
     name="dynamics",
-    title="Understanding the weights & gradients",
     requires=("dataset", "optimizers"),
     config=Config(),
-    # Quick: 10k images x 2 epochs (about 8 s at 2,500 img/s on 2 idle cores), six short
-    # timing runs, 2 x 40 frames and the two small MLPs.
+    # Quick: 10k images x 2 epochs, five timing pairs, 2 x 40 frames and two seeds of the two
+    # small MLPs (400 steps each).
     quick={"train_size": 10_000, "epochs": 2, "frames": 40, "flow_steps": 400,
-           "flow_test": 2_000},
+           "flow_test": 2_000, "flow_seeds": 2},
 )
 
-
-def seeded_subset(images: torch.Tensor, labels: torch.Tensor, n: int,
-                  generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """The first n of a seeded permutation (everything when n >= the set size)."""
-    if n >= images.shape[0]:
-        return images, labels
-    index = torch.randperm(images.shape[0], generator=generator)[:n].to(images.device)
-    return images[index], labels[index]
+# Single-batch gradients are noisy: changes over training compare the first and the last fifth
+# of the snapshots (20 each at the full profile's 100 frames), not two single snapshots.
+FIFTH = 0.2
 
 
 def snapshot_interval(total_steps: int, frames: int) -> int:
@@ -69,12 +65,70 @@ def snapshot_interval(total_steps: int, frames: int) -> int:
     return max(1, total_steps // max(frames, 1))
 
 
+def first_and_last(values: np.ndarray, share: float = FIFTH) -> tuple[np.ndarray, np.ndarray]:
+    """The first and the last `share` of a series (at least one value each)."""
+    k = max(1, int(len(values) * share))
+    return values[:k], values[-k:]
+
+
+def change_word(verdict: str) -> str:
+    """'rose' / 'fell' / 'cannot separate' for the verdict of late against early values."""
+    return {AHEAD: "rose", BEHIND: "fell"}.get(verdict, "cannot separate")
+
+
+def gradient_changes(rec: Recording) -> dict[str, dict]:
+    """Per layer: compare(last fifth, first fifth) of log10 mean |gradient| over snapshots.
+
+    Gradient sizes spread over orders of magnitude, so they are compared in log10: the
+    difference is in decades.
+    """
+    out = {}
+    for layer in rec.layers:
+        logs = np.log10(np.maximum(rec.stat(layer, "g_mean_abs"), 1e-30))
+        early, late = first_and_last(logs)
+        out[layer] = compare(late.tolist(), early.tolist()).as_metric()
+    return out
+
+
+def gradient_ranking(rec: Recording) -> dict[str, object]:
+    """Layers by mean log10 mean |gradient|, and whether the top and bottom stand apart.
+
+    Each side's repeated results are the layer's snapshots.
+    """
+    logs = {layer: np.log10(np.maximum(rec.stat(layer, "g_mean_abs"), 1e-30))
+            for layer in rec.layers}
+    order = sorted(logs, key=lambda k: -logs[k].mean())
+    logs = {layer: values.tolist() for layer, values in logs.items()}
+    return {"order": order,
+            "largest_vs_next": compare(logs[order[0]], logs[order[1]]).as_metric(),
+            "smallest_vs_next": compare(logs[order[-1]], logs[order[-2]]).as_metric()}
+
+
+def layer_rows(rec: Recording, changes: dict[str, dict] | None = None) -> list[dict]:
+    """Per-layer summary: weight spread and gradient size early and late in the run."""
+    changes = changes if changes is not None else gradient_changes(rec)
+    rows = []
+    for layer in rec.layers:
+        w_std, g_mean = rec.stat(layer, "w_std"), rec.stat(layer, "g_mean_abs")
+        early, late = first_and_last(g_mean)
+        fan_in = int(np.prod(rec.shapes[layer][1:]))
+        zeros = (rec.values("grads", layer) == 0).mean(axis=1)
+        rows.append({"layer": layer, "shape": "×".join(map(str, rec.shapes[layer])),
+                     "weights": int(np.prod(rec.shapes[layer])), "fan-in": fan_in,
+                     # PyTorch's default initialisation: U(±1/sqrt(fan_in)).
+                     "init bound": 1 / np.sqrt(fan_in),
+                     "weight std, start": float(w_std[0]), "weight std, end": float(w_std[-1]),
+                     "std growth": float(w_std[-1] / w_std[0]),
+                     "mean |grad|, first fifth": float(early.mean()),
+                     "mean |grad|, last fifth": float(late.mean()),
+                     "change, log10": changes[layer]["difference"],
+                     "gradient change": change_word(changes[layer]["verdict"]),
+                     "max |grad|, run": float(rec.stat(layer, "g_max_abs").max()),
+                     "zero grads, end": float(zeros[-1])})
+    return rows
+
+
 # --- figures ----------------------------------------------------------------------------------
-
-
-def _frame_rgb(fig) -> np.ndarray:
-    fig.canvas.draw()
-    return np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
 
 
 def histogram_frames(rec: Recording, kind: str, bins: int, coverage: float,
@@ -84,6 +138,7 @@ def histogram_frames(rec: Recording, kind: str, bins: int, coverage: float,
     Weights are binned by value; gradients by magnitude (log10 |g|, see digits.recording).
     """
     import matplotlib.pyplot as plt
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
 
     scale = "linear" if kind == "weights" else "log"
     values = {layer: rec.values(kind, layer) for layer in rec.layers}
@@ -116,6 +171,10 @@ def histogram_frames(rec: Recording, kind: str, bins: int, coverage: float,
     fig.tight_layout(rect=(0, 0, 1, 0.97))
     fig.legend(*axes.flat[0].get_legend_handles_labels(), loc="upper right", ncols=2,
                fontsize=7, bbox_to_anchor=(1, 1.005))
+    # Off pyplot's books, so that figure_to_rgb (which closes what it draws) can draw this one
+    # figure once per frame: a new figure per frame would redraw four axes from scratch.
+    plt.close(fig)
+    FigureCanvasAgg(fig)
     total = rec.steps[-1]
     frames = []
     for t, (step, epoch) in enumerate(zip(rec.steps, rec.epochs)):
@@ -125,8 +184,7 @@ def histogram_frames(rec: Recording, kind: str, bins: int, coverage: float,
             note.set_text(f"exact zeros (not shown): {zeros[layer][t]:.1%}")
         title.set_text(f"{kind} · epoch {epoch:.2f} · step {step:,} of {total:,} · "
                        f"frame {t + 1}/{len(rec.steps)}")
-        frames.append(_frame_rgb(fig))
-    plt.close(fig)
+        frames.append(figure_to_rgb(fig))
     return frames, edges
 
 
@@ -168,19 +226,20 @@ def flow_figure(rec: Recording):
     return fig
 
 
-def good_bad_figure(results: list[FlowResult]):
-    """Per-layer gradient norm of each network, and the first/last ratio over training."""
+def good_bad_figure(runs: dict[str, list[FlowResult]]):
+    """Per-layer gradient norm of each network (all seeds pooled), and the first/last ratio."""
     fig, axes = new_figure(7.5, 3.0, ncols=2)
-    for result, color in zip(results, (CLASS_COLORS[3], CLASS_COLORS[2])):
-        norms = result.grad_norms()
+    for results, color in zip(runs.values(), (CLASS_COLORS[3], CLASS_COLORS[2])):
+        label = results[0].config.label
+        norms = np.concatenate([r.grad_norms() for r in results])  # [snapshots x seeds, layers]
         depth = np.arange(1, norms.shape[1] + 1)
         typical = np.exp(np.log(np.maximum(norms, 1e-300)).mean(0))
         lo, hi = np.quantile(norms, [0.1, 0.9], axis=0)
         axes[0, 0].fill_between(depth, lo, hi, color=color, alpha=0.2, lw=0)
-        axes[0, 0].plot(depth, typical, "o-", color=color, ms=3, label=result.config.label)
-        steps = np.asarray(result.recording.steps)
-        axes[0, 1].plot(steps, result.first_last_ratio(), color=color, lw=1,
-                        label=result.config.label)
+        axes[0, 0].plot(depth, typical, "o-", color=color, ms=3, label=label)
+        for i, result in enumerate(results):  # one thin line per seed
+            axes[0, 1].plot(result.recording.steps, result.first_last_ratio(), color=color,
+                            lw=0.8, alpha=0.8, label=label if i == 0 else None)
     axes[0, 0].set_xlabel("layer (1 = next to the input)")
     axes[0, 0].set_ylabel("gradient norm of the weights")
     axes[0, 0].set_title("gradient norm by depth (10-90 % of steps)")
@@ -194,187 +253,224 @@ def good_bad_figure(results: list[FlowResult]):
     return fig
 
 
-# --- the run ----------------------------------------------------------------------------------
+# --- 1-2. the recorded run ----------------------------------------------------------------------
 
 
-def layer_rows(rec: Recording) -> list[dict]:
-    """Per-layer summary: weight spread and gradient size early and late in the run."""
-    rows = []
-    for layer in rec.layers:
-        w_std, g_mean = rec.stat(layer, "w_std"), rec.stat(layer, "g_mean_abs")
-        fifth = max(1, len(g_mean) // 5)  # single-batch gradients are noisy: average 20 %
-        fan_in = int(np.prod(rec.shapes[layer][1:]))
-        zeros = (rec.values("grads", layer) == 0).mean(axis=1)
-        rows.append({"layer": layer, "shape": "×".join(map(str, rec.shapes[layer])),
-                     "weights": int(np.prod(rec.shapes[layer])), "fan-in": fan_in,
-                     # PyTorch's default initialisation: U(±1/sqrt(fan_in)).
-                     "init bound": 1 / np.sqrt(fan_in),
-                     "weight std, start": float(w_std[0]), "weight std, end": float(w_std[-1]),
-                     "std growth": float(w_std[-1] / w_std[0]),
-                     "mean |grad|, first 20 %": float(g_mean[:fifth].mean()),
-                     "mean |grad|, last 20 %": float(g_mean[-fifth:].mean()),
-                     "max |grad|, run": float(rec.stat(layer, "g_max_abs").max()),
-                     "zero grads, end": float(zeros[-1])})
-    return rows
+def recorded_run_spec(ctx: Context) -> TrainSpec:
+    """The optimizer study's procedure (its momentum and weight decay) at its chosen rate."""
+    cfg: Config = ctx.cfg
+    optimizer = ctx.metric_of("optimizers", "best_optimizer")
+    return TrainSpec(epochs=cfg.epochs, batch_size=cfg.batch_size, optimizer=optimizer,
+                     lr=float(ctx.metric_of("optimizers", "best_lr")), momentum=cfg.momentum,
+                     weight_decay=WEIGHT_DECAY.get(optimizer, 0.0))
+
+
+def fresh_model2(ctx: Context) -> Model2:
+    """Model 2 with the same initial weights every time (one stream, reused on purpose)."""
+    ctx.streams.seed_torch_global("init/model2")
+    return Model2(ctx.metric_of("dataset", "train_mean"), ctx.metric_of("dataset", "train_std"))
+
+
+def new_recorder(ctx: Context, every: int) -> DistributionRecorder:
+    """A recorder whose sampled positions come from one stream (the same in every run)."""
+    return DistributionRecorder(every=every, sample_size=ctx.cfg.sample_size,
+                                seed=ctx.streams.seed("recorder_positions"))
 
 
 def record_training(ctx: Context, spec: TrainSpec, images: torch.Tensor, labels: torch.Tensor,
                     every: int) -> tuple[Recording, Model2, dict]:
-    """Train Model2 with the recorder; time it against plain training on paired short runs."""
+    """Train Model 2 once with the recorder; return the recording, the model and its timing."""
+    model, recorder = fresh_model2(ctx), new_recorder(ctx, every)
+    history = train(model, images, labels, spec, generator=ctx.streams.torch("batches/recorded"),
+                    callbacks=[recorder], progress=ctx.progress, desc="recording")
+    rec = recorder.recording
+    ctx.log(f"recorded {len(rec.steps)} snapshots in {history.seconds:.1f} s, "
+            f"{rec.seconds:.2f} s of it inside the recorder")
+    return rec, model, {"seconds": history.seconds, "hook_seconds": rec.seconds,
+                        "hook_share": rec.seconds / history.seconds,
+                        "images_per_second": history.images_per_second}
+
+
+def measure_overhead(ctx: Context, spec: TrainSpec, images: torch.Tensor, labels: torch.Tensor,
+                     every: int) -> dict:
+    """Paired short runs with and without the recorder: same weights, same batches.
+
+    The pairs run back to back in alternating order, so that a change in the machine's load
+    between two long runs cannot pass for (or hide) the recorder's cost. Run after the recorded
+    run, which pays the process's one-off costs (thread pools, allocations; a first pair
+    without such a warm-up measured a ratio of 0.17 on 2 CPU cores).
+    """
     cfg: Config = ctx.cfg
-    mean = ctx.metric_of("dataset", "train_mean")
-    std = ctx.metric_of("dataset", "train_std")
-
-    def fresh() -> Model2:
-        torch.manual_seed(ctx.seed + 1)  # the same initial weights for every run
-        return Model2(mean, std)
-
-    def recorder() -> DistributionRecorder:
-        return DistributionRecorder(every=every, sample_size=cfg.sample_size, seed=ctx.seed)
-
-    # Overhead: pairs of short runs with and without the recorder, same weights, same batches,
-    # back to back in alternating order, so that a change in the machine's load between two
-    # long runs cannot pass for (or hide) the recorder's cost. The median ratio is reported.
     n = min(images.shape[0], max(cfg.overhead_steps, 5 * every) * spec.batch_size)
     segment = replace(spec, epochs=1)
-    # Untimed warm-up: the first training in a process pays for thread pools and allocations
-    # (a first pair without it measured 0.17 on 2 CPU cores).
-    warm = min(n, 20 * spec.batch_size)
-    train(fresh(), images[:warm], labels[:warm], segment, generator=ctx.generator(3),
-          callbacks=[recorder()])
     times: dict[bool, list[float]] = {False: [], True: []}
     finals: dict[bool, Model2] = {}
     for pair in ctx.progress(range(cfg.overhead_pairs), desc="overhead pairs"):
         for hooked in ((False, True) if pair % 2 == 0 else (True, False)):
-            model = fresh()
-            history = train(model, images[:n], labels[:n], segment, generator=ctx.generator(2),
-                            callbacks=[recorder()] if hooked else [])
+            model = fresh_model2(ctx)
+            history = train(model, images[:n], labels[:n], segment,
+                            generator=ctx.streams.torch("batches/overhead"),
+                            callbacks=[new_recorder(ctx, every)] if hooked else [])
             times[hooked].append(history.seconds)
             finals[hooked] = model
-    ratios = np.array(times[True]) / np.array(times[False])
     identical = all(torch.equal(a, b) for a, b in zip(finals[True].state_dict().values(),
                                                       finals[False].state_dict().values()))
+    with_, without = np.array(times[True]), np.array(times[False])
+    ctx.log("paired runs with/without the recorder: "
+            + ", ".join(f"{r:.3f}" for r in with_ / without))
+    return {"overhead_images": n, "overhead_seconds_with": with_,
+            "overhead_seconds_without": without, "overhead_ratios": with_ / without,
+            "overhead_ratio": float(with_.mean() / without.mean()),
+            "overhead_vs_plain": compare(times[True], times[False]).as_metric(),
+            "recording_is_passive": identical}
 
-    model, rec_hook = fresh(), recorder()
-    history = train(model, images, labels, spec, generator=ctx.generator(2),
-                    callbacks=[rec_hook], progress=ctx.progress, desc="recording")
-    rec = rec_hook.recording
-    timing = {"seconds": history.seconds, "hook_seconds": rec.seconds,
-              "hook_share": rec.seconds / history.seconds,
-              "images_per_second": history.images_per_second,
-              "overhead_images": n, "overhead_ratios": ratios,
-              "hook_overhead": float(np.median(ratios)) - 1,
-              # All pairs on the same side of 1, or does the noise exceed the cost?
-              "overhead_consistent": bool((ratios > 1).all() or (ratios < 1).all()),
-              "recording_is_passive": identical}
-    ctx.log(f"recorded {len(rec.steps)} snapshots in {history.seconds:.1f} s, "
-            f"{rec.seconds:.2f} s of it inside the recorder; paired runs with/without: "
-            f"{', '.join(f'{r:.3f}' for r in ratios)}")
-    return rec, model, timing
+
+def record_layer_metrics(ctx: Context, rec: Recording) -> list[dict]:
+    """The per-layer table and what the prose says of it: changes, widening, ranking."""
+    changes = gradient_changes(rec)
+    rows = layer_rows(rec, changes)
+    ctx.metric("layer_summary", {row["layer"]: row for row in rows})
+    ctx.metric("grad_changes", changes)
+    ctx.metric("fifth_snapshots", len(first_and_last(np.asarray(rec.steps))[0]))
+    for word in ("fell", "rose", "cannot separate"):
+        key = "grads_" + word.replace("cannot separate", "unseparated")
+        ctx.metric(key, [r["layer"] for r in rows if r["gradient change"] == word])
+    # Descriptive of this one run: the layer whose weight std grew by the largest factor.
+    growth = max(rows, key=lambda r: r["std growth"])
+    ctx.metric("fastest_widening", growth["layer"])
+    ctx.metric("fastest_widening_factor", growth["std growth"])
+    ranking = gradient_ranking(rec)
+    ctx.metric("grad_order", ranking["order"])
+    ctx.metric("largest_grad_vs_next", ranking["largest_vs_next"])
+    ctx.metric("smallest_grad_vs_next", ranking["smallest_vs_next"])
+    return rows
+
+
+def draw_distributions(ctx: Context, rec: Recording) -> None:
+    """The weight and gradient GIFs, their TensorBoard-style bands, and the flow chart."""
+    cfg: Config = ctx.cfg
+    for kind in ("weights", "grads"):
+        with ctx.timer() as t:
+            frames, edges = histogram_frames(rec, kind, cfg.bins, cfg.coverage, cfg.gif_dpi)
+        ctx.log(f"{len(frames)} {kind} frames in {t.seconds:.1f} s")
+        ctx.gif(f"{kind}_gif", frames, fps=cfg.fps, sprite=True)
+        ctx.metric(f"{kind}_edges", {layer: [float(e[0]), float(e[-1])]
+                                     for layer, e in edges.items()})
+        if kind == "grads":  # log10 axes: their widest span in decades
+            ctx.metric("grad_decades", max(float(e[-1] - e[0]) for e in edges.values()))
+            ctx.metric("grad_log_floor", LOG_FLOOR)
+        ctx.figure(f"{kind}_distributions", bands_figure(rec, kind))
+    ctx.figure("gradient_flow", flow_figure(rec))
+
+
+# --- 3. good versus bad gradient flow -----------------------------------------------------------
+
+
+def train_flow_networks(ctx: Context) -> dict[str, list[FlowResult]]:
+    """Both deep MLPs on each of `flow_seeds` seeds.
+
+    Within a seed the two networks share the seed of their initial weights and batch order
+    (one stream per seed, used by both on purpose), so that they differ only in design.
+    """
+    cfg: Config = ctx.cfg
+    data = ctx.data
+    n = min(cfg.flow_steps * cfg.flow_batch, data.train_images.shape[0])
+    images, labels = subset(data.train_images, data.train_labels, n,
+                            ctx.streams.torch("flow_subset"))
+    spec = TrainSpec(epochs=1, batch_size=cfg.flow_batch, optimizer="sgd", lr=cfg.flow_lr,
+                     momentum=cfg.flow_momentum)
+    test = (data.test_images[:cfg.flow_test], data.test_labels[:cfg.flow_test])
+    shape = {"depth": cfg.flow_depth, "width": cfg.flow_width,
+             "mean": ctx.metric_of("dataset", "train_mean"),
+             "std": ctx.metric_of("dataset", "train_std")}
+    runs: dict[str, list[FlowResult]] = {"bad": [], "good": []}
+    for i in range(cfg.flow_seeds):
+        seed = ctx.streams.seed(f"flow/run{i}")
+        for key, config in (("bad", BAD), ("good", GOOD)):
+            runs[key].append(run_flow(config, images, labels, test, spec, **shape, seed=seed,
+                                      every=cfg.flow_every, progress=ctx.progress))
+    return runs
+
+
+def flow_rows(runs: dict[str, list[FlowResult]]) -> list[dict]:
+    """One table row per network and seed: gradient ratio and outcome."""
+    rows = []
+    for results in runs.values():
+        for i, result in enumerate(results):
+            ratio = result.first_last_ratio()
+            rows.append({"network": result.config.label, "seed": i,
+                         "ratio (geometric mean)": geometric_mean(ratio),
+                         "ratio, first step": float(ratio[0]),
+                         "ratio, last step": float(ratio[-1]),
+                         "final train loss": result.train_loss,
+                         "test accuracy": result.test_accuracy})
+    return rows
+
+
+def flow_metrics(runs: dict[str, list[FlowResult]], depth: int, n_classes: int) -> dict:
+    """What the prose says of the two networks, each claim from repeated seeds."""
+    out: dict[str, object] = {}
+    logs = {key: [np.log10(geometric_mean(r.first_last_ratio())) for r in results]
+            for key, results in runs.items()}
+    accs = {key: [r.test_accuracy for r in results] for key, results in runs.items()}
+    for key, results in runs.items():
+        # Typical ratio over steps and seeds (geometric), and per layer on the way to the input.
+        ratio = float(10 ** np.mean(logs[key]))
+        out[f"{key}_ratio"] = ratio
+        out[f"{key}_orders"] = float(np.mean(logs[key]))  # log10 of the typical ratio
+        out[f"{key}_per_layer_factor"] = ratio ** (1 / depth)
+        out[f"{key}_ratio_first"] = geometric_mean([r.first_last_ratio()[0] for r in results])
+        out[f"{key}_ratio_last"] = geometric_mean([r.first_last_ratio()[-1] for r in results])
+        out[f"{key}_accuracy"] = float(np.mean(accs[key]))
+        out[f"{key}_accuracies"] = accs[key]
+        out[f"{key}_loss"] = float(np.mean([r.train_loss for r in results]))
+        out[f"{key}_label"] = results[0].config.label
+    out["flow_ratio_orders"] = compare(logs["good"], logs["bad"]).as_metric()
+    out["ratio_orders"] = out["flow_ratio_orders"]["difference"]
+    out["good_vs_bad_accuracy"] = compare(accs["good"], accs["bad"]).as_metric()
+    out["chance"] = 1 / n_classes
+    out["bad_vs_chance"] = compare(accs["bad"], [1 / n_classes]).as_metric()
+    out["flow_steps"] = runs["bad"][0].recording.steps[-1]
+    out["flow_layers"] = depth + 1
+    out["flow_runs"] = len(runs["bad"])
+    return out
+
+
+# --- the run ----------------------------------------------------------------------------------
 
 
 def run(ctx: Context) -> None:
     """Record a training run, draw its distributions, then compare good and bad gradient flow."""
     cfg: Config = ctx.cfg
     data = ctx.data
-    optimizer = ctx.metric_of("optimizers", "best_optimizer")
-    lr = float(ctx.metric_of("optimizers", "best_lr"))
-    images, labels = seeded_subset(data.train_images, data.train_labels, cfg.train_size,
-                                   ctx.generator(1))
-    # The optimizer study's procedure (its momentum and weight decay) at its chosen rate.
-    spec = TrainSpec(epochs=cfg.epochs, batch_size=cfg.batch_size, optimizer=optimizer, lr=lr,
-                     momentum=cfg.momentum, weight_decay=WEIGHT_DECAY.get(optimizer, 0.0))
+    spec = recorded_run_spec(ctx)
+    images, labels = subset(data.train_images, data.train_labels, cfg.train_size,
+                            ctx.streams.torch("train_subset"))
     total_steps = cfg.epochs * -(-images.shape[0] // cfg.batch_size)
     every = snapshot_interval(total_steps, cfg.frames)
-    for name, value in {"optimizer": optimizer, "optimizer_name": NAMES.get(optimizer, optimizer),
-                        "lr": lr, "train_images": images.shape[0],
+    for name, value in {"optimizer": spec.optimizer,
+                        "optimizer_name": NAMES.get(spec.optimizer, spec.optimizer),
+                        "lr": spec.lr, "train_images": images.shape[0],
                         "total_steps": total_steps, "every": every}.items():
         ctx.metric(name, value)
 
-    # 1-2. Weights and gradients while training the two-conv network.
+    # 1-2. Weights and gradients while training the two-conv network, and what recording costs.
     rec, model, timing = record_training(ctx, spec, images, labels, every)
-    for name, value in timing.items():
+    overhead = measure_overhead(ctx, spec, images, labels, every)
+    for name, value in {**timing, **overhead}.items():
         ctx.metric(name, value)
     ctx.metric("snapshots", len(rec.steps))
     ctx.metric("layers", rec.layers)
+    ctx.metric("tb_bands", [[TB_PERCENTILES[k], TB_PERCENTILES[-1 - k]]
+                            for k in range(len(TB_PERCENTILES) // 2)])
     ctx.metric("test_accuracy", evaluate(model, data.test_images, data.test_labels).accuracy)
-    rows = layer_rows(rec)
-    ctx.table("layer_summary", rows, caption="Each layer's weights: their spread at the first "
-              "and the last snapshot of the recorded run, and the mean absolute gradient over "
-              "the first and the last fifth of the snapshots.")
-    ctx.metric("layer_summary", {row["layer"]: row for row in rows})
-    growth = max(rows, key=lambda r: r["std growth"])
-    early, late = "mean |grad|, first 20 %", "mean |grad|, last 20 %"
-    ctx.metric("grads_fell", [r["layer"] for r in rows if r[late] < r[early]])
-    ctx.metric("grads_rose", [r["layer"] for r in rows if r[late] >= r[early]])
-    ctx.metric("fastest_widening", growth["layer"])
-    ctx.metric("fastest_widening_factor", growth["std growth"])
+    ctx.table("layer_summary", record_layer_metrics(ctx, rec))
+    draw_distributions(ctx, rec)
 
-    what = {"weights": "weights", "grads": "gradient magnitudes, log10 |g|,"}
-    note = {"weights": "", "grads": " The share of exact zeros, which a log axis cannot show, is "
-            "printed in each panel."}
-    for kind in ("weights", "grads"):
-        word = "weight" if kind == "weights" else "gradient"
-        with ctx.timer() as t:
-            frames, edges = histogram_frames(rec, kind, cfg.bins, cfg.coverage, cfg.gif_dpi)
-        ctx.log(f"{len(frames)} {word} frames in {t.seconds:.1f} s")
-        ctx.gif(f"{kind}_gif", frames, fps=cfg.fps, sprite=True,
-                caption=f"Histograms of each layer's {what[kind]} at {len(frames)} moments "
-                f"of training ({cfg.bins} bins fixed over the whole run; grey: step 1)."
-                f"{note[kind]}",
-                alt=f"Animated histograms of the four layers' {word}s changing during training.")
-        ctx.metric(f"{kind}_edges", {layer: [float(e[0]), float(e[-1])]
-                                     for layer, e in edges.items()})
-        ctx.figure(f"{kind}_distributions", bands_figure(rec, kind),
-                   caption=f"The {word} distribution of each layer over training, in the style "
-                   "of TensorBoard's distributions: bands between the 0/100, 7/93, 16/84 and "
-                   "31/69 percentiles (darker = closer to the median line).",
-                   alt=f"Four band charts of {word} percentiles against epochs.")
-    ctx.figure("gradient_flow", flow_figure(rec),
-               caption="Mean and maximum absolute gradient of each layer's weights over "
-               "training (log scale).", alt="Two line charts of gradient magnitude per layer.")
-    g_mean = {layer: rec.stat(layer, "g_mean_abs") for layer in rec.layers}
-    ctx.metric("largest_mean_grad_layer", max(g_mean, key=lambda k: g_mean[k].mean()))
-    ctx.metric("smallest_mean_grad_layer", min(g_mean, key=lambda k: g_mean[k].mean()))
-
-    # 3. Good versus bad gradient flow.
-    mean = ctx.metric_of("dataset", "train_mean")
-    std = ctx.metric_of("dataset", "train_std")
-    n = min(cfg.flow_steps * cfg.flow_batch, data.train_images.shape[0])
-    flow_x, flow_y = seeded_subset(data.train_images, data.train_labels, n, ctx.generator(4))
-    flow_spec = TrainSpec(epochs=1, batch_size=cfg.flow_batch, optimizer="sgd", lr=cfg.flow_lr,
-                          momentum=cfg.flow_momentum)
-    test = (data.test_images[:cfg.flow_test], data.test_labels[:cfg.flow_test])
-    results = [run_flow(config, flow_x, flow_y, test, flow_spec, depth=cfg.flow_depth,
-                        width=cfg.flow_width, mean=mean, std=std, seed=ctx.seed + 5,
-                        every=cfg.flow_every, progress=ctx.progress) for config in (BAD, GOOD)]
-    table = []
-    for key, result in zip(("bad", "good"), results):
-        ratio = result.first_last_ratio()
-        row = {"network": result.config.label, "ratio (geometric mean)": geometric_mean(ratio),
-               "ratio, first step": float(ratio[0]), "ratio, last step": float(ratio[-1]),
-               "final train loss": result.train_loss, "test accuracy": result.test_accuracy}
-        table.append(row)
-        ctx.metric(f"{key}_ratio", row["ratio (geometric mean)"])
-        ctx.metric(f"{key}_ratio_first", row["ratio, first step"])
-        ctx.metric(f"{key}_ratio_last", row["ratio, last step"])
-        ctx.metric(f"{key}_accuracy", result.test_accuracy)
-        ctx.metric(f"{key}_loss", result.train_loss)
-        ctx.metric(f"{key}_label", result.config.label)
-    ctx.metric("flow_steps", results[0].recording.steps[-1])
-    ctx.metric("flow_layers", cfg.flow_depth + 1)
-    # The typical factor by which each layer shrinks the gradient norm on its way to the input.
-    for key, row in zip(("bad", "good"), table):
-        ctx.metric(f"{key}_per_layer_factor", row["ratio (geometric mean)"] ** (1 / cfg.flow_depth))
-    ctx.metric("ratio_orders", float(np.log10(table[1]["ratio (geometric mean)"]
-                                              / table[0]["ratio (geometric mean)"])))
-    ctx.table("flow_comparison", table, caption="Gradient flow of the two deep networks: the "
-              "ratio of the first layer's to the last layer's gradient norm, and the outcome.")
-    ctx.figure("good_bad_flow", good_bad_figure(results),
-               caption=f"Gradient norm of each layer's weights in two {cfg.flow_depth + 1}-layer "
-               "networks trained with the same SGD settings: its typical value over the run "
-               "(line, geometric mean; band: 10th to 90th percentile of the steps), and the "
-               "ratio of the first layer's to the last layer's at each recorded step.",
-               alt="Left: gradient norm against depth, flat for ReLU with batch norm and falling "
-               "by orders of magnitude toward the input for sigmoid. Right: their ratio over "
-               "training.")
+    # 3. Good versus bad gradient flow, over several seeds.
+    runs = train_flow_networks(ctx)
+    n_classes = int(torch.unique(data.train_labels).numel())
+    for name, value in flow_metrics(runs, cfg.flow_depth, n_classes).items():
+        ctx.metric(name, value)
+    ctx.table("flow_comparison", flow_rows(runs))
+    ctx.figure("good_bad_flow", good_bad_figure(runs))

@@ -9,13 +9,21 @@ import os
 import re
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from digits import embedding_quality as quality
+from digits.data import MNIST
+from digits.metrics import confusion_matrix, per_class_accuracy
 from digits.plots import CLASS_COLORS, new_figure
+from digits.sampling import subset_index
 from report import Analysis, Context
+from report.compare import compare
+
+if TYPE_CHECKING:
+    from sklearn.decomposition import PCA
 
 
 @dataclass(frozen=True)
@@ -36,6 +44,10 @@ class Config:
     knn_folds: int = 5  # stratified cross-validation folds for that classifier
     knn_points: int = 70_000  # images scored by kNN (a seeded subset of the t-SNE points)
     trust_points: int = 2_000  # trustworthiness needs n x n distances: 2,000 -> 32 MB
+    # Trustworthiness is measured on this many disjoint random samples of trust_points images
+    # (shrunk to fit when the map has fewer than trust_repeats x trust_points), so that the
+    # two maps are compared against the spread between samples.
+    trust_repeats: int = 5
     trust_k: int = 10  # neighbourhood size of trustworthiness
     confused_pairs: int = 8  # rows of the confused-pairs table
     components_shown: int = 12  # principal components drawn as 28 x 28 images
@@ -46,15 +58,15 @@ class Config:
 
 ANALYSIS = Analysis(
     name="embeddings",
-    title="Maps of 70,000 digits: PCA and t-SNE",
     requires=("dataset",),
     config=Config(),
     # t-SNE dominates: about 30 s for 5,000 points on 2 shared CPU cores, against minutes
-    # for all 70,000 (and kNN on raw pixels grows with n^2).
-    quick={"tsne_points": 5_000, "knn_points": 5_000},
+    # for all 70,000 (and kNN on raw pixels grows with n^2). Five disjoint trustworthiness
+    # samples of 1,000 fit in the 5,000 embedded points.
+    quick={"tsne_points": 5_000, "knn_points": 5_000, "trust_points": 1_000},
 )
 
-SPACES = ("raw pixels", "PCA-2", "PCA-50", "t-SNE-2")
+VARIANCE_LEVELS = (0.9, 0.95, 0.99)  # cumulative explained variance the PCA figure marks
 SHEET_COLUMNS = 100  # thumbnails per row of a sprite sheet: a 10,000 sheet is 2,800 px square
 GREY_LEVELS = 16  # thumbnails keep 16 grey levels (4-bit PNG): 6.8 MB instead of 11.6 MB for 70k
 MAP_KEY = "tsne"
@@ -249,60 +261,66 @@ class TsneLogger:
         return False  # never stop early
 
 
-def seeded_subset(rng: np.random.Generator, n: int, k: int) -> np.ndarray:
-    """k sorted indices out of n (all of them when k >= n)."""
-    if k >= n:
-        return np.arange(n)
-    return np.sort(rng.choice(n, size=k, replace=False))
 
 
-def pca_section(ctx: Context, pixels: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """PCA of all images: metrics and four figures; returns the first pca_dims projections."""
+# --- PCA --------------------------------------------------------------------------------------
+
+
+def fit_pca(ctx: Context, pixels: np.ndarray) -> tuple[PCA, np.ndarray]:
+    """PCA of all images and its metrics; returns the fitted PCA and the first pca_dims columns."""
     from sklearn.decomposition import PCA
 
     cfg: Config = ctx.cfg
-    n = len(pixels)
-    # 1. PCA of all images (cheap: the 784 x 784 covariance's eigenvectors).
-    ctx.log(f"PCA of {n:,} images x {pixels.shape[1]} pixels")
+    ctx.log(f"PCA of {len(pixels):,} images x {pixels.shape[1]} pixels")
+    # Cheap: the eigenvectors of the 784 x 784 covariance (a second or two for 70,000 images).
     with ctx.timer() as t_pca:
         pca = PCA(svd_solver="covariance_eigh").fit(pixels)
         projected = pca.transform(pixels)[:, :cfg.pca_dims].astype(np.float32)
     ratio = pca.explained_variance_ratio_
-    counts = quality.cumulative_variance_counts(ratio)
-    ctx.log(f"PCA done in {t_pca.seconds:.1f} s; 90/95/99 % variance: {list(counts.values())}")
+    counts = quality.cumulative_variance_counts(ratio, VARIANCE_LEVELS)
+    ctx.log(f"PCA done in {t_pca.seconds:.1f} s; components for {VARIANCE_LEVELS} of the "
+            f"variance: {list(counts.values())}")
     ctx.metric("pca_seconds", t_pca.seconds)
-    ctx.metric("pca_n90", counts[0.9])
-    ctx.metric("pca_n95", counts[0.95])
-    ctx.metric("pca_n99", counts[0.99])
+    ctx.metric("pca_levels", list(VARIANCE_LEVELS))
+    for level, count in counts.items():
+        ctx.metric(f"pca_n{round(100 * level)}", count)  # pca_n90, pca_n95, pca_n99
     ctx.metric("pca_var_pc1", float(ratio[0]))
+    ctx.metric("pca_var_pc2", float(ratio[1]))
     ctx.metric("pca_var_2", float(ratio[:2].sum()))
     ctx.metric("pca_var_3", float(ratio[:3].sum()))
     ctx.metric("pca_var_50", float(ratio[:cfg.pca_dims].sum()))
     ctx.metric("n_pixels", pixels.shape[1])
+    return pca, projected
 
-    order_all = ctx.rng.permutation(n)
+
+def plot_pca_scatter(ctx: Context, projected: np.ndarray, ratio: np.ndarray,
+                     labels: np.ndarray) -> None:
+    """Every image on the first two principal components."""
+    order = ctx.streams.numpy("pca_scatter_order").permutation(len(projected))
     fig, axes = new_figure(7, 5.6)
-    class_scatter(axes[0, 0], projected[:, :2], labels, order_all)
+    class_scatter(axes[0, 0], projected[:, :2], labels, order)
     axes[0, 0].set_xlabel(f"PC1 ({ratio[0]:.1%} of the variance)")
     axes[0, 0].set_ylabel(f"PC2 ({ratio[1]:.1%})")
-    ctx.figure("pca_scatter", fig, caption=f"All {n:,} images projected on the first two "
-               f"principal components ({ratio[:2].sum():.1%} of the pixel variance), coloured "
-               "by digit; each digit is written at the median of its class.",
-               alt="A scatter of ten overlapping coloured clouds of points, one per digit.")
+    ctx.figure("pca_scatter", fig)
 
-    sample3d = seeded_subset(ctx.rng, n, cfg.scatter3d_points)
-    fig, axes = new_figure(9, 4.1, ncols=2)
-    p = projected[sample3d, :3]
-    # Clip the view to the 0.5-99.5 % range of each axis: a few outliers would shrink the cloud.
-    limits = np.percentile(p, [0.5, 99.5], axis=0)
+
+def plot_pca_3d(ctx: Context, projected: np.ndarray, labels: np.ndarray) -> None:
+    """A random sample on the first three principal components, from two angles."""
     from matplotlib.lines import Line2D
 
+    cfg: Config = ctx.cfg
+    sample = subset_index(len(projected), cfg.scatter3d_points, ctx.streams.torch("pca_3d_points"))
+    ctx.metric("scatter3d_points", len(sample))
+    fig, axes = new_figure(9, 4.1, ncols=2)
+    p = projected[sample, :3]
+    # Clip the view to the 0.5-99.5 % range of each axis: a few outliers would shrink the cloud.
+    limits = np.percentile(p, [0.5, 99.5], axis=0)
     handles = [Line2D([], [], ls="", marker="o", color=CLASS_COLORS[d], label=str(d))
                for d in range(10)]
     for k, (ax, (elev, azim)) in enumerate(zip(axes.flat, [(25, -60), (25, 30)])):
         fig.delaxes(ax)
         ax3 = fig.add_subplot(1, 2, k + 1, projection="3d")
-        ax3.scatter(p[:, 0], p[:, 1], p[:, 2], c=np.array(CLASS_COLORS)[labels[sample3d]],
+        ax3.scatter(p[:, 0], p[:, 1], p[:, 2], c=np.array(CLASS_COLORS)[labels[sample]],
                     s=2, linewidths=0, depthshade=False, rasterized=True)
         ax3.set(xlim=limits[:, 0], ylim=limits[:, 1], zlim=limits[:, 2])
         ax3.view_init(elev=elev, azim=azim)
@@ -311,15 +329,16 @@ def pca_section(ctx: Context, pixels: np.ndarray, labels: np.ndarray) -> np.ndar
         ax3.tick_params(labelsize=6, pad=0)
     fig.legend(handles=handles, loc="lower center", ncols=10, fontsize=8, title="digit")
     fig.subplots_adjust(left=0.0, right=1.0, top=1.0, bottom=0.1, wspace=0.0)
-    ctx.figure("pca_3d", fig, caption=f"The first three principal components "
-               f"({ratio[:3].sum():.1%} of the variance) of {len(sample3d):,} random images, "
-               "seen from two angles.", alt="Two 3-D scatter views of coloured point clouds.")
+    ctx.figure("pca_3d", fig)
 
-    cumulative = np.cumsum(ratio)
+
+def plot_pca_variance(ctx: Context, ratio: np.ndarray) -> None:
+    """Cumulative explained variance against the number of components."""
+    counts = quality.cumulative_variance_counts(ratio, VARIANCE_LEVELS)
     fig, axes = new_figure(7, 3.2)
     ax = axes[0, 0]
-    ax.plot(np.arange(1, len(ratio) + 1), cumulative, color="k", lw=1.2)
-    for (level, count), color in zip(counts.items(), CLASS_COLORS[:3]):
+    ax.plot(np.arange(1, len(ratio) + 1), np.cumsum(ratio), color="k", lw=1.2)
+    for (level, count), color in zip(counts.items(), CLASS_COLORS):
         ax.axhline(level, color=color, lw=0.8, ls="--")
         ax.axvline(count, color=color, lw=0.8, ls="--",
                    label=f"{level:.0%} of the variance: {count} components")
@@ -328,72 +347,72 @@ def pca_section(ctx: Context, pixels: np.ndarray, labels: np.ndarray) -> np.ndar
     ax.set_xlabel("number of principal components (log scale)")
     ax.set_ylabel("cumulative explained variance")
     ax.set_ylim(0, 1.02)
-    ctx.figure("pca_variance", fig, caption="Share of the pixel variance explained by the first "
-               f"k components: {counts[0.9]} components keep 90 %, {counts[0.95]} keep 95 % "
-               f"and {counts[0.99]} keep 99 % of it.",
-               alt="A rising curve that flattens; dashed lines mark 90, 95 and 99 percent.")
+    ctx.figure("pca_variance", fig)
 
-    shown = cfg.components_shown
-    fig, axes = new_figure(1.35 * 6, 1.5 * -(-shown // 6), nrows=-(-shown // 6), ncols=6)
+
+def plot_pca_components(ctx: Context, pca: PCA) -> None:
+    """The first principal components as images."""
+    shown = ctx.cfg.components_shown
+    side = int(round(np.sqrt(pca.components_.shape[1])))
+    rows = -(-shown // 6)
+    fig, axes = new_figure(1.35 * 6, 1.5 * rows, nrows=rows, ncols=6)
     for i, ax in enumerate(axes.flat):
         ax.axis("off")
         if i < shown:
-            comp = pca.components_[i].reshape(28, 28)
+            comp = pca.components_[i].reshape(side, side)
             limit = float(np.abs(comp).max())
             ax.imshow(comp, cmap="RdBu_r", vmin=-limit, vmax=limit, interpolation="nearest")
-            ax.set_title(f"PC{i + 1}: {ratio[i]:.1%}", fontsize=8)
+            ax.set_title(f"PC{i + 1}: {pca.explained_variance_ratio_[i]:.1%}", fontsize=8)
     fig.tight_layout()
-    ctx.figure("pca_components", fig, caption=f"The first {shown} principal components as "
-               "images, with the share of variance each explains. Red pixels push a projection "
-               "up, blue ones down.",
-               alt="Twelve 28 by 28 red and blue patterns resembling blurred strokes.")
-
-    return projected
+    ctx.figure("pca_components", fig)
 
 
-def tsne_section(ctx: Context, projected: np.ndarray, images: np.ndarray, labels: np.ndarray,
-                 threads: int) -> tuple[np.ndarray, np.ndarray]:
-    """t-SNE of (a seeded subset of) the images and its figures; returns indices, embedding."""
+# --- t-SNE ------------------------------------------------------------------------------------
+
+
+def fit_tsne(ctx: Context, projected: np.ndarray, threads: int) -> tuple[np.ndarray, np.ndarray]:
+    """openTSNE of (a seeded subset of) the images from PCA-50: indices and 2-D embedding."""
     from openTSNE import TSNE
 
     cfg: Config = ctx.cfg
-    n = len(projected)
-    # 2. t-SNE from the first pca_dims components, PCA initialisation, FFT gradients.
-    tsne_idx = seeded_subset(ctx.rng, n, cfg.tsne_points)
-    m = len(tsne_idx)
-    y = labels[tsne_idx]
-    ctx.metric("tsne_points", m)
-    ctx.metric("tsne_all", m == n)
-    iterations = 250 + 500  # openTSNE: early exaggeration, then the normal phase
     if cfg.tsne_gradients not in ("fft", "bh"):
         raise ValueError(f"embeddings.tsne_gradients must be 'fft' or 'bh', not "
                          f"{cfg.tsne_gradients!r}")
+    tsne_idx = subset_index(len(projected), cfg.tsne_points, ctx.streams.torch("tsne_points"))
+    m = len(tsne_idx)
+    iterations = 250 + 500  # openTSNE: early exaggeration, then the normal phase
     ctx.log(f"t-SNE of {m:,} images from {cfg.pca_dims} PCA dims on {threads} threads "
             f"({cfg.tsne_gradients.upper()} gradients)")
     tsne = TSNE(perplexity=cfg.perplexity, initialization="pca",
-                negative_gradient_method=cfg.tsne_gradients,
-                n_jobs=threads, random_state=ctx.seed, verbose=False,
+                negative_gradient_method=cfg.tsne_gradients, n_jobs=threads,
+                random_state=ctx.streams.seed("tsne"), verbose=False,
                 callbacks=TsneLogger(ctx, iterations, 50), callbacks_every_iters=50)
     with ctx.timer() as t_tsne:
         embedding = np.asarray(tsne.fit(projected[tsne_idx]), dtype=np.float64)
     ctx.log(f"t-SNE done in {t_tsne.seconds:.1f} s")
+    ctx.metric("tsne_points", m)
+    ctx.metric("tsne_all", m == len(projected))
     ctx.metric("tsne_seconds", t_tsne.seconds)
     ctx.metric("tsne_iterations", iterations)
+    return tsne_idx, embedding
 
-    order = ctx.rng.permutation(m)
+
+def plot_tsne_map(ctx: Context, embedding: np.ndarray, y: np.ndarray) -> None:
+    """The t-SNE map coloured by digit (the static stand-in for the interactive map)."""
+    order = ctx.streams.numpy("tsne_scatter_order").permutation(len(embedding))
     fig, axes = new_figure(7, 6.2)
     class_scatter(axes[0, 0], embedding, y, order)
     axes[0, 0].set_xlabel("t-SNE 1")
     axes[0, 0].set_ylabel("t-SNE 2")
-    ctx.figure("tsne_map", fig, caption=f"t-SNE of {m:,} images (perplexity "
-               f"{cfg.perplexity:g}, from {cfg.pca_dims} principal components), coloured by "
-               "digit. (With JavaScript, the page shows an interactive version of this "
-               "map here.)", alt="Ten mostly separate coloured islands, one per digit, with a few "
-               "stray points and touching islands.")
+    ctx.figure("tsne_map", fig)
 
-    # The embedding's axes next to the raw pixels (as the original article showed).
-    fig, axes = new_figure(10, 3.0, ncols=3)
+
+def plot_tsne_axes(ctx: Context, images: np.ndarray, embedding: np.ndarray,
+                   y: np.ndarray) -> None:
+    """Each embedding axis stacked by digit, next to the raw pixel values (as the original)."""
     hist = np.bincount(images.reshape(-1), minlength=256)
+    ctx.metric("pixel_zero_share", float(hist[0] / hist.sum()))
+    fig, axes = new_figure(10, 3.0, ncols=3)
     axes[0, 0].bar(np.arange(256), hist / hist.sum(), width=1.0, color="0.3")
     axes[0, 0].set_yscale("log")
     axes[0, 0].set_xlabel("raw pixel value (all images)")
@@ -408,109 +427,167 @@ def tsne_section(ctx: Context, projected: np.ndarray, images: np.ndarray, labels
     axes[0, 2].legend(title="digit", fontsize=7, ncols=2, loc="upper left",
                       bbox_to_anchor=(1.0, 1.0))
     fig.tight_layout()
-    ctx.figure("tsne_axes", fig, caption="Left: the raw pixel values, almost all 0 or near 255. "
-               "Middle and right: each t-SNE axis, stacked by digit: a sum of bumps, one or "
-               "more per digit, where the islands of the map lie.",
-               alt="A log-scale histogram with spikes at 0 and 255, then two multi-modal "
-               "stacked histograms.")
-
-    return tsne_idx, embedding
+    ctx.figure("tsne_axes", fig)
 
 
-def measure(ctx: Context, pixels: np.ndarray, projected: np.ndarray, tsne_idx: np.ndarray,
-            embedding: np.ndarray, labels: np.ndarray,
-            threads: int) -> tuple[np.ndarray, list[int]]:
-    """kNN accuracy of four spaces, trustworthiness of the 2-D maps, the confused pairs.
+# --- measured quality -------------------------------------------------------------------------
 
-    Returns the t-SNE kNN accuracy per class and, per class, the class its errors go to most.
+
+def space_labels(cfg: Config) -> dict[str, str]:
+    """Metric key -> the name the page gives each space the kNN classifier scores."""
+    return {"raw": "raw pixels", "pca2": "PCA-2", "pca50": f"PCA-{cfg.pca_dims}",
+            "tsne": "t-SNE-2"}
+
+
+def score_knn(ctx: Context, pixels: np.ndarray, projected: np.ndarray, tsne_idx: np.ndarray,
+              embedding: np.ndarray, y: np.ndarray, threads: int
+              ) -> tuple[np.ndarray, dict[str, np.ndarray], dict[str, np.ndarray], np.ndarray]:
+    """kNN accuracy of four spaces on the same stratified folds of a seeded subset.
+
+    Returns the subset (positions in the t-SNE points), the out-of-fold predictions and the
+    per-fold accuracies of each space, and the fold of each scored image.
     """
     cfg: Config = ctx.cfg
-    m = len(tsne_idx)
-    y = labels[tsne_idx]
-    # 3. Measured quality: kNN accuracy in four spaces, trustworthiness of the 2-D maps.
-    knn_pos = seeded_subset(ctx.rng, m, cfg.knn_points)
-    knn_y = y[knn_pos]
-    spaces = {"raw pixels": pixels[tsne_idx[knn_pos]],
-              "PCA-2": projected[tsne_idx[knn_pos], :2],
-              f"PCA-{cfg.pca_dims}": projected[tsne_idx[knn_pos]],
-              "t-SNE-2": embedding[knn_pos]}
-    predictions, accuracies = {}, {}
+    pos = subset_index(len(tsne_idx), cfg.knn_points, ctx.streams.torch("knn_points"))
+    knn_y = y[pos]
+    spaces = {"raw": pixels[tsne_idx[pos]], "pca2": projected[tsne_idx[pos], :2],
+              "pca50": projected[tsne_idx[pos]], "tsne": embedding[pos]}
+    # One seed for every space: the same folds, so the per-fold accuracies are comparable.
+    seed = ctx.streams.seed("knn_folds")
+    folds = quality.stratified_folds(knn_y, cfg.knn_folds, seed)
+    labels = space_labels(cfg)
+    predictions, fold_acc = {}, {}
     with ctx.timer() as t_knn:
-        for name, features in ctx.progress(spaces.items(), desc="kNN", total=len(spaces)):
+        for key, features in ctx.progress(spaces.items(), desc="kNN", total=len(spaces)):
             with ctx.timer() as t:
-                predictions[name] = quality.knn_cv_predict(
-                    features, knn_y, k=cfg.knn_k, folds=cfg.knn_folds, seed=ctx.seed,
+                predictions[key] = quality.knn_cv_predict(
+                    features, knn_y, k=cfg.knn_k, folds=cfg.knn_folds, seed=seed,
                     n_jobs=threads)
-            accuracies[name] = quality.accuracy(knn_y, predictions[name])
-            ctx.log(f"kNN in {name}: {accuracies[name]:.2%} ({t.seconds:.1f} s)")
+            fold_acc[key] = quality.fold_accuracies(knn_y, predictions[key], folds)
+            ctx.log(f"kNN in {labels[key]}: {fold_acc[key].mean():.2%} ± "
+                    f"{fold_acc[key].std(ddof=1):.2%} over folds ({t.seconds:.1f} s)")
     ctx.metric("knn_seconds", t_knn.seconds)
-    ctx.metric("knn_points", len(knn_pos))
-    keys = {"raw pixels": "raw", "PCA-2": "pca2", f"PCA-{cfg.pca_dims}": "pca50",
-            "t-SNE-2": "tsne"}
-    for name, key in keys.items():
-        ctx.metric(f"knn_{key}", accuracies[name])
-    ranking = sorted(accuracies, key=lambda s: (-accuracies[s], list(keys).index(s)))
-    ctx.metric("knn_ranking", ranking)
-    ctx.metric("knn_best_space", ranking[0])
-    ctx.metric("knn_best_accuracy", accuracies[ranking[0]])
-    ctx.metric("tsne_minus_raw", accuracies["t-SNE-2"] - accuracies["raw pixels"])
-    ctx.metric("tsne_minus_pca2", accuracies["t-SNE-2"] - accuracies["PCA-2"])
-    ctx.metric("pca50_minus_raw", accuracies[f"PCA-{cfg.pca_dims}"] - accuracies["raw pixels"])
+    ctx.metric("knn_points", len(pos))
+    for key, acc in fold_acc.items():
+        ctx.metric(f"knn_{key}", float(acc.mean()))
+        ctx.metric(f"knn_{key}_folds", acc)
+    return pos, predictions, fold_acc, folds
 
-    trust_pos = seeded_subset(ctx.rng, m, cfg.trust_points)
-    high = pixels[tsne_idx[trust_pos]]
-    trust = {"PCA-2": quality.trustworthiness(high, projected[tsne_idx[trust_pos], :2],
-                                              k=cfg.trust_k),
-             "t-SNE-2": quality.trustworthiness(high, embedding[trust_pos], k=cfg.trust_k)}
-    ctx.metric("trust_points", len(trust_pos))
-    ctx.metric("trust_pca2", trust["PCA-2"])
-    ctx.metric("trust_tsne", trust["t-SNE-2"])
-    ctx.metric("trust_best_map", max(trust, key=trust.get))
-    ctx.log(f"trustworthiness: PCA-2 {trust['PCA-2']:.3f}, t-SNE-2 {trust['t-SNE-2']:.3f}")
 
-    dims = {"raw pixels": pixels.shape[1], "PCA-2": 2, f"PCA-{cfg.pca_dims}": cfg.pca_dims,
-            "t-SNE-2": 2}
+def score_trust(ctx: Context, pixels: np.ndarray, projected: np.ndarray, tsne_idx: np.ndarray,
+                embedding: np.ndarray) -> dict[str, np.ndarray]:
+    """Trustworthiness of PCA-2 and t-SNE-2 on disjoint random samples of the t-SNE points."""
+    cfg: Config = ctx.cfg
+    samples = quality.disjoint_subsets(len(tsne_idx), cfg.trust_points, cfg.trust_repeats,
+                                       ctx.streams.torch("trust_samples"))
+    trust = {"pca2": [], "tsne": []}
+    with ctx.timer() as t_trust:
+        for pos in samples:
+            high = pixels[tsne_idx[pos]]
+            trust["pca2"].append(quality.trustworthiness(
+                high, projected[tsne_idx[pos], :2], k=cfg.trust_k))
+            trust["tsne"].append(quality.trustworthiness(high, embedding[pos], k=cfg.trust_k))
+    trust = {key: np.array(values) for key, values in trust.items()}
+    ctx.log(f"trustworthiness on {len(samples)} x {len(samples[0]):,} images: "
+            f"PCA-2 {trust['pca2'].mean():.3f}, t-SNE-2 {trust['tsne'].mean():.3f} "
+            f"({t_trust.seconds:.1f} s)")
+    ctx.metric("trust_points", len(samples[0]))
+    ctx.metric("trust_repeats", len(samples))
+    ctx.metric("trust_seconds", t_trust.seconds)
+    for key, values in trust.items():
+        ctx.metric(f"trust_{key}", float(values.mean()))
+        ctx.metric(f"trust_{key}_samples", values)
+    return trust
+
+
+def record_comparisons(ctx: Context, fold_acc: dict[str, np.ndarray],
+                       trust: dict[str, np.ndarray]) -> None:
+    """Every comparison the prose makes, through report.compare (which takes lists)."""
+    pairs = {"tsne_vs_raw": (fold_acc["tsne"], fold_acc["raw"]),
+             "pca50_vs_raw": (fold_acc["pca50"], fold_acc["raw"]),
+             "tsne_vs_pca2": (fold_acc["tsne"], fold_acc["pca2"]),
+             "trust_tsne_vs_pca2": (trust["tsne"], trust["pca2"])}
+    for name, (a, b) in pairs.items():
+        ctx.metric(name, compare(list(a), list(b)).as_metric())
+
+
+def mean_pm_std(values: np.ndarray, scale: float = 1.0, digits: int = 4, unit: str = "") -> str:
+    """'mean ± sample std' of repeated results, as a table cell."""
+    values = np.asarray(values, dtype=float)
+    std = values.std(ddof=1) if len(values) > 1 else 0.0
+    return f"{scale * values.mean():.{digits}f} ± {scale * std:.{digits}f}{unit}"
+
+
+def quality_table(ctx: Context, n_pixels: int, fold_acc: dict[str, np.ndarray],
+                  trust: dict[str, np.ndarray]) -> None:
+    """One row per space: dimensions, kNN accuracy over folds, trustworthiness over samples."""
+    cfg: Config = ctx.cfg
+    dims = {"raw": n_pixels, "pca2": 2, "pca50": cfg.pca_dims, "tsne": 2}
     ctx.table("knn_quality", [
-        {"space": name, "dimensions": dims[name], "kNN accuracy": round(accuracies[name], 4),
-         "trustworthiness": round(trust[name], 4) if name in trust else None}
-        for name in spaces], caption=f"How well each space keeps the digits apart: accuracy of "
-        f"a {cfg.knn_k}-nearest-neighbour classifier ({cfg.knn_folds}-fold cross-validated "
-        f"on {len(knn_pos):,} images) and the trustworthiness of the 2-D maps "
-        f"({cfg.trust_k} neighbours, {len(trust_pos):,} images).")
+        {"space": label, "dimensions": dims[key],
+         "kNN accuracy": mean_pm_std(fold_acc[key], 100, 2, " %"),
+         "trustworthiness": mean_pm_std(trust[key], 1, 4) if key in trust else "not measured"}
+        for key, label in space_labels(cfg).items()])
 
-    pairs = quality.confused_pairs(knn_y, predictions["t-SNE-2"], top=cfg.confused_pairs)
-    errors = {name: quality.confusion_matrix(knn_y, p) for name, p in predictions.items()}
-    tsne_errors = int((predictions["t-SNE-2"] != knn_y).sum())
+
+def class_fold_accuracies(y: np.ndarray, predictions: np.ndarray, folds: np.ndarray,
+                          digit: int) -> np.ndarray:
+    """Per-fold accuracy on the images of one digit."""
+    mask = y == digit
+    return quality.fold_accuracies(y[mask], predictions[mask], folds[mask])
+
+
+def confusions(ctx: Context, y: np.ndarray, predictions: dict[str, np.ndarray],
+               folds: np.ndarray) -> tuple[np.ndarray, list[int]]:
+    """The pairs the kNN classifier on the t-SNE map confuses, and its accuracy per digit.
+
+    Returns the per-digit accuracy and, per digit, the digit its errors go to most.
+    """
+    cfg: Config = ctx.cfg
+    tsne = predictions["tsne"]
+    pairs = quality.confused_pairs(y, tsne, top=cfg.confused_pairs)
+    errors = {key: confusion_matrix(y, p) for key, p in predictions.items()}
+    tsne_errors = int((tsne != y).sum())
+    n_classes = len(errors["tsne"])
     ctx.metric("tsne_errors", tsne_errors)
+    ctx.metric("class_pairs", n_classes * (n_classes - 1) // 2)
     ctx.metric("confused_pairs", [list(p) for p in pairs])
     ctx.metric("confused_top_share", sum(p[2] for p in pairs[:3]) / max(tsne_errors, 1))
     ctx.table("confused_pairs", [
         {"pair": f"{a} and {b}", "errors in t-SNE-2": count,
          "share of t-SNE-2 errors": round(count / max(tsne_errors, 1), 4),
-         "errors in raw pixels": int(errors["raw pixels"][a, b] + errors["raw pixels"][b, a]),
-         "errors in PCA-2": int(errors["PCA-2"][a, b] + errors["PCA-2"][b, a])}
-        for a, b, count in pairs], caption="The digit pairs the kNN classifier confuses most "
-        "often (either way) in the t-SNE map, with the same counts in raw pixels and PCA-2.")
+         "errors in raw pixels": int(errors["raw"][a, b] + errors["raw"][b, a]),
+         "errors in PCA-2": int(errors["pca2"][a, b] + errors["pca2"][b, a])}
+        for a, b, count in pairs])
 
-    per_class = quality.per_class_accuracy(knn_y, predictions["t-SNE-2"])
-    cm = errors["t-SNE-2"].copy()
-    np.fill_diagonal(cm, 0)
+    per_class = per_class_accuracy(y, tsne, n_classes)
+    off_diagonal = errors["tsne"].copy()
+    np.fill_diagonal(off_diagonal, 0)
+    partner = [int(off_diagonal[d].argmax()) for d in range(n_classes)]
+    present = np.flatnonzero(~np.isnan(per_class))
+    order = present[np.argsort(per_class[present], kind="stable")]  # weakest digit first
     ctx.metric("tsne_class_accuracy", per_class)
-    ctx.metric("tsne_worst_class", int(np.nanargmin(per_class)))
-    ctx.metric("tsne_best_class", int(np.nanargmax(per_class)))
-    partner = [int(cm[d].argmax()) for d in range(10)]
     ctx.metric("tsne_confused_with", partner)
-
+    ctx.metric("tsne_worst_class", int(order[0]))
+    ctx.metric("tsne_next_worst_class", int(order[1]))
+    ctx.metric("tsne_best_class", int(order[-1]))
+    ctx.metric("tsne_next_best_class", int(order[-2]))
+    by_digit = {d: class_fold_accuracies(y, tsne, folds, d) for d in order[[0, 1, -2, -1]]}
+    ctx.metric("tsne_worst_vs_next",
+               compare(list(by_digit[order[0]]), list(by_digit[order[1]])).as_metric())
+    ctx.metric("tsne_best_vs_next",
+               compare(list(by_digit[order[-1]]), list(by_digit[order[-2]])).as_metric())
     return per_class, partner
+
+
+# --- the map, drawn -----------------------------------------------------------------------------
 
 
 def small_multiples(ctx: Context, embedding: np.ndarray, y: np.ndarray,
                     per_class: np.ndarray, partner: list[int]) -> None:
     """The map once per digit, that digit in colour over the grey rest."""
-    m = len(embedding)
-    # Small multiples: one class highlighted over the grey rest.
     fig, axes = new_figure(10, 4.6, nrows=2, ncols=5)
-    size = point_size(m) * 0.6
+    size = point_size(len(embedding)) * 0.6
     pad = 0.03 * (embedding.max(axis=0) - embedding.min(axis=0))
     lo, hi = embedding.min(axis=0) - pad, embedding.max(axis=0) + pad
     for d, ax in enumerate(axes.flat):
@@ -529,12 +606,19 @@ def small_multiples(ctx: Context, embedding: np.ndarray, y: np.ndarray,
         ax.set_ylim(lo[1], hi[1])
         ax.set_aspect("equal", adjustable="box")
     fig.tight_layout()
-    ctx.figure("tsne_small_multiples", fig, caption="The t-SNE map once per digit: that digit "
-               "in colour over all the others in grey. Titles give the digit's kNN accuracy in "
-               "the map and the digit its errors most often go to.",
-               alt="Ten copies of the map, each highlighting one digit's island and its "
-               "stray points inside other islands.")
+    ctx.figure("tsne_small_multiples", fig)
 
+
+def plot_thumbnails(ctx: Context, embedding: np.ndarray, images: np.ndarray,
+                    y: np.ndarray) -> None:
+    """The map drawn with the digits themselves, one image per grid cell."""
+    thumbs = thumbnail_map(embedding, images, y, ctx.cfg.thumb_grid)
+    ctx.metric("thumb_columns", thumbs.shape[1] // 28)
+    ctx.metric("thumb_rows", thumbs.shape[0] // 28)
+    fig, axes = new_figure(8.2, 8.2 * thumbs.shape[0] / thumbs.shape[1])
+    axes[0, 0].imshow(thumbs, interpolation="lanczos")
+    axes[0, 0].axis("off")
+    ctx.figure("tsne_thumbnails", fig)
 
 
 def map_assets(ctx: Context, embedding: np.ndarray, images: np.ndarray, tsne_idx: np.ndarray,
@@ -542,8 +626,8 @@ def map_assets(ctx: Context, embedding: np.ndarray, images: np.ndarray, tsne_idx
     """The interactive map's files (points script, sprite sheets) and their sizes as metrics."""
     cfg: Config = ctx.cfg
     m, y = len(tsne_idx), labels[tsne_idx]
-    # 4. The interactive map's data: points as a script, thumbnails as 4-bit sprite sheets,
-    # both in Z-order so that a sheet holds one region of the map.
+    # Points as a script, thumbnails as 4-bit sprite sheets, both in Z-order so that a sheet
+    # holds one region of the map.
     z = morton_order(embedding)
     map_idx = tsne_idx[z]
     sheets, sheet_bytes = [], 0
@@ -568,32 +652,40 @@ def map_assets(ctx: Context, embedding: np.ndarray, images: np.ndarray, tsne_idx
             f"{sheet_bytes / 1e6:.2f} MB (raw 8-bit thumbnails would be {m * 784 / 1e6:.1f} MB)")
 
 
+def all_images(data: MNIST) -> tuple[np.ndarray, np.ndarray]:
+    """Train then test images (uint8 [n, 28, 28]) and labels (int64), as numpy arrays."""
+    images = torch.cat([data.train_images, data.test_images]).cpu().numpy()
+    labels = torch.cat([data.train_labels, data.test_labels]).cpu().numpy().astype(np.int64)
+    return images, labels
+
+
 def run(ctx: Context) -> None:
     """PCA and t-SNE of every image, their figures, kNN and trustworthiness, the map's data."""
     cfg: Config = ctx.cfg
-    data = ctx.data
-    images = torch.cat([data.train_images, data.test_images]).cpu().numpy()
-    labels = torch.cat([data.train_labels, data.test_labels]).cpu().numpy().astype(np.int64)
-    n = len(images)
-    pixels = images.reshape(n, -1).astype(np.float32) / 255
+    images, labels = all_images(ctx.data)
+    pixels = images.reshape(len(images), -1).astype(np.float32) / 255
     threads = cfg.threads or os.cpu_count() or 1
-    ctx.metric("n_images", n)
+    ctx.metric("n_images", len(images))
     ctx.metric("threads", threads)
 
-    projected = pca_section(ctx, pixels, labels)
-    tsne_idx, embedding = tsne_section(ctx, projected, images, labels, threads)
-    per_class, partner = measure(ctx, pixels, projected, tsne_idx, embedding, labels, threads)
-    y = labels[tsne_idx]
-    small_multiples(ctx, embedding, y, per_class, partner)
-    thumbs = thumbnail_map(embedding, images[tsne_idx], y, cfg.thumb_grid)
-    fig, axes = new_figure(8.2, 8.2 * thumbs.shape[0] / thumbs.shape[1])
-    axes[0, 0].imshow(thumbs, interpolation="lanczos")
-    axes[0, 0].axis("off")
-    cols, rows = thumbs.shape[1] // 28, thumbs.shape[0] // 28
-    ctx.figure("tsne_thumbnails", fig, caption=f"The map drawn with the digits themselves: "
-               f"the plane is cut into {cols} x {rows} cells and each non-empty cell shows the "
-               "image nearest its centre, tinted by its label. Styles change gradually inside "
-               "an island (slant, thickness, loops).",
-               alt="A mosaic of small handwritten digits arranged in islands of the same digit.")
+    pca, projected = fit_pca(ctx, pixels)
+    plot_pca_scatter(ctx, projected, pca.explained_variance_ratio_, labels)
+    plot_pca_3d(ctx, projected, labels)
+    plot_pca_variance(ctx, pca.explained_variance_ratio_)
+    plot_pca_components(ctx, pca)
 
-    map_assets(ctx, embedding, images, tsne_idx, labels, len(data.train_images))
+    tsne_idx, embedding = fit_tsne(ctx, projected, threads)
+    y = labels[tsne_idx]
+    plot_tsne_map(ctx, embedding, y)
+    plot_tsne_axes(ctx, images, embedding, y)
+
+    knn_pos, predictions, fold_acc, folds = score_knn(ctx, pixels, projected, tsne_idx,
+                                                      embedding, y, threads)
+    trust = score_trust(ctx, pixels, projected, tsne_idx, embedding)
+    record_comparisons(ctx, fold_acc, trust)
+    quality_table(ctx, pixels.shape[1], fold_acc, trust)
+    per_class, partner = confusions(ctx, y[knn_pos], predictions, folds)
+
+    small_multiples(ctx, embedding, y, per_class, partner)
+    plot_thumbnails(ctx, embedding, images[tsne_idx], y)
+    map_assets(ctx, embedding, images, tsne_idx, labels, len(ctx.data.train_images))

@@ -8,11 +8,14 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from digits.metrics import accuracy
 from digits.models import Model2
 from digits.plots import new_figure
 from digits.recording import capture_activations
+from digits.sampling import subset_index
 from digits.training import predict_logits, to_input
 from report import Analysis, Context
+from report.compare import compare
 
 LAYERS = ("conv1", "conv2", "fc1", "fc2")
 
@@ -23,14 +26,16 @@ class Config:
 
     example: int = 0  # the shown test image: the first correctly classified one from here on
     saliency_examples: int = 4  # digits (distinct, seeded) whose per-class saliency is shown
+    # Test images (a seeded subset) over which the saliency-on-ink claim is measured: one
+    # forward and backward pass of the true class each, about a second for 200 on 2 CPU cores.
+    saliency_images: int = 200
 
 
 ANALYSIS = Analysis(
     name="hidden_layers",
-    title="Visualizing the trained hidden layers",
     requires=("dataset", "classifiers"),
     config=Config(),
-    quick={},  # nothing to shorten: a few forward and backward passes of one model
+    quick={},  # nothing to shorten: forward and backward passes of one trained model
 )
 
 
@@ -149,13 +154,38 @@ def feature_map_figure(image: np.ndarray, acts: dict[str, np.ndarray], title: st
     return fig
 
 
+def true_class_saliency(model: Model2, images: torch.Tensor, labels: torch.Tensor,
+                        batch_size: int = 500) -> np.ndarray:
+    """d logit_label / d pixel of each uint8 image [N, 28, 28] for its own label -> [N, 28, 28]."""
+    out = []
+    for start in range(0, len(labels), batch_size):
+        x = to_input(images[start:start + batch_size]).requires_grad_(True)
+        rows = torch.arange(x.shape[0])
+        # Image i's input only influences row i's logits, so one backward gives all gradients
+        # (autograd.grad: the gradient of the input only, none left on the weights).
+        (grad,) = torch.autograd.grad(model(x)[rows, labels[start:start + batch_size]].sum(), x)
+        out.append(grad[:, 0].detach().cpu().numpy())
+    return np.concatenate(out) if out else np.empty((0, 28, 28), np.float32)
+
+
+def ink_shares(images: np.ndarray, saliency: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per image: the share of |saliency| on ink pixels (> 0), and the share of pixels inked.
+
+    If the network's sensitivity were spread evenly, the first would equal the second.
+    """
+    ink = images.reshape(len(images), -1) > 0
+    weight = np.abs(saliency.reshape(len(saliency), -1)).astype(np.float64)
+    total = np.maximum(weight.sum(1), 1e-30)
+    return (weight * ink).sum(1) / total, ink.mean(1)
+
+
 def input_saliency(model: Model2, image: torch.Tensor) -> np.ndarray:
     """d logit_c / d pixel for every class c [10, 28, 28] (pixels scaled to [0, 1])."""
     x = to_input(image[None]).repeat(10, 1, 1, 1).requires_grad_(True)
     logits = model(x)
     # Row c's input only influences row c's logits, so one backward gives all ten gradients.
-    logits[torch.arange(10), torch.arange(10)].sum().backward()
-    return x.grad[:, 0].detach().cpu().numpy()
+    (grad,) = torch.autograd.grad(logits[torch.arange(10), torch.arange(10)].sum(), x)
+    return grad[:, 0].detach().cpu().numpy()
 
 
 def saliency_figure(images: np.ndarray, maps: np.ndarray, labels, predicted):
@@ -179,80 +209,118 @@ def saliency_figure(images: np.ndarray, maps: np.ndarray, labels, predicted):
     return fig
 
 
-def run(ctx: Context) -> None:
-    """Filters, feature maps of a right and a wrong test image, and per-class saliency."""
-    cfg: Config = ctx.cfg
-    data = ctx.data
-    model = load_model2(ctx)
-    test_x, test_y = data.test_images.cpu(), data.test_labels.cpu()
-    probs = F.softmax(predict_logits(model, test_x), dim=1)
-    predicted = probs.argmax(1)
-    ctx.metric("test_accuracy", int((predicted == test_y).sum()) / len(test_y))
 
-    # 4. Trained filters: conv1, conv2 (the original showed conv1 under conv2's title), fc2.
+
+def shares_figure(ink: np.ndarray, on_ink: np.ndarray):
+    """Per image: share of |saliency| on ink against share of pixels inked, and y = x."""
+    fig, axes = new_figure(4.2, 3.6)
+    ax = axes[0, 0]
+    ax.scatter(ink, on_ink, s=8, alpha=0.6, color="C0", lw=0)
+    ax.plot([0, 1], [0, 1], color="k", lw=0.7, ls="--", label="no preference for ink")
+    ax.set_xlim(0, max(0.05, 1.15 * float(ink.max())))
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("share of the image's pixels that carry ink")
+    ax.set_ylabel("share of |saliency| on those pixels")
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
+# --- the run ----------------------------------------------------------------------------------
+
+
+def show_filters(ctx: Context, model: Model2) -> None:
+    """Trained filters: conv1, conv2 (the original showed conv1 under conv2's title), fc2."""
     for layer in ("conv1", "conv2"):
         kernels = layer_kernels(model, layer)
         ctx.metric(f"{layer}_kernel_shape", list(kernels.shape))
         ctx.metric(f"{layer}_max_abs", float(np.abs(kernels).max()))
-        rows = "" if layer == "conv1" else " Each column is one conv2 filter, each row the " \
-               "input channel (conv1 map) that part of it reads."
         # 150 dpi: conv2's 64 x 32 kernels are 4 pixels a weight at the column width.
-        ctx.figure(f"{layer}_filters", conv_filters_figure(kernels, layer), dpi=150,
-                   caption=f"All {kernels.shape[0] * kernels.shape[1]:,} {layer} kernels of the "
-                   f"trained two-conv network; red positive, blue negative, white zero.{rows}",
-                   alt=f"A grid of {kernels.shape[0] * kernels.shape[1]} small red and blue "
-                   f"3x3 {layer} kernels.")
+        ctx.figure(f"{layer}_filters", conv_filters_figure(kernels, layer), dpi=150)
     fc2 = model.fc2.weight.detach().numpy()
     ctx.metric("fc2_shape", list(fc2.shape))
-    ctx.figure("fc2_weights", fc_weights_figure(fc2, "fc1"),
-               caption=f"The last layer's weight matrix: how much each of the {fc2.shape[1]} "
-               "fc1 units votes for each class (red for, blue against).",
-               alt=f"A {fc2.shape[0]} by {fc2.shape[1]} heat map of red and blue weights.")
+    ctx.figure("fc2_weights", fc_weights_figure(fc2, "fc1"))
 
-    # 5. One digit through every layer: a correct one and the most confident mistake.
-    correct = int(torch.nonzero(predicted[cfg.example:] == test_y[cfg.example:])[0, 0]) \
-        + cfg.example
+
+def show_digits_through_layers(ctx: Context, model: Model2, test_x: torch.Tensor,
+                               test_y: torch.Tensor, probs: torch.Tensor) -> None:
+    """One digit through every layer: a correct one and the most confident mistake."""
+    cfg: Config = ctx.cfg
+    predicted = probs.argmax(1)
+    right = torch.nonzero(predicted[cfg.example:] == test_y[cfg.example:])
+    if not len(right):
+        raise RuntimeError("model 2 classified no test image correctly from cfg.example on")
+    correct = int(right[0, 0]) + cfg.example
     wrong_mask = predicted != test_y
     if not wrong_mask.any():
         raise RuntimeError("model 2 made no mistake on the test set: there is no wrong example")
     wrong = int(torch.argmax(torch.where(wrong_mask, probs.max(1).values, -1.0)))
+    ctx.metric("mistakes", int(wrong_mask.sum()))
     for key, index in (("correct", correct), ("wrong", wrong)):
         acts = activations(model, test_x[index])
         label, pred = int(test_y[index]), int(predicted[index])
-        ctx.metric(f"{key}_index", index)
-        ctx.metric(f"{key}_label", label)
-        ctx.metric(f"{key}_predicted", pred)
-        ctx.metric(f"{key}_probability", float(probs[index, pred]))
-        ctx.metric(f"{key}_true_probability", float(probs[index, label]))
+        for name, value in {"index": index, "label": label, "predicted": pred,
+                            "probability": float(probs[index, pred]),
+                            "true_probability": float(probs[index, label])}.items():
+            ctx.metric(f"{key}_{name}", value)
         for layer in LAYERS[:3]:
             ctx.metric(f"{key}_{layer}_active", float((acts[layer] > 0).mean()))
         if key == "correct":
             ctx.metric("activation_shapes", {k: list(v.shape) for k, v in acts.items()})
-        ctx.figure(f"feature_maps_{key}",
-                   feature_map_figure(test_x[index].numpy(), acts,
-                                      f"test image {index}: label {label}, predicted {pred} "
-                                      f"({float(probs[index, pred]):.1%})"),
-                   caption=f"Test image {index} (label {label}) through every layer: the "
-                   f"{len(acts['conv1'])} conv1 and {len(acts['conv2'])} conv2 feature maps "
-                   f"after ReLU, the {len(acts['fc1'])} fc1 activations and the class "
-                   f"probabilities (predicted: {pred}).",
-                   alt=f"Feature maps of a handwritten {label} at each layer of the network.")
-    ctx.metric("mistakes", int(wrong_mask.sum()))
+        title = (f"test image {index}: label {label}, predicted {pred} "
+                 f"({float(probs[index, pred]):.1%})")
+        ctx.figure(f"feature_maps_{key}", feature_map_figure(test_x[index].numpy(), acts, title))
 
-    # Saliency: d logit / d input per class, for a few digits.
-    digits = np.sort(ctx.rng.choice(10, size=cfg.saliency_examples, replace=False))
-    chosen = [int(torch.nonzero(test_y == d)[0, 0]) for d in digits]
-    maps = np.stack([input_saliency(model, test_x[i]) for i in chosen])
-    images = test_x[chosen].numpy()
-    ink = images > 0
-    own = np.abs(maps[np.arange(len(chosen)), test_y[chosen].numpy()])
-    ctx.metric("saliency_indices", chosen)
-    ctx.metric("saliency_on_ink", float(np.mean([own[i][ink[i]].sum() / own[i].sum()
-                                                 for i in range(len(chosen))])))
+
+def measure_saliency(ctx: Context, model: Model2, test_x: torch.Tensor,
+                     test_y: torch.Tensor) -> np.ndarray:
+    """Share of the true class's |saliency| on ink against the share of ink, per test image.
+
+    Returns the indices of the measured images (a seeded subset of the test set).
+    """
+    cfg: Config = ctx.cfg
+    index = subset_index(len(test_y), cfg.saliency_images, ctx.streams.torch("saliency_images"))
+    maps = true_class_saliency(model, test_x[index], test_y[index])
+    on_ink, ink = ink_shares(test_x[index].numpy(), maps)
+    ctx.metric("saliency_images", len(index))
+    ctx.metric("saliency_on_ink", float(on_ink.mean()))
     ctx.metric("ink_share", float(ink.mean()))
-    ctx.figure("saliency", saliency_figure(images, maps, test_y[chosen].tolist(),
-                                           predicted[chosen].tolist()),
-               caption="Input-gradient saliency: for each test image (left) and each class, the "
-               "gradient of that class's logit with respect to every pixel (red: more ink there "
-               "raises the class score; blue: lowers it; one scale per row).",
-               alt="A grid of saliency maps: rows are digits, columns are the ten classes.")
+    ctx.metric("saliency_vs_ink", compare(on_ink.tolist(), ink.tolist()).as_metric())
+    ctx.metric("saliency_above_diagonal", float((on_ink > ink).mean()))
+    ctx.figure("saliency_shares", shares_figure(ink, on_ink))
+    return index
+
+
+def example_images(ctx: Context, candidates: np.ndarray, test_y: torch.Tensor) -> list[int]:
+    """The first image of each of a few distinct, seeded digits (from `candidates` if there)."""
+    cfg: Config = ctx.cfg
+    labels = test_y.numpy()
+    digits = np.sort(ctx.streams.numpy("saliency_digits").choice(
+        10, size=cfg.saliency_examples, replace=False))
+    chosen = []
+    for d in digits:
+        pool = candidates[labels[candidates] == d]
+        chosen.append(int(pool[0]) if len(pool) else int(np.flatnonzero(labels == d)[0]))
+    return chosen
+
+
+def show_saliency(ctx: Context, model: Model2, test_x: torch.Tensor, test_y: torch.Tensor,
+                  predicted: torch.Tensor, chosen: list[int]) -> None:
+    """All ten classes' saliency maps for a few test digits."""
+    maps = np.stack([input_saliency(model, test_x[i]) for i in chosen])
+    ctx.metric("saliency_indices", chosen)
+    ctx.figure("saliency", saliency_figure(test_x[chosen].numpy(), maps, test_y[chosen].tolist(),
+                                           predicted[chosen].tolist()))
+
+
+def run(ctx: Context) -> None:
+    """Filters, feature maps of a right and a wrong test image, and saliency."""
+    model = load_model2(ctx)
+    test_x, test_y = ctx.data.test_images.cpu(), ctx.data.test_labels.cpu()
+    probs = F.softmax(predict_logits(model, test_x), dim=1)
+    ctx.metric("test_accuracy", accuracy(test_y, probs.argmax(1)))
+    show_filters(ctx, model)
+    show_digits_through_layers(ctx, model, test_x, test_y, probs)
+    measured = measure_saliency(ctx, model, test_x, test_y)
+    show_saliency(ctx, model, test_x, test_y, probs.argmax(1),
+                  example_images(ctx, measured, test_y))

@@ -87,7 +87,8 @@ def main(argv: list[str] | None = None) -> int:
     import openTSNE
     import sklearn
 
-    from digits.embedding_quality import accuracy, knn_cv_predict
+    from digits.embedding_quality import knn_cv_predict
+    from digits.metrics import accuracy
 
     args = parse_args(argv)
     features, labels = pca_inputs(args.data_dir, args.dims)

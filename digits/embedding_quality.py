@@ -6,9 +6,25 @@ Pure functions over numpy arrays (features [n, d], integer labels [n]); no plott
 from __future__ import annotations
 
 import numpy as np
+import torch
 from sklearn.manifold import trustworthiness as _sk_trustworthiness
 from sklearn.model_selection import StratifiedKFold, cross_val_predict
 from sklearn.neighbors import KNeighborsClassifier
+
+from digits.metrics import confusion_matrix
+
+
+def stratified_folds(labels: np.ndarray, folds: int = 5, seed: int = 0) -> np.ndarray:
+    """The fold (0..folds-1) in which each sample is held out, for stratified shuffled k-fold.
+
+    The same split `knn_cv_predict` uses with the same seed: it depends only on the labels.
+    """
+    labels = np.asarray(labels)
+    cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed % 2**32)
+    fold = np.empty(len(labels), dtype=np.int64)
+    for i, (_, held_out) in enumerate(cv.split(np.zeros((len(labels), 1)), labels)):
+        fold[held_out] = i
+    return fold
 
 
 def knn_cv_predict(features: np.ndarray, labels: np.ndarray, *, k: int = 10, folds: int = 5,
@@ -19,32 +35,38 @@ def knn_cv_predict(features: np.ndarray, labels: np.ndarray, *, k: int = 10, fol
     # Brute force: exact, and as fast as trees for d >= ~20; KD-trees win for 2-D maps.
     algorithm = "kd_tree" if features.shape[1] <= 3 else "brute"
     model = KNeighborsClassifier(n_neighbors=k, algorithm=algorithm, n_jobs=n_jobs)
-    cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed % 2**32)
-    return cross_val_predict(model, features, labels, cv=cv)
+    fold = stratified_folds(labels, folds, seed)
+    splits = [(np.flatnonzero(fold != i), np.flatnonzero(fold == i)) for i in range(folds)]
+    return cross_val_predict(model, features, labels, cv=splits)
 
 
-def accuracy(labels: np.ndarray, predictions: np.ndarray) -> float:
-    """Share of predictions equal to the labels."""
-    return float(np.mean(np.asarray(labels) == np.asarray(predictions)))
+def fold_accuracies(labels: np.ndarray, predictions: np.ndarray,
+                    fold: np.ndarray) -> np.ndarray:
+    """Accuracy of out-of-fold predictions within each fold, in fold order.
+
+    Folds are numbered 0..max(fold); a fold without samples (possible when `labels` is one
+    class's share of a split) is left out rather than reported as NaN.
+    """
+    labels, predictions, fold = np.asarray(labels), np.asarray(predictions), np.asarray(fold)
+    if not len(labels) == len(predictions) == len(fold):
+        raise ValueError(f"{len(labels)} labels, {len(predictions)} predictions and "
+                         f"{len(fold)} fold numbers")
+    correct = labels == predictions
+    return np.array([correct[fold == i].mean() for i in range(int(fold.max()) + 1)
+                     if (fold == i).any()])
 
 
-def per_class_accuracy(labels: np.ndarray, predictions: np.ndarray,
-                       n_classes: int = 10) -> np.ndarray:
-    """Accuracy within each true class (NaN for a class without samples)."""
-    labels, predictions = np.asarray(labels), np.asarray(predictions)
-    out = np.full(n_classes, np.nan)
-    for c in range(n_classes):
-        mask = labels == c
-        if mask.any():
-            out[c] = float(np.mean(predictions[mask] == c))
-    return out
+def disjoint_subsets(n: int, size: int, count: int,
+                     generator: torch.Generator) -> list[np.ndarray]:
+    """`count` disjoint random subsets of range(n), sorted, of `size` each (fewer if n is short).
 
-
-def confusion_matrix(labels: np.ndarray, predictions: np.ndarray,
-                     n_classes: int = 10) -> np.ndarray:
-    """Counts [true, predicted] as an int64 matrix."""
-    flat = np.asarray(labels, dtype=np.int64) * n_classes + np.asarray(predictions, np.int64)
-    return np.bincount(flat, minlength=n_classes * n_classes).reshape(n_classes, n_classes)
+    When count x size exceeds n, each subset shrinks to n // count so that they stay disjoint.
+    """
+    if count < 1 or size < 1:
+        raise ValueError(f"need count >= 1 and size >= 1, got count={count}, size={size}")
+    size = min(size, n // count)
+    order = torch.randperm(n, generator=generator).numpy()
+    return [np.sort(order[i * size:(i + 1) * size]) for i in range(count)]
 
 
 def confused_pairs(labels: np.ndarray, predictions: np.ndarray, *, top: int = 5,

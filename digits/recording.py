@@ -35,6 +35,8 @@ from torch import nn
 # TensorBoard's distribution bands: the normal distribution's 0, ±0.5, ±1, ±1.5 sigma points
 # and the extremes, as percentiles.
 TB_PERCENTILES: tuple[float, ...] = (0.0, 6.68, 15.87, 30.85, 50.0, 69.15, 84.13, 93.32, 100.0)
+# Gradient histograms start at this quantile of the non-zero magnitudes (see `fixed_edges`).
+LOG_FLOOR = 0.01
 STATS = ("w_mean", "w_std", "w_norm", "g_mean_abs", "g_max_abs", "g_norm")
 
 
@@ -148,7 +150,7 @@ def magnitudes(values: np.ndarray) -> np.ndarray:
 
 
 def fixed_edges(values: np.ndarray, bins: int, coverage: float = 0.999,
-                scale: str = "linear", log_floor: float = 0.01) -> np.ndarray:
+                scale: str = "linear", log_floor: float = LOG_FLOOR) -> np.ndarray:
     """Histogram edges shared by all frames, from every frame's values pooled.
 
     `values` holds every frame's values ([frames, n] or flat). "linear": edges symmetric about 0

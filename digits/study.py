@@ -1,17 +1,31 @@
-"""Pure helpers for fair comparisons: validation split, learning-rate choice, mean ± std, verdicts.
+"""Fair comparisons of training recipes: validation split, learning-rate grids, the study runner.
 
-Nothing here trains or touches the test set: the learning rate is chosen from validation scores
-only, and the verdict names a winner only when its lead exceeds the spread over seeds.
+The learning rate is chosen from validation scores only, and the test set is passed to the final
+runs only to be reported. Verdicts between several candidates apply `report.compare`'s one rule
+to every pair.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
+
+from digits.parallel import train_many
+from digits.training import WEIGHT_DECAY, History, TrainSpec
+from report.compare import AHEAD, UNSEPARATED, Summary, compare, summarize
+
+# Centre of each optimizer's learning-rate grid: its customary rate for a small CNN (PyTorch's
+# defaults, except SGD, whose default 0.001 is far too low at momentum 0.5). The grid spans
+# centre x factors; a choice at the grid's edge is flagged on the page.
+LR_CENTRES: dict[str, float] = {"sgd": 0.1, "rmsprop": 1e-3, "adam": 1e-3, "adamw": 1e-3,
+                                "adagrad": 1e-2, "adadelta": 1.0}
 
 
 @dataclass(frozen=True)
@@ -48,16 +62,6 @@ def validation_split(images: torch.Tensor, labels: torch.Tensor, n_val: int,
                  train_index, val_index)
 
 
-def subset(images: torch.Tensor, labels: torch.Tensor, n: int,
-           generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """A seeded random subset of `n` examples (0 or n >= len = everything, in order)."""
-    if n <= 0 or n >= images.shape[0]:
-        return images, labels
-    index = torch.randperm(images.shape[0], generator=generator)[:n].sort().values
-    index = index.to(images.device)
-    return images[index], labels[index]
-
-
 def log_grid(centre: float, factors: Sequence[float]) -> list[float]:
     """Learning rates centre × factor, rounded to 3 significant digits, ascending."""
     return sorted({float(f"{centre * f:.3g}") for f in factors})
@@ -85,62 +89,165 @@ def at_grid_edge(lr: float, grid: Sequence[float]) -> bool:
 
 
 @dataclass(frozen=True)
-class Summary:
-    """Mean, sample standard deviation (n-1; 0 for a single value), min, max and n."""
-
-    mean: float
-    std: float
-    min: float
-    max: float
-    n: int
-
-
-def summarize(values: Sequence[float]) -> Summary:
-    """Mean ± sample std of repeated runs (e.g. test accuracy over seeds)."""
-    array = np.asarray(values, dtype=float)
-    if array.size == 0:
-        raise ValueError("summarize needs at least one value")
-    std = float(array.std(ddof=1)) if array.size > 1 else 0.0
-    return Summary(float(array.mean()), std, float(array.min()), float(array.max()),
-                   int(array.size))
-
-
-@dataclass(frozen=True)
 class Verdict:
-    """Who is best, and whether the lead is larger than the spread over seeds."""
+    """Who is best, and whether `report.compare` separates it from every other candidate."""
 
     best: str  # highest mean, whether or not it is a clear winner
-    winner: str | None  # `best` when its lead exceeds both spreads, else None
-    tied: tuple[str, ...]  # candidates whose mean ± std overlaps the best's (best first)
+    winner: str | None  # `best` when it is ahead of every other candidate, else None
+    tied: tuple[str, ...]  # `best` and every candidate it cannot be separated from (best first)
     ranking: tuple[str, ...]  # all candidates, highest mean first
 
-    @property
-    def text(self) -> str:
-        """A sentence fragment for prose: 'adam wins' or 'adam, sgd and rmsprop tie'."""
-        if self.winner is not None:
-            return f"{self.winner} wins"
-        names = list(self.tied)
-        joined = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
-        return f"{joined} tie"
 
+def decide(results: Mapping[str, Sequence[float]]) -> Verdict:
+    """Rank candidates by mean; the best wins only if `compare` puts it ahead of each other one.
 
-def decide(summaries: Mapping[str, Summary]) -> Verdict:
-    """Name a winner only if best.mean - best.std > other.mean + other.std for every other.
-
-    Otherwise it is a tie between the best and every candidate whose interval
-    [mean - std, mean + std] reaches the best's lower end. Ties in the mean are broken by name.
+    Otherwise it ties with every candidate it cannot be separated from. Equal means are ordered
+    by name, so the verdict does not depend on dict order.
     """
-    if not summaries:
+    if not results:
         raise ValueError("decide needs at least one candidate")
-    ranking = sorted(summaries, key=lambda k: (-_finite(summaries[k].mean), k))
+    summaries = {k: summarize(v) for k, v in results.items()}
+    ranking = sorted(summaries, key=lambda k: (-summaries[k].mean, k))
     best = ranking[0]
-    floor = _finite(summaries[best].mean) - summaries[best].std
-    tied = tuple(k for k in ranking
-                 if k == best or _finite(summaries[k].mean) + summaries[k].std >= floor)
-    winner = best if len(tied) == 1 else None
+    verdicts = {k: compare(results[best], results[k]).verdict for k in ranking[1:]}
+    tied = (best, *(k for k in ranking[1:] if verdicts[k] == UNSEPARATED))
+    winner = best if all(v == AHEAD for v in verdicts.values()) else None
     return Verdict(best, winner, tied, tuple(ranking))
 
 
-def _finite(value: float) -> float:
-    """NaN (a diverged run) ranks last."""
-    return -math.inf if value is None or math.isnan(value) else value
+# --- the study --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StudySpec:
+    """What a study trains: optimizers, grid, seeds and the procedure shared by every run."""
+
+    optimizers: tuple[str, ...]
+    epochs: int
+    batch_size: int
+    momentum: float  # SGD only
+    shared_lr: float  # study (a): one rate for all
+    lr_factors: tuple[float, ...]  # study (b): grid = centre x factors
+    seeds: int  # runs per optimizer in both studies
+    grid_seeds: int  # runs per grid point (their own seeds, never reused for the final runs)
+    mode: str = "auto"  # digits.parallel: auto | sequential | concurrent
+    group_size: int = 24
+
+
+@dataclass(frozen=True)
+class Run:
+    """One training run of the study."""
+
+    study: str  # "shared" (a), "grid" (b: choosing the rate) or "fair" (b: final runs)
+    optimizer: str
+    lr: float
+    seed: int  # index; the same index gives the same initial weights and data order
+
+
+@dataclass
+class StudyResult:
+    """Every run's history, the grids, the chosen rates and the per-study summaries."""
+
+    runs: list[Run] = field(default_factory=list)
+    histories: list[History] = field(default_factory=list)
+    grids: dict[str, list[float]] = field(default_factory=dict)
+    grid_scores: dict[str, dict[float, float]] = field(default_factory=dict)  # mean val acc
+    chosen_lr: dict[str, float] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def select(self, study: str, optimizer: str | None = None) -> list[tuple[Run, History]]:
+        """(run, history) pairs of one study, optionally of one optimizer."""
+        return [(r, h) for r, h in zip(self.runs, self.histories)
+                if r.study == study and (optimizer is None or r.optimizer == optimizer)]
+
+    def final(self, study: str, optimizer: str, key: str) -> list[float]:
+        """Last-epoch accuracy on eval set `key` of each seed's run."""
+        return [h.eval_acc[key][-1] for _, h in self.select(study, optimizer)]
+
+    def results(self, study: str, key: str = "test") -> dict[str, list[float]]:
+        """Last-epoch accuracy of every seed, per optimizer."""
+        names = dict.fromkeys(r.optimizer for r in self.runs if r.study == study)
+        return {name: self.final(study, name, key) for name in names}
+
+    def summaries(self, study: str, key: str = "test") -> dict[str, Summary]:
+        """Mean ± std over seeds of the last-epoch accuracy, per optimizer."""
+        return {name: summarize(v) for name, v in self.results(study, key).items()}
+
+
+def train_spec(spec: StudySpec, optimizer: str, lr: float) -> TrainSpec:
+    """The one procedure every run follows; only the optimizer and its rate change."""
+    return TrainSpec(epochs=spec.epochs, batch_size=spec.batch_size, optimizer=optimizer, lr=lr,
+                     momentum=spec.momentum, weight_decay=WEIGHT_DECAY.get(optimizer, 0.0))
+
+
+def stream_names(run: Run) -> tuple[str, str]:
+    """(init, data-order) stream names: shared and fair runs pair up, grid runs stand apart."""
+    group = "grid" if run.study == "grid" else "final"
+    return f"{group}/init/seed{run.seed}", f"{group}/order/seed{run.seed}"
+
+
+def execute(runs: Sequence[Run], make_model: Callable[[], nn.Module], images: torch.Tensor,
+            labels: torch.Tensor, eval_sets: Mapping[str, tuple[torch.Tensor, torch.Tensor]],
+            spec: StudySpec, streams: Any, progress: Callable[..., Any] | None = None,
+            desc: str = "") -> list[History]:
+    """Build each run's model from its named streams and train them all (concurrently where
+    faster). `streams` is the analysis's `report.streams.Streams`."""
+    models, generators = [], []
+    for run in runs:
+        init, order = stream_names(run)
+        # Initialise on the CPU from its own stream: the same weights on every device and for
+        # every optimizer, so optimizers are compared on paired starting points.
+        with torch.random.fork_rng(devices=[]):
+            streams.seed_torch_global(init)
+            models.append(make_model())
+        generators.append(streams.torch(order))
+    specs = [train_spec(spec, r.optimizer, r.lr) for r in runs]
+    return train_many(models, images, labels, specs, generators=generators,
+                      eval_sets=dict(eval_sets), mode=spec.mode, group_size=spec.group_size,
+                      progress=progress, desc=desc)
+
+
+def run_study(make_model: Callable[[], nn.Module], split: Split,
+              test: tuple[torch.Tensor, torch.Tensor], spec: StudySpec, streams: Any,
+              progress: Callable[..., Any] | None = None,
+              log: Callable[[str], None] = print) -> StudyResult:
+    """Study (a) at one shared rate, then (b): choose each rate on validation, run the seeds.
+
+    The test set is passed to the final runs of (a) and (b) only, and only to be reported:
+    `choose_lr` sees validation accuracies of the grid runs, which never evaluate on it.
+    """
+    unknown = sorted(set(spec.optimizers) - set(LR_CENTRES))
+    if unknown:
+        raise ValueError(f"no learning-rate grid centre for {unknown}; known: {sorted(LR_CENTRES)}")
+    result = StudyResult()
+    train_x, train_y = split.train_images, split.train_labels
+    validation = (split.val_images, split.val_labels)
+    with_test = {"validation": validation, "test": test}
+
+    def phase(runs: list[Run], eval_sets: Mapping[str, Any], what: str) -> list[History]:
+        start = time.perf_counter()
+        histories = execute(runs, make_model, train_x, train_y, eval_sets, spec, streams,
+                            progress, what)
+        result.runs += runs
+        result.histories += histories
+        result.seconds += time.perf_counter() - start
+        log(f"{what}: {len(runs)} runs in {time.perf_counter() - start:.1f} s")
+        return histories
+
+    seeds = range(spec.seeds)
+    phase([Run("shared", o, spec.shared_lr, s) for o in spec.optimizers for s in seeds],
+          with_test, "(a) shared rate")
+    result.grids = {o: log_grid(LR_CENTRES[o], spec.lr_factors) for o in spec.optimizers}
+    grid_runs = [Run("grid", o, lr, s) for o in spec.optimizers for lr in result.grids[o]
+                 for s in range(spec.grid_seeds)]
+    grid_histories = phase(grid_runs, {"validation": validation}, "(b) rate grid")
+    for opt in spec.optimizers:
+        scores: dict[float, list[float]] = {}
+        for run, history in zip(grid_runs, grid_histories):
+            if run.optimizer == opt:
+                scores.setdefault(run.lr, []).append(history.eval_acc["validation"][-1])
+        result.grid_scores[opt] = {lr: float(np.mean(v)) for lr, v in scores.items()}
+        result.chosen_lr[opt] = choose_lr(result.grid_scores[opt])
+    phase([Run("fair", o, result.chosen_lr[o], s) for o in spec.optimizers for s in seeds],
+          with_test, "(b) tuned rates")
+    return result

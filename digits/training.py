@@ -1,8 +1,8 @@
 """The training core: batches from tensors on the device, per-epoch curves, hooks for later sections.
 
 Images stay uint8 on the device (47 MB for the training set) and are converted per batch, which
-on 2 CPU cores trained the two-conv network 1.7x faster than a DataLoader (DESIGN.md §5). On
-CUDA the step runs under bf16 autocast with channels-last tensors; on the CPU in float32, so
+on 2 CPU cores trained the two-conv network 1.7x faster than a DataLoader (ARCHITECTURE.md,
+"Facts"). On CUDA the step runs under bf16 autocast with channels-last tensors; on the CPU in float32, so
 that CPU runs are bit-reproducible.
 """
 
@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import torch
 from torch import nn
@@ -63,23 +63,6 @@ class History:
                 "images_per_second": self.images_per_second, "steps": self.steps}
 
 
-class Callback(Protocol):
-    """Hooks a later section can pass to `train`; each method is optional (looked up by name).
-
-    `step` counts optimizer steps from 1; `epoch` is the fractional epoch reached (step /
-    steps per epoch). Activations are reached by registering forward hooks on `model`.
-    """
-
-    def after_backward(self, step: int, epoch: float, model: nn.Module) -> None:
-        """Gradients are populated; the optimizer has not stepped yet."""
-
-    def after_step(self, step: int, epoch: float, model: nn.Module) -> None:
-        """The optimizer (and schedule) has stepped: the weights are the new ones."""
-
-    def on_epoch_end(self, epoch: int, model: nn.Module, history: History) -> None:
-        """After evaluation of an epoch."""
-
-
 OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {
     "sgd": torch.optim.SGD,
     "rmsprop": torch.optim.RMSprop,
@@ -88,6 +71,11 @@ OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {
     "adagrad": torch.optim.Adagrad,
     "adadelta": torch.optim.Adadelta,
 }
+# How the page names each optimizer.
+NAMES: dict[str, str] = {"sgd": "SGD", "rmsprop": "RMSprop", "adam": "Adam", "adamw": "AdamW",
+                         "adagrad": "Adagrad", "adadelta": "Adadelta"}
+# AdamW's PyTorch default decay (with 0 it would be Adam); every other optimizer uses none.
+WEIGHT_DECAY: dict[str, float] = {"adamw": 0.01}
 
 
 def make_optimizer(spec: TrainSpec, params: Any) -> torch.optim.Optimizer:
@@ -189,6 +177,9 @@ def train(
     """Train `model` in place on uint8 images held on their device; evaluate after each epoch.
 
     `augment` maps a float batch [B, 1, 28, 28] to an augmented one on the same device.
+    `callbacks` may define any of `after_backward(step, epoch, model)` (gradients populated,
+    before the optimizer steps), `after_step(step, epoch, model)` and
+    `on_epoch_end(epoch, model, history)`; `step` counts from 1 and `epoch` is fractional.
     `progress` is a tqdm-like factory (e.g. ctx.progress) given total steps and desc.
     """
     device = images.device

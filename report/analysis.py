@@ -18,18 +18,17 @@ class NoConfig:
 
 @dataclass(frozen=True)
 class Analysis:
-    """Declares one article section: its name, title, upstream analyses and config.
+    """Declares one article section: its name, upstream analyses and config.
 
     `config` is a frozen dataclass instance whose defaults are the full profile; `quick` maps
-    field names to the values the quick profile uses instead.
+    field names to the values the quick profile uses instead. The section's title, like every
+    word a reader sees, lives in its prose (the first line of `<name>.md`, `# Title`).
     """
 
     name: str
-    title: str
     requires: tuple[str, ...] = ()
     config: Any = field(default_factory=NoConfig)
     quick: Mapping[str, Any] = field(default_factory=dict)
-    summary: str = ""
 
     def __post_init__(self) -> None:
         if not self.name.isidentifier():
@@ -64,6 +63,20 @@ class Section:
     def prose_path(self) -> Path:
         """The Markdown prose beside the module (`analyses/<name>.md`)."""
         return self.source_path.with_suffix(".md")
+
+    @property
+    def prose(self) -> str:
+        """The prose template's text ('' when the module has no prose file)."""
+        path = self.prose_path
+        return path.read_text(encoding="utf-8") if path.exists() else ""
+
+    @property
+    def raw_title(self) -> str:
+        """The title line of the prose for listings: the name when it has Jinja or is missing."""
+        first = self.prose.lstrip().split("\n", 1)[0]
+        if not first.startswith("# ") or "{" in first:
+            return self.name
+        return first[2:].strip()
 
     def run(self, ctx: Any) -> None:
         """Run the module's `run(ctx)`."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import json
 import math
@@ -18,18 +17,14 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from report.streams import Streams, derive_seed
+
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _RESERVED_FILES = {"manifest.json", "objects"}  # written by the cache and by ctx.save
 
 
 class ArtifactError(ValueError):
     """An analysis used the Context API wrongly (bad name, duplicate, undeclared upstream)."""
-
-
-def derive_seed(seed: int, name: str) -> int:
-    """A per-analysis seed: stable across runs, different between analyses (32 bits)."""
-    digest = hashlib.sha256(f"{seed}:{name}".encode()).digest()
-    return int.from_bytes(digest[:4], "little")
 
 
 def to_jsonable(value: Any) -> Any:
@@ -52,7 +47,11 @@ def to_jsonable(value: Any) -> Any:
 
 
 class Context:
-    """What an analysis sees: `cfg`, `device`, `data`, `seed`, `rng` and the artifact writers."""
+    """What an analysis sees: `cfg`, `device`, `data`, `streams` and the artifact writers.
+
+    Figures, GIFs and tables are named, never captioned: every word a reader sees is written
+    in the section's prose (`analyses/<name>.md`), outside the cache key.
+    """
 
     def __init__(
         self,
@@ -61,7 +60,6 @@ class Context:
         *,
         seed: int,
         device: torch.device,
-        profile: str,
         staging: Path,
         upstream: Mapping[str, Path],
         data_loader: Callable[[], Any] | None = None,
@@ -69,16 +67,16 @@ class Context:
     ):
         self.name = name
         self.cfg = cfg
-        self.profile = profile
         self.device = device
         self.seed = derive_seed(seed, name)
-        self.rng = np.random.default_rng(self.seed)
+        self.streams = Streams(seed, name)
         self._staging = staging
         self._upstream = dict(upstream)
         self._data_loader = data_loader
         self._log = log
         self.items: list[dict] = []  # figures, gifs, tables and assets in creation order
         self.metrics: dict[str, Any] = {}
+        self.choices: list[str] = []  # metrics that record a choice (see `choice`)
         self._names: set[str] = set()
         self._files: set[str] = set()
 
@@ -89,10 +87,6 @@ class Context:
         if self._data_loader is None:
             raise ArtifactError(f"{self.name}: this build has no dataset")
         return self._data_loader()
-
-    def generator(self, offset: int = 0) -> torch.Generator:
-        """A CPU torch.Generator seeded from this analysis's seed (+ offset for sub-streams)."""
-        return torch.Generator().manual_seed(self.seed + offset)
 
     def load(self, upstream: str, name: str) -> Any:
         """An object another analysis saved with `ctx.save`; it must be in `requires`."""
@@ -126,8 +120,8 @@ class Context:
         if file is not None:
             self._files.add(file)
 
-    def figure(self, name: str, fig: Any, *, caption: str, alt: str, dpi: int = 110) -> None:
-        """Save a matplotlib figure as PNG and close it; `alt` describes it for screen readers."""
+    def figure(self, name: str, fig: Any, *, dpi: int = 110) -> None:
+        """Save a matplotlib figure as PNG and close it (the prose gives caption and alt text)."""
         import matplotlib.pyplot as plt
 
         file = f"{name}.png"
@@ -136,11 +130,11 @@ class Context:
                     metadata={"Software": None})
         width, height = (int(v) for v in fig.get_size_inches() * dpi)
         plt.close(fig)
-        self.items.append({"kind": "figure", "name": name, "file": file, "caption": caption,
-                           "alt": alt, "width": width, "height": height})
+        self.items.append({"kind": "figure", "name": name, "file": file,
+                           "width": width, "height": height})
 
-    def gif(self, name: str, frames: Sequence[np.ndarray], *, caption: str, alt: str,
-            fps: float = 4.0, sprite: bool = False) -> None:
+    def gif(self, name: str, frames: Sequence[np.ndarray], *, fps: float = 4.0,
+            sprite: bool = False) -> None:
         """Save RGB uint8 frames [H, W, 3] as a looping GIF shown at `fps` frames per second.
 
         With `sprite`, the frames are also written as one PNG grid (asset `<name>.frames.png`,
@@ -155,8 +149,8 @@ class Context:
         stack = np.stack([np.asarray(f, dtype=np.uint8) for f in frames])
         iio.imwrite(self._staging / file, stack, extension=".gif",
                     duration=1000.0 / fps, loop=0)
-        self.items.append({"kind": "gif", "name": name, "file": file, "caption": caption,
-                           "alt": alt, "fps": fps, "frames": len(stack),
+        self.items.append({"kind": "gif", "name": name, "file": file,
+                           "fps": fps, "frames": len(stack),
                            "width": int(stack.shape[2]), "height": int(stack.shape[1])})
         if sprite:
             self._sprite(self.items[-1], stack)
@@ -177,14 +171,13 @@ class Context:
         item["sprite"], item["sprite_columns"] = f"{item['name']}.frames.png", columns
         self.asset(item["sprite"], buffer.getvalue())
 
-    def table(self, name: str, rows: Sequence[Mapping[str, Any]], *, caption: str,
+    def table(self, name: str, rows: Sequence[Mapping[str, Any]], *,
               columns: Sequence[str] | None = None) -> None:
         """Record a table (list of row dicts); it is rendered and exported as JSON and CSV."""
         self._claim(name)
         rows = [to_jsonable(dict(r)) for r in rows]
         columns = list(columns) if columns else list(dict.fromkeys(k for r in rows for k in r))
-        self.items.append({"kind": "table", "name": name, "caption": caption,
-                           "columns": columns, "rows": rows})
+        self.items.append({"kind": "table", "name": name, "columns": columns, "rows": rows})
 
     def asset(self, name: str, data: bytes | str) -> None:
         """A file the page loads at run time (e.g. data for an interactive figure)."""
@@ -198,6 +191,15 @@ class Context:
         if name in self.metrics:
             raise ArtifactError(f"{self.name}: metric {name!r} recorded twice")
         self.metrics[name] = to_jsonable(value)
+
+    def choice(self, name: str, value: Any) -> None:
+        """Record a metric that is a choice the build made (a learning rate, "the best" X).
+
+        Choices must be made on training or validation data only; a test scrambles the test
+        labels and checks that no recorded choice changes.
+        """
+        self.metric(name, value)
+        self.choices.append(name)
 
     def save(self, name: str, obj: Any) -> None:
         """Keep an object (weights, arrays) for downstream analyses' `ctx.load`."""

@@ -26,6 +26,7 @@ from report.analysis import Section, execution_order, sections_from_modules, sel
 from report.cache import Cache, cache_key, pid_alive
 from report.config import BuildConfig, config_json
 from report.context import Context
+from report.errors import UserError
 from report.render import SectionView, render_site
 
 
@@ -46,7 +47,7 @@ class BuildOptions:
     force: tuple[str, ...] = ()  # names, or ("all",)
     keep_going: bool = False
     title: str = "MNIST, explored"
-    abstract: str = ""
+    prose_globals: Mapping[str, Any] = field(default_factory=dict)  # names every prose can use
 
 
 @dataclass(frozen=True)
@@ -147,7 +148,7 @@ class Builder:
     def plan(self) -> list[dict]:
         """For `--list`: name, requires and cache state of each analysis in article order."""
         keys = self.keys()
-        return [{"name": s.name, "title": s.analysis.title, "requires": s.analysis.requires,
+        return [{"name": s.name, "title": s.raw_title, "requires": s.analysis.requires,
                  "state": self.cache.state(s.name, keys[s.name])} for s in self.sections]
 
     # --- running ------------------------------------------------------------------------------
@@ -166,7 +167,7 @@ class Builder:
         name = section.name
         staging = self.cache.staging(name)
         ctx = Context(name, self.config.section(name), seed=self.config.seed,
-                      device=self.options.device, profile=self.config.profile, staging=staging,
+                      device=self.options.device, staging=staging,
                       upstream={u: entries[u] for u in section.analysis.requires},
                       data_loader=self._dataset_on_device, log=self.log)
         # Seed every generator an analysis might touch, so two builds give identical metrics.
@@ -182,6 +183,8 @@ class Builder:
         elapsed = time.perf_counter() - start
         memory = _peak_memory(self.options.device)
         manifest = {"name": name, "metrics": ctx.metrics, "items": ctx.items,
+                    "choices": ctx.choices, "streams": ctx.streams.used,
+                    "data": dict(self.data.describe()) if self._dataset is not None else None,
                     "seconds": elapsed, **memory, "device": str(self.options.device),
                     "profile": self.config.profile,
                     "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
@@ -219,9 +222,17 @@ class Builder:
             try:
                 outcome = self._run_one(section, key, entries)
             except Exception as exc:  # noqa: BLE001 - reported, and fatal unless --keep-going
-                detail = traceback.format_exc()
-                outcomes[name] = Outcome(name, "failed", key, error=f"{type(exc).__name__}: {exc}")
-                self.log(f"{prefix}: FAILED: {type(exc).__name__}: {exc}\n{detail}")
+                # A user's mistake gets its one clear message; a bug gets its traceback.
+                user = isinstance(exc, UserError)
+                outcomes[name] = Outcome(name, "failed", key,
+                                         error=str(exc) if user else f"{type(exc).__name__}: {exc}")
+                if not user:
+                    self.log(f"{prefix}: FAILED: {type(exc).__name__}: {exc}\n"
+                             f"{traceback.format_exc()}")
+                elif self.options.keep_going:
+                    self.log(f"{prefix}: FAILED: {exc}")
+                if user and not self.options.keep_going:
+                    raise BuildFailed(f"{exc}\nThe previous site was left untouched.") from exc
                 if not self.options.keep_going:
                     raise BuildFailed(f"analysis {name!r} failed: {exc}. The previous site was "
                                       "left untouched; fix the error, or pass --keep-going to "
@@ -250,9 +261,15 @@ class Builder:
         device = self.options.device
         device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else \
             (platform.processor() or platform.machine())
+        dataset = dict(self.data.describe())
+        if self._dataset is None:
+            # Every analysis was cached: the provenance is the one recorded when they ran.
+            recorded = [o.manifest.get("data") for o in outcomes.values() if o.manifest]
+            dataset = next((d for d in recorded if d), dataset)
+        reduced = {s.name: reduced_settings(s.analysis.config, self.config.section(s.name))
+                   for s in self.sections if s.name in outcomes}
         return {
             "title": self.options.title,
-            "abstract": self.options.abstract,
             "profile": self.config.profile,
             "seed": self.config.seed,
             "device": str(device),
@@ -260,7 +277,8 @@ class Builder:
             "cpu_count": os.cpu_count(),
             "versions": versions,
             "commit": git_commit(self.options.root),
-            "dataset": dict(self.data.describe()),
+            "dataset": dataset,
+            "reduced": {name: rows for name, rows in reduced.items() if rows},
             "built": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "wall_seconds": wall,
             "analyses": [{"name": o.name, "status": o.status, "seconds": o.seconds,
@@ -278,14 +296,15 @@ class Builder:
             outcome = outcomes.get(section.name)
             if outcome is None:
                 continue
-            prose = section.prose_path.read_text(encoding="utf-8") \
-                if section.prose_path.exists() else ""
+            cfg = self.config.section(section.name)
             result.append(SectionView(
-                name=section.name, title=section.analysis.title, prose=prose,
-                cfg=self.config.section(section.name),
+                name=section.name, prose=section.prose, cfg=cfg,
                 metrics=outcome.manifest.get("metrics", {}),
                 items=outcome.manifest.get("items", []), files=outcome.entry,
-                status=outcome.status, error=outcome.error))
+                status=outcome.status, error=outcome.error,
+                reduced=reduced_settings(section.analysis.config, cfg),
+                title=section.raw_title, prose_file=_relative(section.prose_path,
+                                                              self.options.root)))
         return result
 
     def render(self, outcomes: Mapping[str, Outcome], wall: float) -> Path:
@@ -298,7 +317,8 @@ class Builder:
         views = self.views(outcomes)
         try:
             render_site(tmp, self.options.templates, views, self.build_info(outcomes, wall),
-                        keep_going=self.options.keep_going)
+                        keep_going=self.options.keep_going,
+                        prose_globals=self.options.prose_globals)
             swap_in(tmp, out)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -310,6 +330,26 @@ class Builder:
                 outcome.status, outcome.error = "failed", view.error
                 self.log(f"{view.name}: prose FAILED: {view.error}")
         return out / "index.html"
+
+
+def _relative(path: Path, root: Path) -> str:
+    """`path` relative to `root` when it lies under it, else as given."""
+    try:
+        return str(path.resolve().relative_to(root.resolve()))
+    except ValueError:
+        return str(path)
+
+
+def reduced_settings(full: Any, used: Any) -> list[dict[str, Any]]:
+    """The config fields whose value in this build differs from the full profile's default.
+
+    Covers the quick profile's overrides and `--set` alike, so the page can say exactly which
+    settings made its numbers.
+    """
+    import dataclasses
+
+    return [{"key": f.name, "value": getattr(used, f.name), "full": getattr(full, f.name)}
+            for f in dataclasses.fields(full) if getattr(used, f.name) != getattr(full, f.name)]
 
 
 def swap_in(new: Path, out: Path) -> None:

@@ -1,9 +1,16 @@
 """Rendering: prose (Markdown + Jinja over metrics) and templates into a static site folder.
 
-Figures, GIFs and tables are numbered in the order the article shows them. Prose places them with
-`{{ fig("name") }}`, `{{ gif("name") }}`, `{{ table("name") }}` and refers to them with
-`{{ ref("name") }}` (forward references work: rendering runs twice, the first pass only counts).
-Items an analysis made but its prose does not place are appended to the end of its section.
+Every word a reader sees is prose. A section's prose starts with its title (`# Title`), and
+places each figure, GIF and table with its caption and alt text:
+
+    {% call fig("name", alt="What the image shows.") %}Caption, with {{ m.x | pct }}.{% endcall %}
+    {{ table("name", caption="A short caption.") }}
+
+and refers to them with `{{ ref("name") }}` (forward references work: rendering runs twice, the
+first pass only counts). An item the analysis made but the prose does not place, or places
+without its caption or alt text, is an error naming the prose file. Comparative sentences use
+the `claim` filter over a `report.compare.Comparison`; `reduced_note(...)` says which settings
+of this build differ from the full profile.
 """
 
 from __future__ import annotations
@@ -19,8 +26,9 @@ from typing import Any
 
 import markdown
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
-from markupsafe import Markup
+from markupsafe import Markup, escape
 
+from report.compare import AHEAD, BEHIND
 from report.context import table_csv
 
 PLACEHOLDER = re.compile(r"(?:<p>)?@@ITEM:([A-Za-z0-9_.-]+)@@(?:</p>)?")
@@ -32,7 +40,6 @@ class SectionView:
     """What the renderer needs of one analysis: its identity, results and prose."""
 
     name: str
-    title: str
     prose: str
     cfg: Any
     metrics: Mapping[str, Any]
@@ -40,8 +47,12 @@ class SectionView:
     files: Path | None  # folder holding the artifact files (the cache entry)
     status: str  # "run", "cached", "failed" or "skipped"
     error: str = ""
+    reduced: Sequence[Mapping[str, Any]] = ()  # settings differing from the full profile
+    title: str = ""  # rendered from the prose's first line
+    prose_file: str = ""  # where the prose lives, for error messages (default analyses/<name>.md)
     html: str = ""
     numbers: dict[str, int] = field(default_factory=dict)
+    captions: dict[str, dict[str, str]] = field(default_factory=dict)
 
 
 # --- filters for prose ------------------------------------------------------------------------
@@ -85,7 +96,52 @@ def megabytes(value: float | None) -> str:
     return "n/a" if value is None else f"{value / 1e6:.1f} MB"
 
 
-FILTERS = {"pct": pct, "num": num, "seconds": seconds, "pm": pm, "mb": megabytes}
+def claim(comparison: Mapping[str, Any], a: str, b: str, percent: bool = True,
+          digits: int = 2) -> str:
+    """A `Comparison.as_metric()` as a sentence: 'A is ahead of B by ...' or a tie.
+
+    Differences of fractions are given in percentage points (`percent`), else as they are.
+    """
+    scale, unit = (100, " percentage points") if percent else (1, "")
+    diff = f"{scale * abs(comparison['difference']):.{digits}f}{unit}"
+    margin = f"{scale * comparison['margin']:.{digits}f}{unit}"
+    if comparison["verdict"] == AHEAD:
+        return f"{a} is ahead of {b} by {diff}, more than their combined spread of {margin}"
+    if comparison["verdict"] == BEHIND:
+        return f"{a} is behind {b} by {diff}, more than their combined spread of {margin}"
+    if comparison["a"]["n"] == 1 and comparison["b"]["n"] == 1:
+        return (f"{a} and {b} cannot be separated: one result each, so their noise is "
+                f"unknown (difference {diff})")
+    return (f"{a} and {b} cannot be separated: the difference of {diff} is within their "
+            f"combined spread of {margin}")
+
+
+def cell(value: Any) -> str:
+    """A table cell: integers with thousands separators (2,770,634), floats to 4 digits."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return str(value)
+    if isinstance(value, int):
+        return f"{value:,}"
+    if value != value or value in (float("inf"), float("-inf")):
+        return str(value)
+    if abs(value) >= 1000:
+        return f"{value:,.0f}"
+    return f"{value:.4g}"
+
+
+def setting(value: Any) -> str:
+    """A config value for the page: thousands separators, tuples as lists."""
+    if isinstance(value, bool) or value is None:
+        return str(value)
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, (tuple, list)):
+        return ", ".join(setting(v) for v in value)
+    return str(value)
+
+
+FILTERS = {"pct": pct, "num": num, "seconds": seconds, "pm": pm, "mb": megabytes,
+           "claim": claim, "setting": setting, "cell": cell}
 
 
 def make_environment(templates: Path) -> Environment:
@@ -108,35 +164,82 @@ class ProseError(RuntimeError):
     """Prose refers to something that does not exist; names the file and the item."""
 
 
+def split_title(prose: str) -> tuple[str, str]:
+    """(title line without '# ', the rest) of a prose file; ('', prose) without a title."""
+    text = prose.lstrip()
+    first, _, rest = text.partition("\n")
+    if first.startswith("# "):
+        return first[2:].strip(), rest
+    return "", prose
+
+
+def reduced_text(view: SectionView, keys: Sequence[str]) -> str:
+    """'Reduced settings: epochs 2 (full profile: 10).' for those of `keys` that differ."""
+    known = {r["key"]: r for r in view.reduced}
+    parts = [f"{k} {setting(known[k]['value'])} (full profile: {setting(known[k]['full'])})"
+             for k in (keys or known) if k in known]
+    return f"Reduced settings: {'; '.join(parts)}." if parts else ""
+
+
+def _inline_markdown(text: str) -> Markup:
+    """Markdown of a caption, without the paragraph around it."""
+    html = markdown.markdown(str(text).strip())
+    html = re.sub(r"^<p>(.*)</p>$", r"\1", html, flags=re.S)
+    return Markup(html)
+
+
 def _prose_html(env: Environment, view: SectionView, context: Mapping[str, Any],
                 placed: list[str]) -> str:
     items = {item["name"]: item for item in view.items if item["kind"] != "asset"}
+    where = view.prose_file or f"analyses/{view.name}.md"
 
     def place(kind: str):
-        def inner(name: str) -> Markup:
+        def inner(name: str, caption: str | None = None, alt: str | None = None,
+                  caller: Any = None) -> Markup:
             item = items.get(name)
-            if item is None or (kind != "any" and KIND_LABEL[item["kind"]] != KIND_LABEL[kind]):
-                raise ProseError(f"analyses/{view.name}.md: {kind}({name!r}) but the analysis "
+            if item is None or KIND_LABEL[item["kind"]] != KIND_LABEL[kind]:
+                raise ProseError(f"{where}: {kind}({name!r}) but the analysis "
                                  f"made no such {kind}; it made {sorted(items)}")
-            if name not in placed:
-                placed.append(name)
+            if caller is not None:
+                caption = caller()
+            if caption is None or not str(caption).strip():
+                raise ProseError(f"{where}: {kind}({name!r}) needs a caption (caption=... or "
+                                 "a {% call %} block)")
+            if kind != "table" and not (alt and str(alt).strip()):
+                raise ProseError(f"{where}: {kind}({name!r}) needs alt text (alt=...) that "
+                                 "describes the image for readers who cannot see it")
+            view.captions[name] = {"caption": _inline_markdown(
+                caption if isinstance(caption, Markup) else escape(caption)),
+                "alt": str(alt or "")}
+            if name in placed:
+                raise ProseError(f"{where}: {kind}({name!r}) is placed twice")
+            placed.append(name)
             return Markup(f"\n\n@@ITEM:{name}@@\n\n")
         return inner
 
     def ref(name: str) -> str:
         item = items.get(name)
         if item is None:
-            raise ProseError(f"analyses/{view.name}.md: ref({name!r}) names no figure or table")
+            raise ProseError(f"{where}: ref({name!r}) names no figure or table")
         number = view.numbers.get(name)
         return f"{KIND_LABEL[item['kind']]} {number if number else '?'}"
 
     def asset_url(name: str) -> str:
         return f"assets/{view.name}/{name}"
 
-    template = env.from_string(view.prose)
-    text = template.render(**context, m=view.metrics, cfg=view.cfg, fig=place("figure"),
-                           gif=place("gif"), table=place("table"), ref=ref,
-                           asset_url=asset_url)
+    def reduced_note(*keys: str) -> str:
+        return reduced_text(view, keys)
+
+    title, body = split_title(view.prose)
+    names = dict(**context, m=view.metrics, cfg=view.cfg, fig=place("figure"),
+                 gif=place("gif"), table=place("table"), ref=ref, asset_url=asset_url,
+                 reduced=view.reduced, reduced_note=reduced_note)
+    view.title = env.from_string(title).render(**names).strip() if title else view.name
+    text = env.from_string(body).render(**names)
+    missing = [name for name in items if name not in placed]
+    if missing:
+        raise ProseError(f"{where}: the analysis made {missing} but the prose does not place "
+                         "them; add {{ fig/gif/table(name, ...) }} with a caption")
     return markdown.markdown(text, extensions=["tables", "admonition", "attr_list",
                                                "fenced_code", "sane_lists"])
 
@@ -146,6 +249,8 @@ def _item_html(env: Environment, view: SectionView, item: Mapping[str, Any]) -> 
     label = f"{KIND_LABEL[item['kind']]} {number}"
     partial = env.get_template(f"partials/{item['kind']}.html")
     return partial.render(item=item, label=label, section=view.name,
+                          caption=view.captions[item["name"]]["caption"],
+                          alt=view.captions[item["name"]]["alt"],
                           anchor=f"{view.name}-{item['name']}",
                           src=f"figures/{view.name}/{item.get('file', '')}",
                           data_base=f"data/{view.name}/{item['name']}")
@@ -159,7 +264,8 @@ def _checked_prose(env: Environment, view: SectionView, context: Mapping[str, An
     except ProseError:
         raise
     except Exception as exc:  # noqa: BLE001 - Jinja and filters raise many types
-        raise ProseError(f"analyses/{view.name}.md: {type(exc).__name__}: {exc}") from exc
+        where = view.prose_file or f"analyses/{view.name}.md"
+        raise ProseError(f"{where}: {type(exc).__name__}: {exc}") from exc
 
 
 def render_sections(env: Environment, views: Sequence[SectionView],
@@ -181,10 +287,8 @@ def render_sections(env: Environment, views: Sequence[SectionView],
                 raise
             view.status, view.error = "failed", str(exc)
             continue
-        shown = placed + [i["name"] for i in view.items
-                          if i["kind"] != "asset" and i["name"] not in placed]
         kinds = {i["name"]: i["kind"] for i in view.items}
-        for name in shown:
+        for name in placed:
             label = KIND_LABEL[kinds[name]]
             counters[label] += 1
             view.numbers[name] = counters[label]
@@ -195,10 +299,7 @@ def render_sections(env: Environment, views: Sequence[SectionView],
         placed = []
         html = _checked_prose(env, view, context, placed)
         by_name = {i["name"]: i for i in view.items}
-        html = PLACEHOLDER.sub(lambda m: _item_html(env, view, by_name[m.group(1)]), html)
-        rest = [i for i in view.items if i["kind"] != "asset" and i["name"] not in placed]
-        html += "".join(_item_html(env, view, item) for item in rest)
-        view.html = html
+        view.html = PLACEHOLDER.sub(lambda m: _item_html(env, view, by_name[m.group(1)]), html)
 
 
 # --- the site ---------------------------------------------------------------------------------
@@ -211,8 +312,9 @@ def export_data(view: SectionView, site: Path) -> None:
     (folder / "metrics.json").write_text(json.dumps(view.metrics, indent=1, sort_keys=True))
     for item in view.items:
         if item["kind"] == "table":
+            caption = str(view.captions.get(item["name"], {}).get("caption", ""))
             (folder / f"{item['name']}.json").write_text(
-                json.dumps({"caption": item["caption"], "columns": item["columns"],
+                json.dumps({"caption": caption, "columns": item["columns"],
                             "rows": item["rows"]}, indent=1))
             (folder / f"{item['name']}.csv").write_text(table_csv(item["columns"], item["rows"]))
 
@@ -230,11 +332,17 @@ def copy_files(view: SectionView, site: Path) -> None:
 
 
 def render_site(site: Path, templates: Path, views: Sequence[SectionView],
-                build: Mapping[str, Any], keep_going: bool = False) -> Path:
-    """Write index.html, static files and data exports into `site` (an empty folder)."""
+                build: Mapping[str, Any], keep_going: bool = False,
+                prose_globals: Mapping[str, Any] | None = None) -> Path:
+    """Write index.html, static files and data exports into `site` (an empty folder).
+
+    `prose_globals` are names every prose file and the article template can use (the build
+    passes the original post's published numbers as `original`).
+    """
     env = make_environment(templates)
     all_metrics = {v.name: v.metrics for v in views}
-    render_sections(env, views, {"metrics": all_metrics, "build": build}, keep_going)
+    context = {"metrics": all_metrics, "build": build, **(prose_globals or {})}
+    render_sections(env, views, context, keep_going)
     for view in views:
         if view.status in ("failed", "skipped"):
             continue
@@ -246,7 +354,7 @@ def render_site(site: Path, templates: Path, views: Sequence[SectionView],
     # Every script in templates/static/ is loaded (deferred); each one looks for its own
     # elements, so a page without them costs nothing but the download.
     scripts = sorted(p.name for p in (templates / "static").glob("*.js"))
-    html = env.get_template("article.html").render(sections=views, build=build, scripts=scripts)
+    html = env.get_template("article.html").render(sections=views, scripts=scripts, **context)
     index = site / "index.html"
     index.write_text(html, encoding="utf-8")
     return index

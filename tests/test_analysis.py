@@ -27,7 +27,7 @@ class Mutable:
 def module(name: str, requires: tuple[str, ...] = ()) -> ModuleType:
     """A throwaway module with ANALYSIS and run."""
     mod = ModuleType(f"fake_{name}")
-    mod.ANALYSIS = Analysis(name=name, title=name.title(), requires=requires)
+    mod.ANALYSIS = Analysis(name=name, requires=requires)
     mod.run = lambda ctx: None
     return mod
 
@@ -37,7 +37,7 @@ def names(sections) -> list[str]:
 
 
 def test_defaults() -> None:
-    analysis = Analysis(name="x", title="X")
+    analysis = Analysis(name="x")
     assert analysis.requires == () and isinstance(analysis.config, NoConfig)
 
 
@@ -49,7 +49,7 @@ def test_defaults() -> None:
 ])
 def test_invalid_declarations_are_rejected(kwargs: dict, error: type, match: str) -> None:
     with pytest.raises(error, match=match):
-        Analysis(**{"name": "x", "title": "X", **kwargs})
+        Analysis(**{"name": "x", **kwargs})
 
 
 def test_module_without_contract_is_rejected() -> None:
@@ -57,7 +57,7 @@ def test_module_without_contract_is_rejected() -> None:
     with pytest.raises(TypeError, match="bare: needs ANALYSIS"):
         sections_from_modules([bare])
     no_run = ModuleType("no_run")
-    no_run.ANALYSIS = Analysis(name="x", title="X")
+    no_run.ANALYSIS = Analysis(name="x")
     with pytest.raises(TypeError, match="run"):
         sections_from_modules([no_run])
 

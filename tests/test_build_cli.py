@@ -1,4 +1,4 @@
-"""The command line (build.py): help, --list, bad --set, bad --device, interrupts."""
+"""The command line (build.py): help, --list, bad --set, bad --device, user errors, interrupts."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import torch
 
 import build
 from analyses import ANALYSES
+from report.analysis import sections_from_modules
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -34,12 +35,16 @@ def test_list_shows_every_analysis_with_state_and_requirements(
     assert code == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == len(ANALYSES)  # nothing else on stdout: the list is scriptable
-    for line, module in zip(lines, ANALYSES):
-        analysis = module.ANALYSIS
+    for line, section in zip(lines, sections_from_modules(ANALYSES)):
+        analysis = section.analysis
         fields = line.split()
         assert fields[:2] == [analysis.name, "stale"], line  # an empty cache
         assert f"requires: {', '.join(analysis.requires) or '-'}" in line
-        assert line.rstrip().endswith(analysis.title)
+        # The title is the prose's first line; one that needs metrics (Jinja) is listed by name.
+        title = section.prose.lstrip().split("\n", 1)[0].removeprefix("# ").strip()
+        expected = analysis.name if "{" in title else title
+        assert title and section.raw_title == expected
+        assert line.rstrip().endswith(expected)
     assert not (tmp_path / "site").exists() and not (tmp_path / "cache").exists()
 
 
@@ -93,6 +98,24 @@ def test_invalid_choice_is_rejected_by_argparse(capsys: pytest.CaptureFixture) -
         build.main(["--profile", "medium"])
     assert exit_.value.code == 2
     assert "invalid choice: 'medium'" in capsys.readouterr().err
+
+
+def test_a_user_error_in_an_analysis_prints_one_message_without_traceback(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    from digits import data as mnist
+
+    def missing(*args, **kwargs):
+        raise mnist.DataError("MNIST not found; pass --data-dir with the four IDX files")
+
+    monkeypatch.setattr(mnist, "load_mnist", missing)
+    code = build.main(["--only", "dataset", "--profile", "quick", "--device", "cpu",
+                       "--out", str(tmp_path / "site"), "--cache-dir", str(tmp_path / "cache")])
+    assert code == 1
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.out + captured.err
+    assert "error: MNIST not found; pass --data-dir with the four IDX files" in captured.err
+    assert captured.err.count("MNIST not found") == 1  # one message, said once
+    assert not (tmp_path / "site").exists()
 
 
 def test_keyboard_interrupt_exits_130_and_keeps_the_site(

@@ -70,6 +70,17 @@ def test_key_follows_source_edits(project: Path, path: str, changes: bool) -> No
     assert (key_of(project) != before) is changes
 
 
+def test_key_ignores_the_prose_beside_the_module(project: Path) -> None:
+    """Words (titles, captions, alt text) live in <name>.md: editing them re-runs nothing."""
+    prose = project / "pkgx" / "main.md"
+    prose.write_text("# A title\n\nSome words.\n")
+    before = key_of(project)
+    prose.write_text("# Another title\n\nOther words, {{ m.x }}.\n")
+    assert key_of(project) == before
+    prose.unlink()
+    assert key_of(project) == before
+
+
 def test_key_does_not_depend_on_where_the_project_lives(project: Path, tmp_path: Path,
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     first = key_of(project)

@@ -1,30 +1,23 @@
-"""analyses.classifiers: error-analysis helpers, the original's denominator, the contract."""
+"""analyses.classifiers: helpers, the contract, and the whole section on synthetic digits."""
 
 from __future__ import annotations
 
 import dataclasses
+import json
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from analyses import classifiers as c
+from analyses import dataset
+from digits import original
+from digits.data import MNIST
 from digits.models import Model2
+from report.config import make_config
+from report.engine import BuildOptions, DataSource, build
 
-
-def test_confusion_matrix_and_per_class_accuracy() -> None:
-    labels = torch.tensor([0, 0, 1, 1, 1, 2])
-    predicted = torch.tensor([0, 1, 1, 1, 2, 2])
-    matrix = c.confusion_matrix(predicted, labels, classes=3)
-    assert matrix.tolist() == [[1, 1, 0], [0, 2, 1], [0, 0, 1]]
-    assert np.allclose(c.per_class_accuracy(matrix), [0.5, 2 / 3, 1.0])
-    # A class with no examples gets 0, not a division error.
-    assert c.per_class_accuracy(np.zeros((2, 2), dtype=int)).tolist() == [0.0, 0.0]
-
-
-def test_top_confusions() -> None:
-    matrix = np.array([[9, 1, 4], [0, 9, 2], [4, 0, 9]])
-    # Ties keep reading order (row by row), so (0, 2) comes before (2, 0).
-    assert c.top_confusions(matrix, 3) == [(0, 2, 4), (2, 0, 4), (1, 2, 2)]
+REPO = Path(__file__).resolve().parent.parent
 
 
 def test_most_confident_mistakes() -> None:
@@ -47,22 +40,10 @@ def test_most_confident_mistakes() -> None:
     assert c.most_confident_mistakes(probs[[0, 4]], labels[[0, 4]], k=5) == []
 
 
-def test_original_denominator() -> None:
-    # 10,000 test images in batches of 32: 313 batches, the last of 16, counted as 32.
-    assert c.original_denominator(10_000, 32) == 10_016
-    assert c.original_denominator(64, 32) == 64
-
-
-def test_seeded_subset() -> None:
-    images = torch.arange(100).reshape(100, 1, 1)
-    labels = torch.arange(100)
-    a = c.seeded_subset(images, labels, 10, torch.Generator().manual_seed(0))
-    b = c.seeded_subset(images, labels, 10, torch.Generator().manual_seed(0))
-    assert torch.equal(a[0], b[0]) and len(a[1]) == 10
-    assert torch.equal(a[0].flatten(), a[1])  # images and labels stay paired
-    assert len(set(a[1].tolist())) == 10  # without replacement
-    full = c.seeded_subset(images, labels, 0, torch.Generator())
-    assert full[0] is images
+def test_lead_from_arithmetic_is_min_of_lead_and_bias() -> None:
+    assert c.lead_from_arithmetic(0.0082, 0.0016) == 0.0016  # a lead bigger than the bias
+    assert c.lead_from_arithmetic(0.0010, 0.0016) == 0.0010  # all of a small lead
+    assert c.lead_from_arithmetic(-0.002, 0.0016) == 0.0  # no lead, nothing to explain
 
 
 def test_layer_description_matches_the_original() -> None:
@@ -72,12 +53,12 @@ def test_layer_description_matches_the_original() -> None:
 
 def test_contract() -> None:
     analysis = c.ANALYSIS
-    assert (analysis.name, analysis.title, analysis.requires) == \
-        ("classifiers", "Finding a good model", ("dataset",))
+    assert (analysis.name, analysis.requires) == ("classifiers", ("dataset",))
     full = analysis.config
-    # The full profile is the original's procedure for models 1 and 2.
+    # The full profile is the original's procedure for models 1 and 2, over several seeds.
     assert (full.train_subset, full.epochs, full.batch_size, full.lr, full.momentum) == \
-        (0, 10, 32, 0.01, 0.5)
+        (0, original.EPOCHS, original.BATCH_SIZE, original.LR, original.MOMENTUM)
+    assert full.seeds >= 3
     assert full.best_seeds >= 3 and full.target >= 0.996
     quick = dataclasses.replace(full, **analysis.quick)
     assert 0 < quick.train_subset <= 15_000 and quick.best_seeds >= 1
@@ -99,3 +80,54 @@ def test_test_logits_callback_matches_evaluate() -> None:
     assert history.eval_acc["test"] == [expected.accuracy]
     assert np.isclose(history.eval_loss["test"][0], expected.loss)
     assert callback.logits is not None and callback.logits.shape == (50, 10)
+
+
+def blobs(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Ten classes: a bright square at a class-dependent place, over noise."""
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.arange(n) % 10
+    images = torch.randint(0, 40, (n, 28, 28), generator=g, dtype=torch.uint8)
+    for i, label in enumerate(labels.tolist()):
+        row, col = divmod(label, 5)
+        images[i, 4 + 10 * row:12 + 10 * row, 2 + 5 * col:6 + 5 * col] = 255
+    return images, labels
+
+
+def test_whole_section_on_synthetic_digits(tmp_path: Path) -> None:
+    sets = {"classifiers.epochs": "1", "classifiers.seeds": "2", "classifiers.best_epochs": "1",
+            "classifiers.best_seeds": "2", "classifiers.train_subset": "0",
+            "classifiers.gallery": "4"}
+    modules = [dataset, c]
+    config = make_config([m.ANALYSIS for m in modules], "quick", sets)
+    options = BuildOptions(root=REPO, out=tmp_path / "site", cache_dir=tmp_path / "cache",
+                           templates=REPO / "templates", device=torch.device("cpu"),
+                           prose_globals={"original": original.facts()})
+    data = MNIST(*blobs(200, 1), *blobs(100, 2), source="synthetic")
+    source = DataSource(fingerprint="synthetic", load=lambda device: data)
+    index, outcomes = build(modules, config, options, source, log=lambda m: None)
+    assert outcomes["classifiers"].status == "run", outcomes["classifiers"].error
+    metrics = json.loads((tmp_path / "site" / "data" / "classifiers" / "metrics.json")
+                         .read_text())
+    for key in ("model1", "model2"):
+        for scaling in ("plain", "standardised"):
+            assert len(metrics[f"{key}_{scaling}_test_accs"]) == 2
+        assert metrics[f"{key}_vs_original"]["verdict"] in ("ahead", "behind", "cannot separate")
+        assert metrics[f"{key}_standardised_vs_plain"]["b"]["n"] == 2
+    assert metrics["model2_vs_model1"]["a"]["mean"] == metrics["model2_plain_test_mean"]
+    assert metrics["original_model2_true_acc"] == original.true_accuracy(original.MODEL2_TEST_ACC,
+                                                                         100)
+    assert metrics["same_budget_as_original"] is False
+    # The reproduction trains on [0, 1] pixels, as the original: its saved model 2 says so.
+    saved = torch.load(next((tmp_path / "cache" / "classifiers").glob("*/objects/model2.pt")),
+                       weights_only=False)
+    assert (saved["mean"], saved["std"]) == (0.0, 1.0)
+    reproduction = json.loads((tmp_path / "site" / "data" / "classifiers" / "reproduction.json")
+                              .read_text())
+    assert [r["step"] for r in reproduction["rows"][:4]] == [
+        "original, as reported", "original, correct / test images",
+        "this build, [0, 1] pixels", "this build, standardised"]
+    page = index.read_text()
+    for name in ("architectures", "curves_original", "reproduction", "denominator",
+                 "curves_best", "best_seeds", "confusion", "per_class", "mistakes",
+                 "confident_mistakes"):
+        assert f'id="classifiers-{name}"' in page

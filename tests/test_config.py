@@ -32,9 +32,9 @@ class Plain:
 
 
 ANALYSES = [
-    Analysis(name="train", title="Train", config=TrainConfig(),
+    Analysis(name="train", config=TrainConfig(),
              quick={"epochs": 1, "seeds": (1,)}),
-    Analysis(name="data", title="Data", config=Plain()),
+    Analysis(name="data", config=Plain()),
 ]
 
 

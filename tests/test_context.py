@@ -1,4 +1,4 @@
-"""The Context an analysis sees (report/context.py): names, artifacts, metrics, seeds."""
+"""The Context an analysis sees (report/context.py): names, artifacts, metrics, streams."""
 
 from __future__ import annotations
 
@@ -11,15 +11,16 @@ import pytest
 import torch
 from matplotlib.figure import Figure
 
-from report.context import ArtifactError, Context, derive_seed, table_csv, to_jsonable
+from report.context import ArtifactError, Context, table_csv, to_jsonable
+from report.streams import Streams, derive_seed
 
 
 def make(tmp_path: Path, name: str = "sec", upstream: dict | None = None,
          data_loader=None) -> Context:
     staging = tmp_path / name
     staging.mkdir(parents=True, exist_ok=True)
-    return Context(name, None, seed=7, device=torch.device("cpu"), profile="quick",
-                   staging=staging, upstream=upstream or {}, data_loader=data_loader,
+    return Context(name, None, seed=7, device=torch.device("cpu"), staging=staging,
+                   upstream=upstream or {}, data_loader=data_loader,
                    log=lambda m: None)
 
 
@@ -58,23 +59,23 @@ def test_metrics_are_converted_and_unique(tmp_path: Path) -> None:
 def test_artifact_names_are_checked(tmp_path: Path, bad: str) -> None:
     ctx = make(tmp_path)
     with pytest.raises(ArtifactError, match="artifact name"):
-        ctx.table(bad, [], caption="c")
+        ctx.table(bad, [])
 
 
 def test_duplicate_artifact_names_are_rejected_across_kinds(tmp_path: Path) -> None:
     ctx = make(tmp_path)
-    ctx.figure("plot", small_figure(), caption="c", alt="a", dpi=20)
+    ctx.figure("plot", small_figure(), dpi=20)
     with pytest.raises(ArtifactError, match="written twice"):
-        ctx.figure("plot", small_figure(), caption="c", alt="a", dpi=20)
+        ctx.figure("plot", small_figure(), dpi=20)
     with pytest.raises(ArtifactError, match="written twice"):
-        ctx.table("plot", [{"a": 1}], caption="c")
+        ctx.table("plot", [{"a": 1}])
     with pytest.raises(ArtifactError, match="written twice"):
         ctx.asset("plot", "x")
 
 
 def test_asset_cannot_overwrite_a_figure_file_or_the_manifest(tmp_path: Path) -> None:
     ctx = make(tmp_path)
-    ctx.figure("plot", small_figure(), caption="c", alt="a", dpi=20)
+    ctx.figure("plot", small_figure(), dpi=20)
     png = (tmp_path / "sec" / "plot.png").read_bytes()
     with pytest.raises(ArtifactError):
         ctx.asset("plot.png", b"not a png")
@@ -85,10 +86,10 @@ def test_asset_cannot_overwrite_a_figure_file_or_the_manifest(tmp_path: Path) ->
 
 def test_figure_gif_table_asset_items(tmp_path: Path) -> None:
     ctx = make(tmp_path)
-    ctx.figure("fig", small_figure(), caption="A figure.", alt="alt text", dpi=20)
+    ctx.figure("fig", small_figure(), dpi=20)
     frames = [np.full((4, 6, 3), v, dtype=np.uint8) for v in (0, 128, 255)]
-    ctx.gif("anim", frames, caption="A gif.", alt="moving", fps=2)
-    ctx.table("tab", [{"a": np.int64(1), "b": 0.5}, {"a": 2, "c": "x"}], caption="T.")
+    ctx.gif("anim", frames, fps=2)
+    ctx.table("tab", [{"a": np.int64(1), "b": 0.5}, {"a": 2, "c": "x"}])
     ctx.asset("data.json", '{"k": 1}')
     kinds = [(i["kind"], i["name"]) for i in ctx.items]
     assert kinds == [("figure", "fig"), ("gif", "anim"), ("table", "tab"),
@@ -102,12 +103,12 @@ def test_figure_gif_table_asset_items(tmp_path: Path) -> None:
     assert table["columns"] == ["a", "b", "c"] and table["rows"][0] == {"a": 1, "b": 0.5}
     assert (staging / "data.json").read_text() == '{"k": 1}'
     with pytest.raises(ArtifactError, match="no frames"):
-        ctx.gif("empty", [], caption="c", alt="a")
+        ctx.gif("empty", [])
 
 
 def test_table_columns_can_be_given(tmp_path: Path) -> None:
     ctx = make(tmp_path)
-    ctx.table("t", [{"b": 1, "a": 2}], caption="c", columns=["a", "b"])
+    ctx.table("t", [{"b": 1, "a": 2}], columns=["a", "b"])
     assert ctx.items[0]["columns"] == ["a", "b"]
 
 
@@ -143,18 +144,77 @@ def test_save_name_cannot_escape_the_entry(tmp_path: Path) -> None:
     assert not (tmp_path / "outside.pt").exists()
 
 
-def test_seeds_are_per_analysis_and_stable(tmp_path: Path) -> None:
+def test_seeds_and_streams_are_per_analysis_and_stable(tmp_path: Path) -> None:
     assert derive_seed(7, "a") == derive_seed(7, "a")
     assert derive_seed(7, "a") != derive_seed(7, "b")
     assert derive_seed(7, "a") != derive_seed(8, "a")
     assert 0 <= derive_seed(7, "a") < 2**32
     one, two = make(tmp_path / "1"), make(tmp_path / "2")
     assert one.seed == two.seed == derive_seed(7, "sec")
-    assert one.rng.integers(0, 10**9) == two.rng.integers(0, 10**9)
-    assert torch.equal(torch.randperm(50, generator=one.generator(1)),
-                       torch.randperm(50, generator=two.generator(1)))
-    assert not torch.equal(torch.randperm(50, generator=one.generator(1)),
-                           torch.randperm(50, generator=one.generator(2)))
+    assert isinstance(one.streams, Streams)
+    assert one.streams.numpy("x").integers(0, 10**9) == two.streams.numpy("x").integers(0, 10**9)
+    assert torch.equal(torch.randperm(50, generator=one.streams.torch("order")),
+                       torch.randperm(50, generator=two.streams.torch("order")))
+    assert not torch.equal(torch.randperm(50, generator=one.streams.torch("order")),
+                           torch.randperm(50, generator=one.streams.torch("other")))
+    # Another analysis of the same build draws other numbers from a stream of the same name.
+    other = make(tmp_path / "3", "other")
+    assert not torch.equal(torch.randperm(50, generator=one.streams.torch("order")),
+                           torch.randperm(50, generator=other.streams.torch("order")))
+    assert set(one.streams.used) == {"x", "order", "other"}
+
+
+def test_the_old_seed_api_is_gone(tmp_path: Path) -> None:
+    ctx = make(tmp_path)
+    assert not hasattr(ctx, "rng") and not hasattr(ctx, "generator")
+    assert not hasattr(ctx, "profile")
+
+
+@pytest.mark.parametrize("call", [
+    lambda ctx: ctx.figure("f", small_figure(), caption="c", alt="a", dpi=20),
+    lambda ctx: ctx.gif("g", [np.zeros((2, 2, 3), np.uint8)], alt="a"),
+    lambda ctx: ctx.table("t", [{"a": 1}], caption="c"),
+])
+def test_artifacts_take_no_words(tmp_path: Path, call) -> None:
+    """Captions and alt text live in the prose, outside the cache key: the API refuses them."""
+    with pytest.raises(TypeError):
+        call(make(tmp_path))
+
+
+def test_items_hold_no_caption_or_alt(tmp_path: Path) -> None:
+    ctx = make(tmp_path)
+    ctx.figure("fig", small_figure(), dpi=20)
+    ctx.gif("anim", [np.zeros((2, 2, 3), np.uint8)] * 2)
+    ctx.table("tab", [{"a": 1}])
+    for item in ctx.items:
+        assert "caption" not in item and "alt" not in item, item
+
+
+def test_choices_are_metrics_and_are_listed(tmp_path: Path) -> None:
+    ctx = make(tmp_path)
+    ctx.metric("acc", 0.5)
+    ctx.choice("learning_rate", np.float64(0.01))
+    assert ctx.metrics == {"acc": 0.5, "learning_rate": 0.01}
+    assert ctx.choices == ["learning_rate"]
+    with pytest.raises(ArtifactError, match="recorded twice"):
+        ctx.choice("acc", 1.0)
+    assert ctx.choices == ["learning_rate"]
+
+
+def test_gif_sprite_holds_every_frame(tmp_path: Path) -> None:
+    import imageio.v3 as iio
+
+    ctx = make(tmp_path)
+    frames = [np.full((2, 3, 3), 40 * v, dtype=np.uint8) for v in range(5)]
+    ctx.gif("anim", frames, fps=5, sprite=True)
+    gif = ctx.items[0]
+    assert gif["sprite"] == "anim.frames.png" and gif["sprite_columns"] == 3  # ceil(sqrt(5))
+    assert ctx.items[1] == {"kind": "asset", "name": "anim.frames.png", "file": "anim.frames.png",
+                            "bytes": (tmp_path / "sec" / "anim.frames.png").stat().st_size}
+    grid = iio.imread(tmp_path / "sec" / "anim.frames.png")
+    assert grid.shape[:2] == (2 * 2, 3 * 3)  # two rows of three frames of 2x3
+    assert (grid[2:4, 3:6] == 160).all()  # frame 4 is row 1, column 1
+    assert (grid[2:4, 6:9] == 255).all()  # the unused cell stays white
 
 
 def test_data_is_loaded_lazily(tmp_path: Path) -> None:

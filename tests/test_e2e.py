@@ -54,6 +54,12 @@ def test_page_and_sections(quick_site: dict) -> None:
     assert positions == sorted(positions)  # the article's order
     assert "@@ITEM" not in page and "could not be built" not in page
     assert "Quick profile." in page
+    assert 'id="rule"' in page  # the comparison rule is stated once, on the page
+    text = re.sub(r"<[^>]+>", "", page)
+    assert not re.search(r"\bnan\b|\bn/a\b|\bNone\b", text), "a metric is missing"
+    # No sentence broken across paragraphs: a paragraph never starts in lower case.
+    broken = re.findall(r"<p>\s*([a-z][^<]{0,60})", page)
+    assert not broken, broken
 
 
 def test_every_image_and_link_exists(quick_site: dict) -> None:

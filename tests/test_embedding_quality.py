@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
+from sklearn.model_selection import StratifiedKFold, cross_val_predict
+from sklearn.neighbors import KNeighborsClassifier
 
 from digits import embedding_quality as quality
+from digits.metrics import accuracy
 
 
 def blobs(n_per_class: int = 60, classes: int = 5, dims: int = 8, spread: float = 0.3,
@@ -21,18 +25,76 @@ def test_knn_on_separated_blobs_is_perfect() -> None:
     x, y = blobs()
     pred = quality.knn_cv_predict(x, y, k=10, folds=5, seed=3)
     assert pred.shape == y.shape
-    assert quality.accuracy(y, pred) == 1.0
+    assert accuracy(y, pred) == 1.0
     # The 2-D path (KD-tree) gives the same answer on the first two coordinates of wide blobs.
     x2, y2 = blobs(dims=2)
-    assert quality.accuracy(y2, quality.knn_cv_predict(x2, y2, k=10, seed=3)) >= 0.99
+    assert accuracy(y2, quality.knn_cv_predict(x2, y2, k=10, seed=3)) >= 0.99
 
 
 def test_knn_with_shuffled_labels_is_near_chance() -> None:
     x, y = blobs(n_per_class=200, classes=5)
     shuffled = np.random.default_rng(1).permutation(y)
-    acc = quality.accuracy(shuffled, quality.knn_cv_predict(x, shuffled, k=10, seed=3))
+    acc = accuracy(shuffled, quality.knn_cv_predict(x, shuffled, k=10, seed=3))
     # Chance is 1/5; 1,000 samples put the standard error near 1.3 points.
     assert 0.12 < acc < 0.28
+
+
+def test_stratified_folds_balance_classes_and_match_sklearn() -> None:
+    _, y = blobs(n_per_class=20, classes=3)
+    fold = quality.stratified_folds(y, folds=4, seed=9)
+    assert fold.shape == y.shape and set(fold.tolist()) == {0, 1, 2, 3}
+    for i in range(4):  # every fold holds 5 of each class's 20 samples
+        assert np.bincount(y[fold == i], minlength=3).tolist() == [5, 5, 5]
+    held_out = [test for _, test in StratifiedKFold(4, shuffle=True, random_state=9).split(
+        np.zeros((len(y), 1)), y)]
+    for i, test in enumerate(held_out):
+        assert np.array_equal(np.flatnonzero(fold == i), np.sort(test))
+    assert not np.array_equal(fold, quality.stratified_folds(y, folds=4, seed=10))
+
+
+def test_knn_predictions_are_those_of_sklearn_on_the_same_folds() -> None:
+    x, y = blobs(spread=4.0)  # overlapping: predictions depend on the folds
+    expected = cross_val_predict(KNeighborsClassifier(n_neighbors=10), x, y,
+                                 cv=StratifiedKFold(5, shuffle=True, random_state=5))
+    assert np.array_equal(quality.knn_cv_predict(x, y, seed=5), expected)
+
+
+def test_fold_accuracies() -> None:
+    y = np.array([0, 0, 1, 1, 2, 2, 0, 1])
+    p = np.array([0, 1, 1, 1, 2, 0, 0, 0])
+    fold = np.array([0, 0, 0, 0, 1, 1, 2, 2])
+    # Fold 0: 3 of 4 right; fold 1: 1 of 2; fold 2: 1 of 2.
+    np.testing.assert_allclose(quality.fold_accuracies(y, p, fold), [0.75, 0.5, 0.5])
+    # A fold without samples is left out, not NaN (a class may miss a fold).
+    np.testing.assert_allclose(quality.fold_accuracies(y[:4], p[:4], np.array([0, 0, 2, 2])),
+                               [0.5, 1.0])
+    with pytest.raises(ValueError, match="fold numbers"):
+        quality.fold_accuracies(y, p, fold[:-1])
+
+
+def test_fold_accuracies_of_knn_on_blobs() -> None:
+    x, y = blobs(spread=4.0)
+    fold = quality.stratified_folds(y, folds=5, seed=2)
+    pred = quality.knn_cv_predict(x, y, folds=5, seed=2)
+    per_fold = quality.fold_accuracies(y, pred, fold)
+    assert per_fold.shape == (5,)
+    # Equal folds (60 samples each): their mean is the pooled out-of-fold accuracy.
+    assert per_fold.mean() == pytest.approx(accuracy(y, pred))
+
+
+def test_disjoint_subsets() -> None:
+    subsets = quality.disjoint_subsets(100, 20, 3, torch.Generator().manual_seed(0))
+    assert [len(s) for s in subsets] == [20, 20, 20]
+    together = np.concatenate(subsets)
+    assert len(np.unique(together)) == 60 and together.max() < 100
+    assert all(np.all(np.diff(s) > 0) for s in subsets)  # sorted
+    again = quality.disjoint_subsets(100, 20, 3, torch.Generator().manual_seed(0))
+    assert all(np.array_equal(a, b) for a, b in zip(subsets, again))
+    # Too few points for count x size: each subset shrinks to n // count, still disjoint.
+    small = quality.disjoint_subsets(10, 5, 3, torch.Generator().manual_seed(1))
+    assert [len(s) for s in small] == [3, 3, 3] and len(np.unique(np.concatenate(small))) == 9
+    with pytest.raises(ValueError, match="count"):
+        quality.disjoint_subsets(10, 5, 0, torch.Generator())
 
 
 def test_knn_is_deterministic_and_checks_shapes() -> None:
@@ -41,23 +103,6 @@ def test_knn_is_deterministic_and_checks_shapes() -> None:
     assert np.array_equal(a, quality.knn_cv_predict(x, y, seed=5))
     with pytest.raises(ValueError, match="labels"):
         quality.knn_cv_predict(x, y[:-1])
-
-
-def test_accuracy_and_per_class_accuracy() -> None:
-    y = np.array([0, 0, 1, 1, 1, 2])
-    p = np.array([0, 1, 1, 1, 0, 2])
-    assert quality.accuracy(y, p) == pytest.approx(4 / 6)
-    per_class = quality.per_class_accuracy(y, p, n_classes=4)
-    np.testing.assert_allclose(per_class[:3], [0.5, 2 / 3, 1.0])
-    assert np.isnan(per_class[3])  # no sample of class 3
-
-
-def test_confusion_matrix_counts() -> None:
-    y = np.array([0, 0, 1, 2, 2, 2])
-    p = np.array([0, 2, 1, 0, 2, 2])
-    cm = quality.confusion_matrix(y, p, n_classes=3)
-    assert cm.tolist() == [[1, 0, 1], [0, 1, 0], [1, 0, 2]]
-    assert cm.sum() == len(y)
 
 
 def test_confused_pairs_sums_both_directions_and_orders() -> None:

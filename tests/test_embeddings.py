@@ -14,6 +14,7 @@ from PIL import Image
 from threadpoolctl import threadpool_limits
 
 from analyses import dataset, embeddings
+from digits import original
 from digits.data import MNIST
 from report.config import make_config
 from report.engine import BuildOptions, DataSource, build
@@ -110,13 +111,6 @@ def test_morton_order_keeps_neighbours_together() -> None:
         np.diff(pts, axis=0), axis=1).mean()
 
 
-def test_seeded_subset() -> None:
-    a = embeddings.seeded_subset(np.random.default_rng(3), 100, 10)
-    assert np.array_equal(a, embeddings.seeded_subset(np.random.default_rng(3), 100, 10))
-    assert len(np.unique(a)) == 10 and np.all(np.diff(a) > 0)
-    assert np.array_equal(embeddings.seeded_subset(np.random.default_rng(3), 5, 10), np.arange(5))
-
-
 # --- the whole section -------------------------------------------------------------------------
 
 
@@ -134,7 +128,7 @@ def clustered_mnist(n_train: int = 400, n_test: int = 100) -> MNIST:
 
     train_x, train_y = images(n_train)
     test_x, test_y = images(n_test)
-    return MNIST(train_x, train_y, test_x, test_y, md5={}, source="synthetic")
+    return MNIST(train_x, train_y, test_x, test_y, source="synthetic")
 
 
 def test_whole_section_on_synthetic_clusters(tmp_path: Path) -> None:
@@ -144,7 +138,8 @@ def test_whole_section_on_synthetic_clusters(tmp_path: Path) -> None:
     config = make_config([dataset.ANALYSIS, embeddings.ANALYSIS], "quick",
                          {"embeddings.tsne_gradients": "bh", "embeddings.threads": "1"})
     options = BuildOptions(root=REPO, out=tmp_path / "site", cache_dir=tmp_path / "cache",
-                           templates=REPO / "templates", device=torch.device("cpu"))
+                           templates=REPO / "templates", device=torch.device("cpu"),
+                           prose_globals={"original": original.facts()})
     source = DataSource(fingerprint="clusters", load=lambda device: data)
     # One BLAS thread: on a busy machine, threads spinning in LAPACK make PCA 10x slower.
     with threadpool_limits(1):
@@ -157,9 +152,21 @@ def test_whole_section_on_synthetic_clusters(tmp_path: Path) -> None:
     # Ten tight clusters: every space separates them, even PCA's first two axes nearly do.
     for key in ("raw", "pca50", "tsne"):
         assert m[f"knn_{key}"] >= 0.98, key
-    assert m["trust_tsne"] > 0.8
+        assert len(m[f"knn_{key}_folds"]) == 5
+        assert m[f"knn_{key}"] == pytest.approx(np.mean(m[f"knn_{key}_folds"]))
     assert m["pca_n90"] <= m["pca_n95"] <= m["pca_n99"] <= 784
-    assert m["knn_best_space"] == m["knn_ranking"][0]
+    # Five disjoint trustworthiness samples: 500 points leave 100 each (quick asks 1,000).
+    assert m["trust_repeats"] == 5 and m["trust_points"] == 100
+    assert len(m["trust_tsne_samples"]) == 5 and m["trust_tsne"] > 0.8
+    # Every comparison the prose makes is recorded with its verdict and both sides.
+    for name in ("tsne_vs_raw", "pca50_vs_raw", "tsne_vs_pca2", "trust_tsne_vs_pca2",
+                 "tsne_worst_vs_next", "tsne_best_vs_next"):
+        assert m[name]["verdict"] in ("ahead", "behind", "cannot separate"), name
+    assert m["tsne_vs_raw"]["a"]["n"] == 5 and m["trust_tsne_vs_pca2"]["b"]["n"] == 5
+    assert m["tsne_vs_pca2"]["a"]["mean"] == pytest.approx(m["knn_tsne"])
+    table = json.loads((site / "data" / "embeddings" / "knn_quality.json").read_text())
+    assert [row["space"] for row in table["rows"]] == ["raw pixels", "PCA-2", "PCA-50", "t-SNE-2"]
+    assert all(" ± " in row["kNN accuracy"] for row in table["rows"])
     # The map data decodes to the right labels for the right images.
     script = (site / "assets" / "embeddings" / "map_points.js").read_text()
     decoded = embeddings.decode_map_data(script)
@@ -182,6 +189,7 @@ def test_whole_section_on_synthetic_clusters(tmp_path: Path) -> None:
     assert '<script src="static/tsne_map.js" defer></script>' in page
     assert (site / "data" / "embeddings" / "confused_pairs.csv").is_file()
     assert "@@ITEM" not in page
+    assert "Maps of 500 digits: PCA and t-SNE" in page  # the title follows the count
 
 
 @pytest.mark.e2e
@@ -195,13 +203,13 @@ def test_quick_build_of_the_section_on_real_mnist(tmp_path: Path) -> None:
                      "--out", str(out), "--cache-dir", str(tmp_path / "cache"),
                      "--set", "embeddings.tsne_points=1000",
                      "--set", "embeddings.knn_points=1000",
-                     "--set", "embeddings.trust_points=500",
+                     "--set", "embeddings.trust_points=200",
                      "--set", "embeddings.threads=1"]) == 0
     m = json.loads((out / "data" / "embeddings" / "metrics.json").read_text())
     assert m["n_images"] == 70_000 and m["tsne_points"] == 1_000
     # Facts about MNIST that any correct PCA finds (87 / 154 / 331 with every image).
     assert 80 <= m["pca_n90"] <= 95 and 140 <= m["pca_n95"] <= 170
-    assert m["knn_tsne"] > 0.8 and m["knn_pca2"] < m["knn_tsne"]
+    assert m["knn_tsne"] > 0.8 and m["tsne_vs_pca2"]["verdict"] == "ahead"
     decoded = embeddings.decode_map_data((out / "assets" / "embeddings" /
                                           "map_points.js").read_text())
     mnist = load_mnist(None, log=lambda message: None)

@@ -1,23 +1,29 @@
-"""The engine on toy analyses: cache hits and misses, --force/--only, failures, kills, races."""
+"""The engine on toy analyses: cache hits and misses, --force/--only, failures, kills, races,
+prose edits, manifests and reduced settings; and the cache keys of the real project."""
 
 from __future__ import annotations
 
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
-from conftest import ToyProject, statuses
+from conftest import REPO, ToyProject, statuses
 from report.cache import Cache
 from report.config import make_config
-from report.engine import BuildFailed, BuildOptions, Builder, recover_site
+from report.engine import (BuildFailed, BuildOptions, Builder, DataSource, build,
+                           recover_site, reduced_settings)
+from report.render import ProseError
+from report.streams import derive_seed
 
 CHAIN = ["alpha", "beta", "gamma", "delta"]
 
@@ -70,7 +76,7 @@ def test_editing_an_imported_project_module_invalidates_the_importer(toy: ToyPro
 def test_editing_prose_or_templates_rerenders_without_running(toy: ToyProject) -> None:
     toy.build(CHAIN)
     prose = toy.root / "toy" / "gamma.md"
-    prose.write_text("Gamma now says {{ m.beta_sum_plus_one }} in new words.\n")
+    prose.write_text("# Gamma section\n\nGamma now says {{ m.beta_sum_plus_one }} in new words.\n")
     base = toy.templates / "base.html"
     base.write_text(base.read_text().replace("<body>", "<body data-edited=\"yes\">"))
     index, outcomes = toy.build(CHAIN)
@@ -110,9 +116,9 @@ def test_plan_reports_the_cache_state_for_list(toy: ToyProject) -> None:
                            templates=toy.templates, device=torch.device("cpu"))
     plan = Builder(modules, make_config([m.ANALYSIS for m in modules], "full"), options,
                    toy.data_source()).plan()
-    assert [(row["name"], row["state"], row["requires"]) for row in plan] == [
-        ("alpha", "cached", ()), ("beta", "stale", ("alpha",)), ("gamma", "stale", ("beta",)),
-        ("delta", "stale", ())]
+    assert [(row["name"], row["state"], row["requires"], row["title"]) for row in plan] == [
+        ("alpha", "cached", (), "Alpha section"), ("beta", "stale", ("alpha",), "Beta section"),
+        ("gamma", "stale", ("beta",), "Gamma section"), ("delta", "stale", (), "Delta section")]
     assert toy.data_loads == 0  # planning never loads the dataset
 
 
@@ -206,8 +212,10 @@ def test_keep_going_renders_others_marks_failed_and_skips_dependents(toy: ToyPro
     index, outcomes = toy.build(CHAIN, sets={"beta.fail": "1"}, keep_going=True)
     assert statuses(outcomes) == {"alpha": "run", "beta": "failed", "gamma": "skipped",
                                   "delta": "run"}
-    assert "beta broke on purpose" in outcomes["beta"].error
+    assert outcomes["beta"].error == "RuntimeError: beta broke on purpose"
     assert "beta" in outcomes["gamma"].error
+    logged = "\n".join(toy.logs)
+    assert "Traceback" in logged  # a bug in an analysis is logged with its traceback
     page = index.read_text()
     beta = page[page.index('<section id="beta"'):page.index('<section id="gamma"')]
     assert "could not be built" in beta and "RuntimeError: beta broke on purpose" in beta
@@ -271,6 +279,293 @@ def test_recover_site_leaves_a_live_builds_swap_alone(tmp_path: Path) -> None:
     recover_site(out)
     assert not out.exists(), "took the folder a running build is swapping"
     assert old.exists()
+
+
+def section(page: str, name: str) -> str:
+    """The HTML of one section of the page."""
+    start = page.index(f'<section id="{name}"')
+    return page[start:page.index("</section>", start)]
+
+
+# --- prose: every word is outside the cache key -------------------------------------------------
+
+
+def test_editing_captions_alt_text_and_title_rerenders_without_running(toy: ToyProject) -> None:
+    _, first = toy.build(CHAIN)
+    prose = toy.root / "toy" / "alpha.md"
+    text = prose.read_text()
+    edits = {"# Alpha section": "# Alpha, retitled",
+             "A line over": "A freshly captioned line over",
+             'alt="A rising line."': 'alt="A line that climbs."',
+             'caption="Squares."': 'caption="Squares of the first values."'}
+    for old, new in edits.items():
+        assert old in text, old
+        text = text.replace(old, new)
+    prose.write_text(text)
+    index, outcomes = toy.build(CHAIN)
+    assert statuses(outcomes) == dict.fromkeys(CHAIN, "cached")
+    assert {n: o.key for n, o in outcomes.items()} == {n: o.key for n, o in first.items()}
+    page = index.read_text()
+    alpha = section(page, "alpha")
+    assert "<h2>1. Alpha, retitled</h2>" in alpha and '<a href="#alpha">Alpha, retitled</a>' in page
+    assert "A freshly captioned line over 4 values." in alpha
+    assert 'alt="A line that climbs."' in alpha and "A rising line" not in page
+    assert "Squares of the first values." in alpha
+    exported = json.loads((toy.out / "data" / "alpha" / "values.json").read_text())
+    assert exported["caption"] == "Squares of the first values."
+
+
+def test_an_unplaced_item_fails_the_render_and_keeps_results_and_site(toy: ToyProject) -> None:
+    index, _ = toy.build(CHAIN)
+    before = index.read_bytes()
+    prose = toy.root / "toy" / "alpha.md"
+    text = prose.read_text()
+    prose.write_text(text.replace('{{ table("values", caption="Squares.") }}', ""))
+    with pytest.raises(ProseError, match=r"alpha\.md: .*\['values'\]"):
+        toy.build(CHAIN)
+    assert index.read_bytes() == before
+    assert not list(toy.out.parent.glob("site.tmp-*"))
+    prose.write_text(text)
+    _, outcomes = toy.build(CHAIN)
+    assert statuses(outcomes) == dict.fromkeys(CHAIN, "cached")
+
+
+def test_keep_going_renders_a_section_with_bad_prose_as_failed(toy: ToyProject) -> None:
+    prose = toy.root / "toy" / "alpha.md"
+    prose.write_text(prose.read_text().replace('alt="A rising line."', ""))
+    index, outcomes = toy.build(CHAIN, keep_going=True)
+    assert outcomes["alpha"].status == "failed" and "needs alt text" in outcomes["alpha"].error
+    assert {n: o.status for n, o in outcomes.items() if n != "alpha"} == {
+        "beta": "run", "gamma": "run", "delta": "run"}
+    page = index.read_text()
+    assert "could not be built" in section(page, "alpha")
+    assert "Beta's sum is 6" in page
+
+
+def test_prose_globals_reach_the_prose(toy: ToyProject) -> None:
+    prose = toy.root / "toy" / "delta.md"
+    prose.write_text(prose.read_text() + "\nThe original had {{ original.n_items | num }} items.\n")
+    index, _ = toy.build(["delta"], prose_globals={"original": {"n_items": 1234}})
+    assert "The original had 1,234 items." in index.read_text()
+
+
+# --- the real project's cache keys --------------------------------------------------------------
+
+KEYS_SCRIPT = r"""
+import json, sys
+from pathlib import Path
+
+root = Path(sys.argv[1])
+sys.path.insert(0, str(root))
+import torch
+
+from analyses import ANALYSES
+from report.config import make_config
+from report.engine import Builder, BuildOptions, DataSource
+
+
+def keys():
+    config = make_config([m.ANALYSIS for m in ANALYSES], "quick")
+    options = BuildOptions(root=root, out=root / "site", cache_dir=root / "cache",
+                           templates=root / "templates", device=torch.device("cpu"))
+    data = DataSource(fingerprint="fake-data", load=lambda device: None)
+    return Builder(ANALYSES, config, options, data).keys()
+
+
+result = {"files": [m.__file__ for m in ANALYSES],
+          "requires": {m.ANALYSIS.name: list(m.ANALYSIS.requires) for m in ANALYSES},
+          "base": keys(), "py": {}}
+for module in ANALYSES:
+    path = Path(module.__file__)
+    original = path.read_bytes()
+    path.write_bytes(original + b"\n# a comment appended by a test\n")
+    result["py"][module.ANALYSIS.name] = keys()
+    path.write_bytes(original)
+for module in ANALYSES:
+    prose = Path(module.__file__).with_suffix(".md")
+    prose.write_text(prose.read_text() + "\nA sentence appended by a test.\n")
+result["md"] = keys()
+print(json.dumps(result))
+"""
+
+
+def test_real_project_keys_follow_sources_and_requires_but_not_prose(tmp_path: Path) -> None:
+    """Editing one analysis's .py re-runs it and what (transitively) requires it, nothing else;
+    editing prose re-runs nothing. Run on a copy of the project, in a child process, so that
+    the repository's files and this process's imported modules are never touched."""
+    project = tmp_path / "project"
+    for folder in ("analyses", "digits", "report"):
+        shutil.copytree(REPO / folder, project / folder,
+                        ignore=shutil.ignore_patterns("__pycache__"))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONDONTWRITEBYTECODE": "1"}
+    done = subprocess.run([sys.executable, "-c", KEYS_SCRIPT, str(project)], cwd=project,
+                          capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    for file in result["files"]:  # the copy was hashed, not the repository
+        assert Path(file).resolve().is_relative_to(project.resolve()), file
+    requires, base = result["requires"], result["base"]
+    assert any(requires.values()), "no analysis requires another: the chain is untested"
+
+    def with_dependents(name: str) -> set[str]:
+        found = {name}
+        while True:
+            more = {n for n, ups in requires.items() if found & set(ups)} - found
+            if not more:
+                return found
+            found |= more
+
+    assert set(result["py"]) == set(base) == set(requires)
+    for name, keys in result["py"].items():
+        changed = {n for n in keys if keys[n] != base[n]}
+        assert changed == with_dependents(name), f"editing analyses/{name}.py"
+    assert result["md"] == base, "editing prose changed a cache key"
+
+
+# --- manifests ----------------------------------------------------------------------------------
+
+
+def test_manifest_records_choices_and_streams(toy: ToyProject) -> None:
+    _, outcomes = toy.build(["alpha", "delta"])
+    alpha = outcomes["alpha"].manifest
+    assert alpha["choices"] == ["threshold"] and alpha["metrics"]["threshold"] == 2
+    seed = derive_seed(7, "alpha", "draw")
+    assert alpha["streams"] == {"draw": seed}
+    # The recorded seed is the one the draw came from.
+    assert alpha["metrics"]["draw"] == int(np.random.default_rng(seed).integers(0, 1_000_000))
+    assert outcomes["delta"].manifest["choices"] == []
+    assert outcomes["delta"].manifest["streams"] == {}
+    # The cache keeps them, and another build seed gives other stream seeds.
+    _, again = toy.build(["alpha", "delta"])
+    assert again["alpha"].status == "cached"
+    assert again["alpha"].manifest["streams"] == {"draw": seed}
+    assert again["alpha"].manifest["choices"] == ["threshold"]
+    _, reseeded = toy.build(["alpha"], sets={"seed": "8"})
+    assert reseeded["alpha"].manifest["streams"] == {"draw": derive_seed(8, "alpha", "draw")}
+
+
+def provenance() -> DataSource:
+    """A dataset that, like build.py's, describes itself by whether this build loaded it."""
+    loaded: list[torch.device] = []
+
+    def load(device: torch.device) -> list[int]:
+        loaded.append(device)
+        return [1, 2, 3]
+
+    def describe() -> dict:
+        source = "read from the toy files" if loaded else "not loaded in this build"
+        return {"source": source, "md5": {"toy.idx": "f" * 32}}
+
+    return DataSource(fingerprint="toy-data", load=load, describe=describe)
+
+
+def build_with(toy: ToyProject, names: list[str], data: DataSource, **options):
+    """Build toys with a given DataSource (the fixture's `build` always uses its own)."""
+    modules = toy.modules(names)
+    options = BuildOptions(root=toy.root, out=toy.out, cache_dir=toy.cache,
+                           templates=toy.templates, device=torch.device("cpu"), **options)
+    return build(modules, make_config([m.ANALYSIS for m in modules], "full"), options, data,
+                 log=toy.logs.append)
+
+
+def test_a_fully_cached_build_shows_the_provenance_recorded_when_it_ran(toy: ToyProject) -> None:
+    index, outcomes = build_with(toy, ["alpha", "delta"], provenance())
+    recorded = outcomes["delta"].manifest["data"]
+    assert recorded == {"source": "read from the toy files", "md5": {"toy.idx": "f" * 32}}
+    index, outcomes = build_with(toy, ["alpha", "delta"], provenance())
+    assert statuses(outcomes) == {"alpha": "cached", "delta": "cached"}
+    page = index.read_text()
+    appendix = page[page.index('<section id="appendix"'):]
+    assert "read from the toy files" in appendix and "not loaded in this build" not in page
+    assert "<code>toy.idx</code> MD5 <code>" + "f" * 32 in appendix
+    manifest = json.loads((toy.out / "data" / "manifest.json").read_text())
+    assert manifest["dataset"] == recorded
+
+
+def test_a_build_that_loads_the_data_describes_it_now(toy: ToyProject) -> None:
+    build_with(toy, ["delta"], provenance())
+
+    def again() -> DataSource:
+        return DataSource(fingerprint="toy-data", load=lambda device: [1, 2, 3],
+                          describe=lambda: {"source": "loaded again"})
+
+    index, outcomes = build_with(toy, ["delta"], again())
+    assert outcomes["delta"].status == "cached"  # nothing loaded: the recorded provenance
+    assert "read from the toy files" in index.read_text()
+    index, outcomes = build_with(toy, ["delta"], again(), force=("delta",))
+    assert outcomes["delta"].status == "run"
+    page = index.read_text()
+    assert "loaded again" in page and "read from the toy files" not in page
+
+
+# --- user errors --------------------------------------------------------------------------------
+
+USER_MESSAGE = "beta needs the toy files; pass --data-dir TOY"
+
+
+def test_a_user_error_fails_with_its_message_and_no_traceback(toy: ToyProject) -> None:
+    with pytest.raises(BuildFailed) as failure:
+        toy.build(CHAIN, sets={"beta.user_error": "true"})
+    message = str(failure.value)
+    assert message.splitlines()[0] == USER_MESSAGE
+    assert "UserError" not in message and "Traceback" not in message
+    assert "Traceback" not in "\n".join(toy.logs)
+    assert not toy.out.exists()
+    assert entries(toy.cache, "beta") == []
+
+
+def test_a_user_error_with_keep_going_is_one_line(toy: ToyProject) -> None:
+    index, outcomes = toy.build(CHAIN, sets={"beta.user_error": "on"}, keep_going=True)
+    assert statuses(outcomes) == {"alpha": "run", "beta": "failed", "gamma": "skipped",
+                                  "delta": "run"}
+    assert outcomes["beta"].error == USER_MESSAGE
+    logged = "\n".join(toy.logs)
+    assert "Traceback" not in logged and f"beta: FAILED: {USER_MESSAGE}" in logged
+    assert USER_MESSAGE in section(index.read_text(), "beta")
+
+
+# --- reduced settings ---------------------------------------------------------------------------
+
+
+def test_quick_and_set_overrides_appear_as_reduced_settings(toy: ToyProject) -> None:
+    # beta.fail=false is the full profile's value: not a reduced setting.
+    index, _ = toy.build(["alpha", "beta"], profile="quick",
+                         sets={"alpha.label": "renamed", "beta.fail": "false"})
+    page = index.read_text()
+    alpha = section(page, "alpha")
+    box = alpha[alpha.index('<p class="reduced"'):]
+    box = box[:box.index("</p>")]
+    assert "<code>n</code> 2 (full: 4);" in box  # the quick profile's override
+    assert "<code>label</code> renamed (full: alpha)." in box  # --set
+    assert "A line over 2 values. Reduced settings: n 2 (full profile: 4)." in alpha
+    assert 'class="reduced"' not in section(page, "beta")
+    manifest = json.loads((toy.out / "data" / "manifest.json").read_text())
+    appendix = page[page.index('<section id="appendix"'):]
+    assert '<a href="#alpha">alpha</a>: <code>n</code> 2 (full: 4); <code>label</code>' in appendix
+    assert manifest["reduced"] == {"alpha": [{"key": "n", "value": 2, "full": 4},
+                                             {"key": "label", "value": "renamed",
+                                              "full": "alpha"}]}
+    index, _ = toy.build(["alpha", "beta"])
+    page = index.read_text()
+    assert 'class="reduced"' not in page and "full profile:" not in page
+    assert json.loads((toy.out / "data" / "manifest.json").read_text())["reduced"] == {}
+
+
+def test_reduced_settings() -> None:
+    from dataclasses import dataclass, replace
+
+    @dataclass(frozen=True)
+    class Knobs:
+        epochs: int = 5
+        seeds: tuple[int, ...] = (1, 2, 3)
+        name: str = "x"
+
+    full = Knobs()
+    assert reduced_settings(full, full) == []
+    assert reduced_settings(full, replace(full, seeds=(1,), epochs=5)) == [
+        {"key": "seeds", "value": (1,), "full": (1, 2, 3)}]
+    assert [r["key"] for r in reduced_settings(full, Knobs(2, (1,), "y"))] == [
+        "epochs", "seeds", "name"]
 
 
 # --- killed, interrupted and concurrent builds (real processes) --------------------------------

@@ -43,3 +43,18 @@ def test_sigmoid_network_starves_its_first_layer() -> None:
     assert geometric_mean(bad.first_last_ratio()) < 1e-3
     assert geometric_mean(good.first_last_ratio()) > 1e-1
     assert 0 <= bad.test_accuracy <= 1 and np.isfinite(good.train_loss)
+
+
+def test_a_seed_fixes_the_run_and_seeds_differ() -> None:
+    """dynamics trains each network on several seeds: one seed is one reproducible run."""
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (64, 28, 28), generator=g, dtype=torch.uint8)
+    labels = torch.randint(0, 10, (64,), generator=g)
+    spec = TrainSpec(epochs=1, batch_size=16, optimizer="sgd", lr=0.05, momentum=0.9)
+
+    def ratios(seed: int) -> np.ndarray:
+        return run_flow(GOOD, images, labels, (images, labels), spec, depth=2, width=8,
+                        mean=0.5, std=0.3, seed=seed).first_last_ratio()
+
+    np.testing.assert_array_equal(ratios(4), ratios(4))
+    assert not np.array_equal(ratios(4), ratios(5))

@@ -7,8 +7,9 @@ import pytest
 import torch
 
 from digits.models import Model2
-from digits.recording import (TB_PERCENTILES, DistributionRecorder, capture_activations,
-                              fixed_edges, histograms, percentile_bands, weight_layers)
+from digits.recording import (LOG_FLOOR, TB_PERCENTILES, DistributionRecorder,
+                              capture_activations, fixed_edges, histograms, percentile_bands,
+                              weight_layers)
 from digits.training import TrainSpec, train
 
 
@@ -137,3 +138,10 @@ def test_activation_capture_shapes_and_removal() -> None:
     assert capture.outputs == {}  # hooks removed on exit
     with pytest.raises(KeyError):
         capture_activations(model, ["conv3"]).__enter__()
+
+
+def test_log_edges_start_at_the_log_floor_quantile_by_default() -> None:
+    magnitudes_ = 10.0 ** np.linspace(-8, 0, 1_001)  # evenly spread over eight decades
+    edges = fixed_edges(magnitudes_[None], bins=10, scale="log")
+    assert edges[0] == pytest.approx(-8 + 8 * LOG_FLOOR)
+    assert edges[-1] == pytest.approx(0)

@@ -1,4 +1,4 @@
-"""Rendering (report/render.py): numbering, escaping, relative links, exports, filters."""
+"""Rendering (report/render.py): prose placement, numbering, escaping, links, exports, filters."""
 
 from __future__ import annotations
 
@@ -11,18 +11,18 @@ from pathlib import Path
 
 import pytest
 
-from report.render import (ProseError, SectionView, megabytes, num, pct, pm, render_site,
-                           seconds)
+from report.render import (ProseError, SectionView, cell, megabytes, num, pct, pm, reduced_text,
+                           render_site, seconds, setting, split_title)
 
 REPO = Path(__file__).resolve().parent.parent
 TEMPLATES = REPO / "templates"
-BUILD = {"title": "Toy report", "abstract": "An abstract.", "profile": "quick", "seed": 7,
+BUILD = {"title": "Toy report", "profile": "quick", "seed": 7,
          "device": "cpu", "device_name": "x86_64", "cpu_count": 2, "versions": {"torch": "2"},
          "commit": "abc", "dataset": {"source": "toy", "md5": {"f": "0" * 32}},
          "built": "2024-01-01T00:00:00+00:00", "wall_seconds": 1.5,
          "analyses": [{"name": "first", "status": "run", "seconds": 0.1, "peak_rss_bytes": 1e6,
                        "peak_gpu_bytes": None, "key": "k", "error": ""}],
-         "config": {"first": {"epochs": 1}}}
+         "config": {"first": {"epochs": 1}}, "reduced": {}}
 
 
 @dataclass(frozen=True)
@@ -30,32 +30,56 @@ class Cfg:
     epochs: int = 3
 
 
-def figure(name: str, caption: str = "A caption.") -> dict:
-    return {"kind": "figure", "name": name, "file": f"{name}.png", "caption": caption,
-            "alt": f"alt of {name}", "width": 10, "height": 10}
+# Items as the Context records them: no caption, no alt (the prose gives both).
 
 
-def table(name: str, rows: list[dict], caption: str = "A table.") -> dict:
+def figure(name: str) -> dict:
+    return {"kind": "figure", "name": name, "file": f"{name}.png", "width": 10, "height": 10}
+
+
+def gif(name: str, sprite: bool = False) -> dict:
+    item = {"kind": "gif", "name": name, "file": f"{name}.gif", "fps": 2.0, "frames": 3,
+            "width": 6, "height": 4}
+    if sprite:
+        item.update(sprite=f"{name}.frames.png", sprite_columns=2)
+    return item
+
+
+def table(name: str, rows: list[dict]) -> dict:
     columns = list(dict.fromkeys(k for r in rows for k in r))
-    return {"kind": "table", "name": name, "caption": caption, "columns": columns, "rows": rows}
+    return {"kind": "table", "name": name, "columns": columns, "rows": rows}
+
+
+def fig_(name: str, caption: str = "A caption.", alt: str | None = None) -> str:
+    """Prose placing figure `name` with a caption and alt text."""
+    return f'{{{{ fig("{name}", caption="{caption}", alt="{alt or "alt of " + name}") }}}}'
+
+
+def table_(name: str, caption: str = "A table.") -> str:
+    """Prose placing table `name` with a caption."""
+    return f'{{{{ table("{name}", caption="{caption}") }}}}'
 
 
 def view(tmp_path: Path, name: str, prose: str, items: list[dict], metrics: dict | None = None,
-         status: str = "run", error: str = "") -> SectionView:
+         status: str = "run", error: str = "", reduced: list[dict] | None = None
+         ) -> SectionView:
     files = tmp_path / "entries" / name
     files.mkdir(parents=True, exist_ok=True)
     for item in items:
         if "file" in item:
             (files / item["file"]).write_bytes(b"\x89PNG fake " + item["name"].encode())
-    return SectionView(name=name, title=name.title(), prose=prose, cfg=Cfg(),
-                       metrics=metrics or {}, items=items, files=files, status=status,
-                       error=error)
+        if "sprite" in item:
+            (files / item["sprite"]).write_bytes(b"\x89PNG sprite")
+    return SectionView(name=name, prose=prose, cfg=Cfg(), metrics=metrics or {}, items=items,
+                       files=files, status=status, error=error, reduced=reduced or [],
+                       title=name)
 
 
-def render(tmp_path: Path, views: list[SectionView], build: dict | None = None) -> str:
+def render(tmp_path: Path, views: list[SectionView], build: dict | None = None,
+           **kwargs) -> str:
     site = tmp_path / "site"
     site.mkdir()
-    index = render_site(site, TEMPLATES, views, build or BUILD)
+    index = render_site(site, TEMPLATES, views, build or BUILD, **kwargs)
     return index.read_text()
 
 
@@ -64,15 +88,49 @@ def section_html(page: str, name: str) -> str:
     return page[start:page.index("</section>", start)]
 
 
-# --- numbering ---------------------------------------------------------------------------------
+# --- titles ------------------------------------------------------------------------------------
+
+
+def test_title_is_the_first_line_of_the_prose_rendered_with_jinja(tmp_path: Path) -> None:
+    one = view(tmp_path, "one", "\n# Maps of {{ m.n | num }} digits\n\nBody text.\n", [],
+               metrics={"n": 70000})
+    page = render(tmp_path, [one])
+    assert one.title == "Maps of 70,000 digits"
+    assert "<h2>1. Maps of 70,000 digits</h2>" in section_html(page, "one")
+    toc = page[page.index('<nav class="toc"'):page.index("</nav>")]
+    assert '<a href="#one">Maps of 70,000 digits</a>' in toc
+    # The title line is not repeated as a heading in the body.
+    assert "<h1>" not in section_html(page, "one") and "Body text." in page
+
+
+def test_prose_without_a_title_line_is_titled_by_its_name(tmp_path: Path) -> None:
+    one = view(tmp_path, "one", "Just text, # not a title.\n", [])
+    render(tmp_path, [one])
+    assert one.title == "one"
+
+
+def test_split_title() -> None:
+    assert split_title("# A title\n\nText.\n") == ("A title", "\nText.\n")
+    assert split_title("\n\n#  Spaced  \nText") == ("Spaced", "Text")
+    assert split_title("## Not the title\nText") == ("", "## Not the title\nText")
+    assert split_title("") == ("", "")
+
+
+def test_an_error_in_the_title_names_the_prose_file(tmp_path: Path) -> None:
+    with pytest.raises(ProseError, match=r"analyses/sec\.md: .*missing"):
+        render(tmp_path, [view(tmp_path, "sec", "# Title {{ m.missing }}\n\nText.\n", [])])
+
+
+# --- placing items: numbering, captions, alt text ---------------------------------------------
 
 
 def test_numbering_across_sections_with_forward_refs(tmp_path: Path) -> None:
     first = view(tmp_path, "first",
-                 'See {{ ref("late") }} and {{ ref("counts") }}.\n\n{{ fig("early") }}\n\n'
-                 '{{ table("counts") }}\n\nThen {{ fig("late") }}\n',
+                 f'See {{{{ ref("late") }}}} and {{{{ ref("counts") }}}}.\n\n{fig_("early")}\n\n'
+                 f'{table_("counts")}\n\nThen {fig_("late")}\n',
                  [figure("late"), figure("early"), table("counts", [{"a": 1}])])
-    second = view(tmp_path, "second", 'Here is {{ ref("more") }}.\n\n{{ fig("more") }}\n',
+    second = view(tmp_path, "second",
+                  f'Here is {{{{ ref("more") }}}}.\n\n{fig_("more")}\n\n{table_("extra")}\n',
                   [figure("more"), table("extra", [{"b": 2}])])
     page = render(tmp_path, [first, second])
     # Numbers follow the order of appearance in the article, not of creation.
@@ -84,10 +142,76 @@ def test_numbering_across_sections_with_forward_refs(tmp_path: Path) -> None:
     assert labels == ["Figure 1.", "Table 1.", "Figure 2.", "Figure 3.", "Table 2."]
 
 
+def test_items_appear_where_the_prose_places_them(tmp_path: Path) -> None:
+    one = view(tmp_path, "one",
+               f"Intro text.\n\n{fig_('b')}\n\nMiddle text.\n\n{table_('t')}\n\n{fig_('a')}\n\n"
+               "Outro text.\n",
+               [figure("a"), figure("b"), table("t", [{"x": 1}])])
+    html = section_html(render(tmp_path, [one]), "one")
+    order = [html.index(s) for s in ("Intro text.", 'id="one-b"', "Middle text.", 'id="one-t"',
+                                     'id="one-a"', "Outro text.")]
+    assert order == sorted(order)
+    assert one.numbers == {"b": 1, "t": 1, "a": 2}
+
+
+def test_unplaced_items_are_a_prose_error_naming_the_file_and_the_item(tmp_path: Path) -> None:
+    one = view(tmp_path, "one", f"Intro.\n\n{fig_('b')}\n",
+               [figure("a"), figure("b"), table("t", [{"x": 1}])])
+    with pytest.raises(ProseError, match=r"analyses/one\.md: .*\['a', 't'\].*does not place"):
+        render(tmp_path, [one])
+
+
+def test_assets_need_no_placing(tmp_path: Path) -> None:
+    one = view(tmp_path, "one", "Text.\n",
+               [{"kind": "asset", "name": "data.json", "file": "data.json", "bytes": 2}])
+    (tmp_path / "entries" / "one" / "data.json").write_text("{}")
+    render(tmp_path, [one])
+    assert (tmp_path / "site" / "assets" / "one" / "data.json").read_text() == "{}"
+
+
+@pytest.mark.parametrize("prose, match", [
+    ('{{ fig("f", alt="a") }}', r"analyses/sec\.md: figure\('f'\) needs a caption"),
+    ('{{ fig("f", caption="  ", alt="a") }}', r"analyses/sec\.md: figure\('f'\) needs a caption"),
+    ('{% call fig("f", alt="a") %}  {% endcall %}', r"figure\('f'\) needs a caption"),
+    ('{{ fig("f", caption="c") }}', r"analyses/sec\.md: figure\('f'\) needs alt text"),
+    ('{{ fig("f", caption="c", alt=" ") }}', r"figure\('f'\) needs alt text"),
+    ('{% call gif("g") %}A caption.{% endcall %}', r"analyses/sec\.md: gif\('g'\) needs alt text"),
+    ('{{ table("t") }}', r"analyses/sec\.md: table\('t'\) needs a caption"),
+])
+def test_missing_caption_or_alt_is_a_prose_error(tmp_path: Path, prose: str, match: str) -> None:
+    items = [figure("f"), gif("g"), table("t", [{"a": 1}])]
+    with pytest.raises(ProseError, match=match):
+        render(tmp_path, [view(tmp_path, "sec", prose, items)])
+
+
+def test_captions_and_alt_text_come_from_the_prose(tmp_path: Path) -> None:
+    prose = ('{% call fig("f", alt="Ten blurred digits.") %}\n'
+             "The mean of *all* {{ m.n | num }} images.\n{% endcall %}\n\n"
+             '{% call gif("g", alt="Weights changing.") %}Weights over {{ cfg.epochs }} epochs.'
+             "{% endcall %}\n\n"
+             '{{ table("t", caption="Images per **class**.") }}\n')
+    one = view(tmp_path, "one", prose, [figure("f"), gif("g", sprite=True),
+                                        table("t", [{"a": 1}])], metrics={"n": 60000})
+    html = section_html(render(tmp_path, [one]), "one")
+    assert 'alt="Ten blurred digits."' in html and 'alt="Weights changing."' in html
+    assert ('<span class="label">Figure 1.</span> The mean of <em>all</em> 60,000 images.'
+            in html)
+    assert '<span class="label">Figure 2.</span> Weights over 3 epochs.' in html
+    assert '<span class="label">Table 1.</span> Images per <strong>class</strong>.' in html
+    assert 'data-sprite="assets/one/g.frames.png"' in html
+    # A caption is inline: no paragraph inside the figcaption.
+    assert not re.search(r"<figcaption>[^/]*<p>", html)
+
+
+def test_an_item_of_another_kind_is_not_found(tmp_path: Path) -> None:
+    with pytest.raises(ProseError, match=r"table\('f'\) but the analysis made no such table"):
+        render(tmp_path, [view(tmp_path, "sec", table_("f"), [figure("f")])])
+
+
 def test_failed_sections_take_no_numbers_and_show_their_error(tmp_path: Path) -> None:
-    broken = view(tmp_path, "broken", '{{ fig("never") }}', [], status="failed",
+    broken = view(tmp_path, "broken", fig_("never"), [], status="failed",
                   error="RuntimeError: <b>boom</b>")
-    after = view(tmp_path, "after", '{{ fig("f") }}', [figure("f")])
+    after = view(tmp_path, "after", fig_("f"), [figure("f")])
     page = render(tmp_path, [broken, after])
     assert after.numbers == {"f": 1}
     html = section_html(page, "broken")
@@ -95,19 +219,17 @@ def test_failed_sections_take_no_numbers_and_show_their_error(tmp_path: Path) ->
     assert not (tmp_path / "site" / "data" / "broken").exists()
 
 
-def test_unplaced_items_are_appended_in_creation_order(tmp_path: Path) -> None:
-    one = view(tmp_path, "one", "Intro text.\n\n{{ fig('b') }}\n\nOutro text.\n",
-               [figure("a"), figure("b"), table("t", [{"x": 1}]), figure("c")])
-    page = render(tmp_path, [one])
-    html = section_html(page, "one")
-    order = [html.index(s) for s in ("Intro text.", 'id="one-b"', "Outro text.", 'id="one-a"',
-                                     'id="one-t"', 'id="one-c"')]
-    assert order == sorted(order)
-    assert one.numbers == {"b": 1, "a": 2, "t": 1, "c": 3}
+def test_keep_going_marks_a_section_with_bad_prose_failed(tmp_path: Path) -> None:
+    bad = view(tmp_path, "bad", "Forgot the figure.\n", [figure("f")])
+    good = view(tmp_path, "good", fig_("g"), [figure("g")])
+    page = render(tmp_path, [bad, good], keep_going=True)
+    assert bad.status == "failed" and "analyses/bad.md" in bad.error and "'f'" in bad.error
+    assert "could not be built" in section_html(page, "bad")
+    assert good.numbers == {"g": 1} and 'id="good-g"' in page
 
 
 def test_item_names_with_underscores_survive_markdown(tmp_path: Path) -> None:
-    one = view(tmp_path, "one", "{{ fig('a_b_c') }}\n\n{{ fig('x__y__z') }}\n",
+    one = view(tmp_path, "one", f"{fig_('a_b_c')}\n\n{fig_('x__y__z')}\n",
                [figure("a_b_c"), figure("x__y__z")])
     page = render(tmp_path, [one])
     assert 'id="one-a_b_c"' in page and 'id="one-x__y__z"' in page
@@ -118,18 +240,18 @@ def test_item_names_with_underscores_survive_markdown(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("prose, match", [
-    ('{{ fig("nope") }}', r"analyses/sec\.md: figure\('nope'\)"),
-    ('{{ table("f") }}', r"analyses/sec\.md: table\('f'\)"),  # f is a figure, not a table
+    (fig_("nope"), r"analyses/sec\.md: figure\('nope'\)"),
+    ('{{ table("f", caption="c") }}', r"analyses/sec\.md: table\('f'\)"),  # f is a figure
     ('{{ ref("nope") }}', r"analyses/sec\.md: ref\('nope'\)"),
 ])
 def test_unknown_items_raise_prose_error_naming_the_file(tmp_path: Path, prose: str,
                                                          match: str) -> None:
     with pytest.raises(ProseError, match=match):
-        render(tmp_path, [view(tmp_path, "sec", prose, [figure("f")])])
+        render(tmp_path, [view(tmp_path, "sec", f"{prose}\n\n{fig_('f')}", [figure("f")])])
 
 
-def test_undefined_metric_is_an_error(tmp_path: Path) -> None:
-    with pytest.raises(Exception, match="missing"):
+def test_undefined_metric_is_a_prose_error_naming_the_file(tmp_path: Path) -> None:
+    with pytest.raises(ProseError, match=r"analyses/sec\.md: .*missing"):
         render(tmp_path, [view(tmp_path, "sec", "{{ m.missing }}", [])])
 
 
@@ -138,10 +260,12 @@ def test_undefined_metric_is_an_error(tmp_path: Path) -> None:
 
 def test_metric_strings_are_escaped(tmp_path: Path) -> None:
     evil = "<script>alert(1)</script>"
-    one = view(tmp_path, "one", "Winner: {{ m.winner }}; also {{ metrics.one.winner }}.\n",
-               [table("t", [{"name": evil}], caption=evil), figure("f", caption=evil)],
-               metrics={"winner": evil})
-    page = render(tmp_path, [one], {**BUILD, "title": evil, "abstract": evil})
+    one = view(tmp_path, "one",
+               "Winner: {{ m.winner }}; also {{ metrics.one.winner }}.\n\n"
+               '{{ table("t", caption=m.winner) }}\n\n'
+               '{% call fig("f", alt=m.winner) %}Caption {{ m.winner }}.{% endcall %}\n',
+               [table("t", [{"name": evil}]), figure("f")], metrics={"winner": evil})
+    page = render(tmp_path, [one], {**BUILD, "title": evil})
     assert "<script>alert" not in page
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
 
@@ -152,14 +276,16 @@ def test_raw_html_in_prose_is_kept(tmp_path: Path) -> None:
 
 
 def test_every_link_is_relative_and_exists(tmp_path: Path) -> None:
-    one = view(tmp_path, "one", "[anchor](#one)\n\n{{ fig('f') }}\n\n"
+    one = view(tmp_path, "one", f"[anchor](#one)\n\n{fig_('f')}\n\n{table_('t')}\n\n"
+               '{% call gif("g", alt="moving") %}A GIF.{% endcall %}\n\n'
                "<a href=\"{{ asset_url('data.json') }}\">data</a>\n",
-               [figure("f"), table("t", [{"a": 1}]),
-                {"kind": "asset", "name": "data.json", "file": "data.json", "bytes": 2}])
+               [figure("f"), table("t", [{"a": 1}]), gif("g", sprite=True),
+                {"kind": "asset", "name": "data.json", "file": "data.json", "bytes": 2},
+                {"kind": "asset", "name": "g.frames.png", "file": "g.frames.png", "bytes": 2}])
     (tmp_path / "entries" / "one" / "data.json").write_text("{}")
     page = render(tmp_path, [one])
     site = tmp_path / "site"
-    links = re.findall(r'(?:src|href)="([^"]*)"', page)
+    links = re.findall(r'(?:src|href|data-sprite)="([^"]*)"', page)
     assert links
     for link in links:
         assert not re.match(r"^([a-z]+:|//|/)", link, re.I), link
@@ -178,17 +304,90 @@ def test_static_files_have_no_external_urls() -> None:
         assert not re.search(r"https?://", path.read_text()), path
 
 
+# --- the page around the sections -------------------------------------------------------------
+
+
+def test_page_has_the_abstract_and_the_comparison_rule(tmp_path: Path) -> None:
+    data = view(tmp_path, "dataset", "Text.\n", [], metrics={"n_train": 60000, "n_test": 10000})
+    page = render(tmp_path, [data])
+    abstract = page[page.index('<section class="abstract"'):]
+    abstract = abstract[:abstract.index("</section>")]
+    assert "(all 70,000 images)" in abstract  # the count is this build's, not typed
+    rule = page[page.index('<aside class="rule" id="rule"'):]
+    assert "cannot be separated" in rule[:rule.index("</aside>")]
+    # The abstract and the rule come before the first section.
+    assert page.index('class="abstract"') < page.index('id="rule"') < page.index('id="dataset"')
+
+
+def test_abstract_without_the_dataset_section_names_no_count(tmp_path: Path) -> None:
+    page = render(tmp_path, [view(tmp_path, "one", "Text.\n", [])])
+    assert 'class="abstract"' in page and "(all " not in page
+
+
+def test_reduced_settings_box_and_note(tmp_path: Path) -> None:
+    reduced = [{"key": "epochs", "value": 2, "full": 5},
+               {"key": "train_size", "value": 6000, "full": 60000}]
+    prose = ('{% call fig("f", alt="a") %}Loss. {{ reduced_note("epochs") }}{% endcall %}\n\n'
+             'All: {{ reduced_note() }}\n\nNone: [{{ reduced_note("lr") }}]\n\n'
+             "{% if reduced %}Some settings were reduced.{% endif %}\n")
+    one = view(tmp_path, "one", prose, [figure("f")], reduced=reduced)
+    full = view(tmp_path, "two", "{% if not reduced %}Nothing reduced.{% endif %}\n", [])
+    page = render(tmp_path, [one, full])
+    html = section_html(page, "one")
+    assert "Loss. Reduced settings: epochs 2 (full profile: 5)." in html
+    assert ("All: Reduced settings: epochs 2 (full profile: 5); train_size 6,000 "
+            "(full profile: 60,000).") in html
+    assert "None: []" in html and "Some settings were reduced." in html
+    box = html[html.index('<p class="reduced"'):]
+    box = box[:box.index("</p>")]
+    assert "<code>epochs</code> 2 (full: 5);" in box
+    assert "<code>train_size</code> 6,000 (full: 60,000)." in box
+    other = section_html(page, "two")
+    assert 'class="reduced"' not in other and "Nothing reduced." in other
+
+
+def test_appendix_lists_the_reduced_settings_of_every_section(tmp_path: Path) -> None:
+    reduced = {"one": [{"key": "epochs", "value": 2, "full": 5}]}
+    page = render(tmp_path, [view(tmp_path, "one", "Text.\n", [])], {**BUILD, "reduced": reduced})
+    appendix = page[page.index('<section id="appendix"'):]
+    assert '<a href="#one">one</a>: <code>epochs</code> 2 (full: 5)' in appendix
+    (tmp_path / "site").rename(tmp_path / "first")
+    page = render(tmp_path, [view(tmp_path, "one", "Text.\n", [])])
+    assert "none: every analysis ran with the full profile" in page
+
+
+def test_reduced_text() -> None:
+    v = SectionView(name="x", prose="", cfg=None, metrics={}, items=[], files=None,
+                    status="run", reduced=[{"key": "seeds", "value": (1,), "full": (1, 2, 3)}])
+    assert reduced_text(v, ["seeds"]) == "Reduced settings: seeds 1 (full profile: 1, 2, 3)."
+    assert reduced_text(v, ["epochs"]) == ""
+    assert reduced_text(v, []) == reduced_text(v, ["seeds"])
+
+
+def test_prose_globals_reach_every_prose_and_the_page(tmp_path: Path) -> None:
+    one = view(tmp_path, "one", "The original trained {{ original.batches | num }} batches.\n",
+               [])
+    page = render(tmp_path, [one], prose_globals={"original": {"batches": 12000}})
+    assert "The original trained 12,000 batches." in page
+
+
+def test_prose_globals_are_optional_and_undefined_names_fail(tmp_path: Path) -> None:
+    with pytest.raises(ProseError, match="original"):
+        render(tmp_path, [view(tmp_path, "one", "{{ original.batches }}\n", [])])
+
+
 # --- exports -----------------------------------------------------------------------------------
 
 
 def test_data_is_exported_as_json_and_csv(tmp_path: Path) -> None:
     rows = [{"digit": 0, "share": 0.1, "note": None}, {"digit": 1, "share": 0.25, "note": "x,y"}]
-    one = view(tmp_path, "one", "", [table("counts", rows, caption="Counts."), figure("f")],
-               metrics={"acc": 0.5, "name": "cnn"})
+    one = view(tmp_path, "one", f"{table_('counts', 'Counts.')}\n\n{fig_('f')}\n",
+               [table("counts", rows), figure("f")], metrics={"acc": 0.5, "name": "cnn"})
     render(tmp_path, [one])
     data = tmp_path / "site" / "data"
     assert json.loads((data / "one" / "metrics.json").read_text()) == {"acc": 0.5, "name": "cnn"}
     exported = json.loads((data / "one" / "counts.json").read_text())
+    # The exported caption is the prose's.
     assert exported == {"caption": "Counts.", "columns": ["digit", "share", "note"], "rows": rows}
     parsed = list(csv.DictReader(io.StringIO((data / "one" / "counts.csv").read_text())))
     assert parsed == [{"digit": "0", "share": "0.1", "note": ""},
@@ -196,6 +395,18 @@ def test_data_is_exported_as_json_and_csv(tmp_path: Path) -> None:
     assert json.loads((data / "manifest.json").read_text())["title"] == BUILD["title"]
     assert (tmp_path / "site" / "figures" / "one" / "f.png").read_bytes().startswith(b"\x89PNG")
     assert (tmp_path / "site" / "static" / "style.css").is_file()
+
+
+def test_table_cells_are_formatted(tmp_path: Path) -> None:
+    rows = [{"params": 2770634, "acc": 0.987654, "loss": 12345.6, "name": "cnn", "gap": None}]
+    one = view(tmp_path, "one", table_("t"), [table("t", rows)])
+    html = section_html(render(tmp_path, [one]), "one")
+    cells = re.findall(r"<td[^>]*>([^<]*)</td>", html)
+    assert cells == ["2,770,634", "0.9877", "12,346", "cnn", "—"]
+    assert '<td class="num">2,770,634</td>' in html and "<td>cnn</td>" in html
+    # The exports keep the raw numbers.
+    exported = json.loads((tmp_path / "site" / "data" / "one" / "t.json").read_text())
+    assert exported["rows"] == rows
 
 
 def test_scripts_in_static_are_loaded_deferred(tmp_path: Path) -> None:
@@ -243,3 +454,28 @@ def test_pm_and_megabytes() -> None:
     assert pm(0.9961, 0.0003, 1) == "99.6 ± 0.0 %"
     assert pm(1.5, 0.25, percent=False) == "1.50 ± 0.25"
     assert megabytes(18_800_000) == "18.8 MB" and megabytes(None) == "n/a"
+
+
+@pytest.mark.parametrize("value, text", [
+    (2770634, "2,770,634"),
+    (7, "7"),
+    (-1200, "-1,200"),
+    (0.987654, "0.9877"),
+    (0.00012345, "0.0001234"),
+    (1234.5, "1,234"),  # large floats: thousands separators, no decimals (round half to even)
+    (98765.4, "98,765"),
+    (True, "True"),  # a bool is not a number here
+    ("cnn", "cnn"),
+    (float("nan"), "nan"),
+    (float("inf"), "inf"),
+])
+def test_cell(value: object, text: str) -> None:
+    assert cell(value) == text
+
+
+def test_setting() -> None:
+    assert setting(60000) == "60,000"
+    assert setting((1, 2, 3)) == "1, 2, 3"
+    assert setting([1000, 2000]) == "1,000, 2,000"
+    assert setting(0.01) == "0.01" and setting(True) == "True" and setting(None) == "None"
+    assert setting("adam") == "adam"

@@ -1,4 +1,4 @@
-"""digits.study: the validation split, learning-rate choice, mean ± std and the winner/tie rule."""
+"""digits.study: the validation split, learning-rate choice, the winner/tie rule, the study runner."""
 
 from __future__ import annotations
 
@@ -7,8 +7,12 @@ import math
 import pytest
 import torch
 
-from digits.study import (Summary, at_grid_edge, choose_lr, decide, log_grid, subset, summarize,
-                          validation_split)
+from torch import nn
+
+from digits.sampling import subset
+from digits.study import (LR_CENTRES, Run, StudyResult, StudySpec, at_grid_edge, choose_lr,
+                          decide, log_grid, run_study, stream_names, validation_split)
+from report.streams import Streams
 
 
 def numbered_images(n: int, offset: int = 0) -> torch.Tensor:
@@ -79,40 +83,95 @@ def test_choose_lr_best_validation_score_nan_never_wins() -> None:
         choose_lr({})
 
 
-def test_summarize_uses_sample_std() -> None:
-    s = summarize([0.97, 0.98, 0.99])
-    assert s.mean == pytest.approx(0.98) and s.std == pytest.approx(0.01)
-    assert (s.min, s.max, s.n) == (0.97, 0.99, 3)
-    assert summarize([0.5]).std == 0.0
-
-
-def test_decide_names_a_winner_only_when_it_clears_the_spreads() -> None:
-    clear = {"adam": Summary(0.990, 0.001, 0, 0, 3), "sgd": Summary(0.980, 0.002, 0, 0, 3),
-             "adagrad": Summary(0.970, 0.004, 0, 0, 3)}
+def test_decide_names_a_winner_only_when_compare_separates_it_from_each() -> None:
+    clear = {"adam": [0.989, 0.990, 0.991], "sgd": [0.978, 0.980, 0.982],
+             "adagrad": [0.966, 0.970, 0.974]}
     verdict = decide(clear)
     assert verdict.winner == "adam" and verdict.tied == ("adam",)
     assert verdict.ranking == ("adam", "sgd", "adagrad")
-    assert verdict.text == "adam wins"
 
 
-def test_decide_reports_a_tie_when_spreads_overlap() -> None:
-    # adam is highest on average, but 0.990 - 0.004 < 0.985 + 0.002: sgd overlaps it.
-    overlapping = {"adam": Summary(0.990, 0.004, 0, 0, 3), "sgd": Summary(0.985, 0.002, 0, 0, 3),
-                   "rmsprop": Summary(0.984, 0.002, 0, 0, 3),
-                   "adagrad": Summary(0.950, 0.010, 0, 0, 3)}
+def test_decide_reports_a_tie_with_every_candidate_it_cannot_separate() -> None:
+    overlapping = {"adam": [0.986, 0.990, 0.994], "sgd": [0.983, 0.985, 0.987],
+                   "rmsprop": [0.982, 0.984, 0.986], "adagrad": [0.94, 0.95, 0.96]}
     verdict = decide(overlapping)
-    assert verdict.best == "adam" and verdict.winner is None
-    assert verdict.tied == ("adam", "sgd", "rmsprop")  # adagrad's interval is far below
-    assert verdict.text == "adam, sgd and rmsprop tie"
+    assert verdict.winner is None and verdict.best == "adam"
+    assert verdict.tied == ("adam", "sgd", "rmsprop")  # adagrad is separated
 
 
-def test_decide_boundary_and_nan() -> None:
-    # Exactly touching intervals count as overlapping: no winner.
-    touching = {"a": Summary(0.90, 0.01, 0, 0, 2), "b": Summary(0.88, 0.01, 0, 0, 2)}
-    assert decide(touching).winner is None
-    # A diverged optimizer (NaN mean) ranks last and never ties.
-    diverged = {"a": Summary(0.90, 0.01, 0, 0, 2), "b": Summary(math.nan, 0.0, 0, 0, 2)}
-    verdict = decide(diverged)
-    assert verdict.winner == "a" and verdict.ranking == ("a", "b")
-    # One seed (std 0): any strict difference in the mean separates.
-    assert decide({"a": Summary(0.9, 0, 0, 0, 1), "b": Summary(0.89, 0, 0, 0, 1)}).winner == "a"
+def test_decide_single_runs_never_separate_and_equal_means_order_by_name() -> None:
+    verdict = decide({"b": [0.95], "a": [0.90]})
+    assert verdict.best == "b" and verdict.winner is None and verdict.tied == ("b", "a")
+    assert decide({"b": [0.9, 0.9], "a": [0.9, 0.9]}).ranking == ("a", "b")
+    with pytest.raises(ValueError):
+        decide({})
+
+
+# --- the study runner -------------------------------------------------------------------------
+
+SPEC = StudySpec(optimizers=("sgd", "adam"), epochs=2, batch_size=16, momentum=0.5,
+                 shared_lr=0.01, lr_factors=(0.1, 1.0), seeds=2, grid_seeds=1,
+                 mode="sequential")
+
+
+def stripes(n: int, seed: int, classes: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
+    """Labels = which band of rows (of `classes`) holds a bright stripe, over noise."""
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.arange(n) % classes
+    images = torch.randint(0, 60, (n, 28, 28), generator=g, dtype=torch.uint8)
+    height = 28 // classes
+    for i, label in enumerate(labels.tolist()):
+        images[i, height * label:height * label + height] = 255
+    return images, labels
+
+
+def tiny() -> nn.Module:
+    return nn.Sequential(nn.Flatten(), nn.Linear(784, 8), nn.ReLU(), nn.Linear(8, 10))
+
+
+def study(test_labels: torch.Tensor | None = None) -> StudyResult:
+    images, labels = stripes(160, 0)
+    test_x, test_y = stripes(60, 1)
+    split = validation_split(images, labels, 40, torch.Generator().manual_seed(0))
+    test = (test_x, test_y if test_labels is None else test_labels)
+    return run_study(tiny, split, test, SPEC, Streams(11, "study"), log=lambda m: None)
+
+
+def test_study_structure_and_reproducibility() -> None:
+    a, b = study(), study()
+    assert [r.study for r in a.runs].count("shared") == 4  # 2 optimizers x 2 seeds
+    assert [r.study for r in a.runs].count("grid") == 4  # 2 optimizers x 2 rates
+    assert [r.study for r in a.runs].count("fair") == 4
+    assert a.grids == {"sgd": [0.01, 0.1], "adam": [1e-4, 1e-3]}
+    for opt in SPEC.optimizers:
+        assert a.chosen_lr[opt] in a.grids[opt]
+        assert a.grid_scores[opt][a.chosen_lr[opt]] == max(a.grid_scores[opt].values())
+    # Named streams make runs reproducible on the CPU: every curve is bit-identical.
+    assert a.chosen_lr == b.chosen_lr
+    assert [h.eval_acc for h in a.histories] == [h.eval_acc for h in b.histories]
+    assert [h.train_loss for h in a.histories] == [h.train_loss for h in b.histories]
+    summaries = a.summaries("fair")
+    assert set(summaries) == {"sgd", "adam"} and all(s.n == 2 for s in summaries.values())
+
+
+def test_the_test_set_never_chooses() -> None:
+    clean = study()
+    poisoned = study(test_labels=torch.randint(0, 10, (60,), generator=torch.Generator()))
+    # Grid runs are never evaluated on the test set...
+    for run, history in zip(clean.runs, clean.histories):
+        assert ("test" in history.eval_acc) == (run.study != "grid")
+    # ...so scrambling the test labels changes no choice, only the reported test accuracy.
+    assert clean.grid_scores == poisoned.grid_scores
+    assert clean.chosen_lr == poisoned.chosen_lr
+    assert clean.results("fair", "validation") == poisoned.results("fair", "validation")
+    assert clean.final("fair", "sgd", "test") != poisoned.final("fair", "sgd", "test")
+
+
+def test_seed_pairing() -> None:
+    # Same seed index: same initial weights and data order in (a) and (b), for every optimizer.
+    assert stream_names(Run("shared", "sgd", 0.01, 1)) == stream_names(Run("fair", "adam", 3e-4, 1))
+    # Grid runs draw from their own streams, so the final runs are fresh draws.
+    grid = {stream_names(Run("grid", "sgd", 0.1, s)) for s in range(5)}
+    final = {stream_names(Run("fair", "sgd", 0.1, s)) for s in range(5)}
+    assert not {x for pair in grid for x in pair} & {x for pair in final for x in pair}
+    assert set(SPEC.optimizers) <= set(LR_CENTRES)

@@ -5,27 +5,32 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from report import Analysis, Context
+from report.errors import UserError
 
 
 @dataclass(frozen=True)
 class Config:
-    """fail: raise after writing a partial artifact; interrupt: raise KeyboardInterrupt."""
+    """fail: raise after writing a partial artifact; interrupt: raise KeyboardInterrupt;
+    user_error: raise a UserError (a mistake the user fixes: no traceback)."""
 
     fail: bool = False
     interrupt: bool = False
+    user_error: bool = False
 
 
-ANALYSIS = Analysis(name="beta", title="Beta section", requires=("alpha",), config=Config())
+ANALYSIS = Analysis(name="beta", requires=("alpha",), config=Config())
 
 
 def run(ctx: Context) -> None:
     """Sum alpha's vector; optionally fail half-way."""
     vector = ctx.load("alpha", "vector")
-    ctx.table("partial", [{"x": 1}], caption="Written before any failure.")
+    ctx.table("partial", [{"x": 1}])
     ctx.asset("partial.txt", "written before any failure")
     if ctx.cfg.fail:
         raise RuntimeError("beta broke on purpose")
     if ctx.cfg.interrupt:
         raise KeyboardInterrupt
+    if ctx.cfg.user_error:
+        raise UserError("beta needs the toy files; pass --data-dir TOY")
     ctx.metric("sum", sum(vector))
     ctx.metric("alpha_total", ctx.metric_of("alpha", "total"))

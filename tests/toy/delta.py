@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from report import Analysis, Context
 
-ANALYSIS = Analysis(name="delta", title="Delta section")
+ANALYSIS = Analysis(name="delta")
 
 
 def run(ctx: Context) -> None:

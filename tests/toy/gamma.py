@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from report import Analysis, Context
 
-ANALYSIS = Analysis(name="gamma", title="Gamma section", requires=("beta",))
+ANALYSIS = Analysis(name="gamma", requires=("beta",))
 
 
 def run(ctx: Context) -> None:

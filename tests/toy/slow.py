@@ -21,7 +21,7 @@ class Config:
     version: int = 1
 
 
-ANALYSIS = Analysis(name="slow", title="Slow section", requires=("alpha",), config=Config())
+ANALYSIS = Analysis(name="slow", requires=("alpha",), config=Config())
 
 
 def run(ctx: Context) -> None:

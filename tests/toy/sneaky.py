@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from report import Analysis, Context
 
-ANALYSIS = Analysis(name="sneaky", title="Sneaky section")
+ANALYSIS = Analysis(name="sneaky")
 
 
 def run(ctx: Context) -> None:

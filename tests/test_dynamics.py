@@ -1,0 +1,302 @@
+"""The weights-and-gradients section (analyses/dynamics.py): its claims, figures and prose."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import replace
+from pathlib import Path
+
+import imageio.v3 as iio
+import numpy as np
+import pytest
+import torch
+
+from analyses import dynamics
+from digits import original
+from digits.gradient_flow import BAD, GOOD, FlowResult
+from digits.models import Model2
+from digits.recording import DistributionRecorder, Recording
+from digits.training import TrainSpec, train
+from report.compare import AHEAD, BEHIND, UNSEPARATED
+from report.context import Context
+from report.render import SectionView, make_environment, render_sections
+
+REPO = Path(__file__).resolve().parent.parent
+LAYERS = ["conv1", "conv2", "fc1", "fc2"]
+
+
+@pytest.fixture(scope="module")
+def recording() -> Recording:
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (40, 28, 28), generator=g, dtype=torch.uint8)
+    labels = torch.randint(0, 10, (40,), generator=g)
+    torch.manual_seed(0)
+    recorder = DistributionRecorder(every=1, sample_size=500)
+    train(Model2(0.13, 0.31), images, labels, TrainSpec(epochs=1, batch_size=8, optimizer="adam",
+                                                        lr=1e-3),
+          generator=torch.Generator().manual_seed(1), callbacks=[recorder])
+    return recorder.recording
+
+
+def synthetic_recording(g_mean: dict[str, np.ndarray]) -> Recording:
+    """A Recording holding only the per-snapshot mean |gradient| of each layer."""
+    rec = Recording(layers=list(g_mean), steps=list(range(1, len(next(iter(g_mean.values()))) + 1)))
+    rec.stats = {layer: {"g_mean_abs": list(values)} for layer, values in g_mean.items()}
+    return rec
+
+
+# --- helpers ------------------------------------------------------------------------------------
+
+
+def test_snapshot_interval() -> None:
+    assert dynamics.snapshot_interval(500, 32) == 15
+    assert dynamics.snapshot_interval(10, 100) == 1
+
+
+def test_first_and_last_fifths() -> None:
+    early, late = dynamics.first_and_last(np.arange(100))
+    assert early.tolist() == list(range(20)) and late.tolist() == list(range(80, 100))
+    early, late = dynamics.first_and_last(np.arange(3))  # fewer than five: one value each
+    assert early.tolist() == [0] and late.tolist() == [2]
+
+
+def test_gradient_changes_fell_rose_or_cannot_separate() -> None:
+    rng = np.random.default_rng(0)
+    n = 50
+    noise = rng.normal(0, 0.05, n)  # in log10 units
+    rec = synthetic_recording({
+        "falls": 10 ** (np.linspace(-2, -4, n) + noise),  # two decades down
+        "rises": 10 ** (np.linspace(-5, -3, n) + noise),
+        "flat": 10 ** (-3 + rng.normal(0, 0.5, n)),  # no trend, much noise
+    })
+    changes = dynamics.gradient_changes(rec)
+    assert changes["falls"]["verdict"] == BEHIND and changes["falls"]["difference"] < -1.5
+    assert changes["rises"]["verdict"] == AHEAD and changes["rises"]["difference"] > 1.5
+    assert changes["flat"]["verdict"] == UNSEPARATED
+    assert {k: dynamics.change_word(v["verdict"]) for k, v in changes.items()} == {
+        "falls": "fell", "rises": "rose", "flat": "cannot separate"}
+    # A single snapshot per fifth is one result a side: never separated.
+    short = synthetic_recording({"x": np.array([1e-2, 1e-6])})
+    assert dynamics.gradient_changes(short)["x"]["verdict"] == UNSEPARATED
+
+
+def test_gradient_ranking_separates_only_clear_leaders() -> None:
+    rng = np.random.default_rng(1)
+    n = 30
+    rec = synthetic_recording({
+        "big": 10 ** (-1 + rng.normal(0, 0.1, n)),
+        "mid_a": 10 ** (-3 + rng.normal(0, 0.3, n)),
+        "mid_b": 10 ** (-3.05 + rng.normal(0, 0.3, n)),
+    })
+    ranking = dynamics.gradient_ranking(rec)
+    assert ranking["order"][0] == "big"
+    assert ranking["largest_vs_next"]["verdict"] == AHEAD
+    # The two middle layers differ by less than their noise: the smallest is not separated.
+    assert ranking["smallest_vs_next"]["verdict"] == UNSEPARATED
+
+
+def fake_flow(config, ratios: list[float], accuracy: float, loss: float = 1.0) -> FlowResult:
+    """A FlowResult whose first/last gradient-norm ratio is `ratios` at each snapshot."""
+    rec = Recording(layers=["layer1", "layer2"], steps=list(range(1, len(ratios) + 1)))
+    rec.stats = {"layer1": {"g_norm": list(ratios)}, "layer2": {"g_norm": [1.0] * len(ratios)}}
+    return FlowResult(config, rec, loss, accuracy, 0.1)
+
+
+def test_flow_metrics_compare_seeds() -> None:
+    runs = {"bad": [fake_flow(BAD, [1e-6, 1e-6], 0.11), fake_flow(BAD, [1e-5, 1e-5], 0.10),
+                    fake_flow(BAD, [1e-3, 1e-5], 0.12)],
+            "good": [fake_flow(GOOD, [0.5, 2.0], 0.90), fake_flow(GOOD, [1.0, 1.0], 0.92),
+                     fake_flow(GOOD, [0.8, 0.8], 0.91)]}
+    out = dynamics.flow_metrics(runs, depth=1, n_classes=10)
+    assert out["bad_ratio"] == pytest.approx(1e-5)  # geometric mean over steps and seeds
+    assert out["good_ratio"] == pytest.approx((0.8 * 1.0 * 1.0) ** (1 / 3))
+    assert out["bad_orders"] == pytest.approx(-5)
+    assert out["flow_ratio_orders"]["verdict"] == AHEAD
+    assert out["ratio_orders"] == pytest.approx(out["good_orders"] + 5)
+    assert out["good_vs_bad_accuracy"]["verdict"] == AHEAD
+    assert out["good_accuracy"] == pytest.approx(0.91) and out["bad_accuracies"] == [
+        0.11, 0.10, 0.12]
+    assert out["chance"] == 0.1
+    # 0.11 ± 0.01 against chance 0.10 (borrowing that spread): not separated.
+    assert out["bad_vs_chance"]["verdict"] == UNSEPARATED
+    assert out["flow_runs"] == 3 and out["flow_layers"] == 2 and out["flow_steps"] == 2
+
+
+def test_flow_metrics_say_tie_when_seeds_disagree() -> None:
+    runs = {"bad": [fake_flow(BAD, [1e-3], 0.60), fake_flow(BAD, [1e-3], 0.95)],
+            "good": [fake_flow(GOOD, [1.0], 0.70), fake_flow(GOOD, [1.0], 0.90)]}
+    out = dynamics.flow_metrics(runs, depth=4, n_classes=10)
+    assert out["good_vs_bad_accuracy"]["verdict"] == UNSEPARATED
+    assert out["bad_per_layer_factor"] == pytest.approx(1e-3 ** (1 / 4))
+    rows = dynamics.flow_rows(runs)
+    assert [(r["network"], r["seed"]) for r in rows] == [
+        (BAD.label, 0), (BAD.label, 1), (GOOD.label, 0), (GOOD.label, 1)]
+
+
+# --- figures ------------------------------------------------------------------------------------
+
+
+def test_gif_writer_produces_one_frame_per_snapshot(recording, tmp_path: Path) -> None:
+    frames, edges = dynamics.histogram_frames(recording, "weights", bins=20, coverage=0.999,
+                                              dpi=40)
+    assert len(frames) == len(recording.steps) == 5
+    assert len({f.shape for f in frames}) == 1  # same size: the axes do not move
+    assert not np.array_equal(frames[0], frames[-1])  # each frame is drawn anew
+    assert set(edges) == set(LAYERS) and all(len(e) == 21 for e in edges.values())
+    grad_frames, _ = dynamics.histogram_frames(recording, "grads", bins=20, coverage=0.999,
+                                               dpi=40)
+    assert len(grad_frames) == 5
+    ctx = Context("sec", None, seed=1, device=torch.device("cpu"), staging=tmp_path,
+                  upstream={}, log=lambda m: None)
+    ctx.gif("w", frames, fps=5, sprite=True)
+    gif = iio.imread(tmp_path / "w.gif", index=None)
+    assert gif.shape[0] == 5 and gif.shape[1:3] == frames[0].shape[:2]
+    item, asset = ctx.items
+    assert (item["frames"], item["sprite"], item["sprite_columns"]) == (5, "w.frames.png", 3)
+    assert asset == {"kind": "asset", "name": "w.frames.png", "file": "w.frames.png",
+                     "bytes": (tmp_path / "w.frames.png").stat().st_size}
+    sprite = iio.imread(tmp_path / "w.frames.png")
+    h, w = frames[0].shape[:2]
+    assert sprite.shape[:2] == (2 * h, 3 * w)  # 5 frames in a 3-column grid
+    np.testing.assert_array_equal(sprite[h:2 * h, w:2 * w, :3], frames[4])  # row 1, column 1
+
+
+def test_bands_flow_figures_and_layer_rows(recording) -> None:
+    for kind in ("weights", "grads"):
+        fig = dynamics.bands_figure(recording, kind)
+        assert len(fig.axes) == 4
+    assert len(dynamics.flow_figure(recording).axes) == 2
+    rows = dynamics.layer_rows(recording)
+    assert [r["layer"] for r in rows] == LAYERS
+    assert rows[2]["weights"] == 128 * 36864
+    assert rows[0]["init bound"] == pytest.approx(1 / 3)  # conv1: fan-in 9
+    assert all(r["gradient change"] in ("fell", "rose", "cannot separate") for r in rows)
+
+
+def test_gif_partial_carries_the_sprite_only_when_there_is_one() -> None:
+    env = make_environment(REPO / "templates")
+    partial = env.get_template("partials/gif.html")
+    item = {"frames": 3, "fps": 4, "width": 6, "height": 4}
+    common = {"label": "Figure 1", "section": "s", "anchor": "s-g", "src": "g.gif",
+              "caption": "c", "alt": "a"}
+    plain = partial.render(item=item, **common)
+    assert "data-sprite" not in plain
+    rich = partial.render(item={**item, "sprite": "g.frames.png", "sprite_columns": 2}, **common)
+    assert 'data-sprite="assets/s/g.frames.png"' in rich and 'data-columns="2"' in rich
+    assert "data-sprite" in (REPO / "templates/static/gif_player.js").read_text()
+
+
+# --- the whole section --------------------------------------------------------------------------
+
+
+def typed_numbers(prose: str) -> list[str]:
+    """Digit tokens of prose outside Jinja and code spans, not glued to a word (API.md rule)."""
+    text = re.sub(r"\{\{.*?\}\}|\{%.*?%\}|\{#.*?#\}", " ", prose, flags=re.S)
+    text = re.sub(r"`[^`]*`", " ", text)
+    text = re.sub(r"\b[Mm]odel [12]\b", " ", text)
+    return re.findall(r"(?<![\w-])\d+(?:[.,]\d+)*(?![\w-])", text)
+
+
+def test_prose_has_no_typed_numbers() -> None:
+    assert typed_numbers((REPO / "analyses" / "dynamics.md").read_text()) == []
+    assert typed_numbers("fell by 10 % in 2013, conv1 and t-SNE-2 `x = 1/4`") == ["10", "2013"]
+
+
+def _upstream(folder: Path, metrics: dict) -> Path:
+    folder.mkdir(parents=True)
+    (folder / "manifest.json").write_text(json.dumps({"metrics": metrics}))
+    return folder
+
+
+def synthetic_data():
+    from digits.data import MNIST
+
+    g = torch.Generator().manual_seed(0)
+    return MNIST(torch.randint(0, 256, (256, 28, 28), generator=g, dtype=torch.uint8),
+                 torch.arange(256) % 10,
+                 torch.randint(0, 256, (100, 28, 28), generator=g, dtype=torch.uint8),
+                 torch.arange(100) % 10, source="synthetic")
+
+
+TINY = replace(dynamics.Config(), train_size=64, epochs=2, frames=4, sample_size=100, bins=8,
+               gif_dpi=30, overhead_pairs=2, overhead_steps=2, flow_depth=2, flow_width=8,
+               flow_steps=4, flow_every=1, flow_test=50, flow_seeds=2)
+
+
+@pytest.fixture(scope="module")
+def section(tmp_path_factory) -> tuple[Context, Path]:
+    """run(ctx) of the section on tiny synthetic data."""
+    tmp = tmp_path_factory.mktemp("dynamics")
+    data = synthetic_data()
+    upstream = {"dataset": _upstream(tmp / "dataset", {"train_mean": 0.5, "train_std": 0.29}),
+                "optimizers": _upstream(tmp / "optimizers",
+                                        {"best_optimizer": "adam", "best_lr": 1e-3})}
+    staging = tmp / "out"
+    staging.mkdir()
+    ctx = Context("dynamics", TINY, seed=3, device=torch.device("cpu"), staging=staging,
+                  upstream=upstream, data_loader=lambda: data, log=lambda m: None)
+    dynamics.run(ctx)
+    return ctx, staging
+
+
+def render(ctx: Context, staging: Path, metrics: dict | None = None,
+           reduced: list | None = None) -> str:
+    view = SectionView("dynamics", (REPO / "analyses" / "dynamics.md").read_text(), ctx.cfg,
+                       metrics or ctx.metrics, ctx.items, staging, "run", reduced=reduced or [])
+    env = make_environment(REPO / "templates")
+    render_sections(env, [view], {"metrics": {"dynamics": view.metrics},
+                                  "build": {"profile": "quick", "reduced": {}},
+                                  "original": original.facts()})
+    assert view.title.startswith("Understanding the weights")
+    return view.html
+
+
+def test_section_runs_on_synthetic_data(section) -> None:
+    ctx, _ = section
+    m = ctx.metrics
+    assert m["snapshots"] == 4 and m["every"] == 1 and m["layers"] == LAYERS
+    assert m["recording_is_passive"] is True and len(m["overhead_ratios"]) == 2
+    assert m["overhead_vs_plain"]["a"]["n"] == 2 and m["overhead_vs_plain"]["b"]["n"] == 2
+    assert m["overhead_vs_plain"]["a"]["mean"] == pytest.approx(
+        np.mean(m["overhead_seconds_with"]))
+    assert m["bad_ratio"] < m["good_ratio"] and m["flow_runs"] == 2
+    assert len(m["bad_accuracies"]) == 2 and m["chance"] == pytest.approx(0.1)
+    assert set(m["grad_changes"]) == set(LAYERS)
+    assert sorted(m["grads_fell"] + m["grads_rose"] + m["grads_unseparated"]) == sorted(LAYERS)
+    assert m["fifth_snapshots"] == 1
+    names = {i["name"] for i in ctx.items}
+    assert {"weights_gif", "grads_gif", "weights_distributions", "grads_distributions",
+            "gradient_flow", "good_bad_flow", "layer_summary", "flow_comparison",
+            "weights_gif.frames.png"} <= names
+    flow = next(i for i in ctx.items if i["name"] == "flow_comparison")
+    assert len(flow["rows"]) == 2 * TINY.flow_seeds
+    # Named streams, no offsets: the recorded run, its subset and each flow seed.
+    assert {"train_subset", "init/model2", "batches/recorded", "batches/overhead",
+            "flow_subset", "flow/run0", "flow/run1"} <= set(ctx.streams.used)
+
+
+def test_prose_renders_every_item_with_captions(section) -> None:
+    ctx, staging = section
+    html = render(ctx, staging, reduced=[{"key": "epochs", "value": 2, "full": 5}])
+    assert 'data-sprite="assets/dynamics/weights_gif.frames.png"' in html
+    assert "@@ITEM" not in html and "Reduced settings: epochs 2 (full profile: 5)." in html
+    assert "From the first fifth of the snapshots to the last" in html
+
+
+@pytest.mark.parametrize("verdict", [AHEAD, BEHIND, UNSEPARATED])
+def test_prose_follows_each_verdict(section, verdict: str) -> None:
+    """Every comparison's sentence follows its verdict (never "took longer" on a tie)."""
+    ctx, staging = section
+    metrics = json.loads(json.dumps(ctx.metrics))
+    for key in ("overhead_vs_plain", "good_vs_bad_accuracy", "bad_vs_chance",
+                "largest_grad_vs_next", "smallest_grad_vs_next", "flow_ratio_orders"):
+        metrics[key]["verdict"] = verdict
+    metrics["grads_fell"], metrics["grads_rose"], metrics["grads_unseparated"] = (
+        ["conv1"], ["fc2"], ["conv2", "fc1"])
+    html = render(ctx, staging, metrics)
+    longer = "The runs with the recorder took longer" in html
+    classifies = "The outcome follows" in html
+    assert longer == (verdict == AHEAD) and classifies == (verdict == AHEAD)
+    assert ("cannot be separated" in html) == (verdict == UNSEPARATED)
+    assert "fell for conv1; rose for fc2; changed by less than" in html

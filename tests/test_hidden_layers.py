@@ -1,0 +1,217 @@
+"""The hidden-layers section (analyses/hidden_layers.py): filters, maps, saliency and prose."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from analyses import hidden_layers
+from digits import original
+from digits.data import MNIST
+from digits.models import Model2
+from report.compare import AHEAD, BEHIND, UNSEPARATED, compare
+from report.context import Context
+from report.render import SectionView, make_environment, render_sections
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def model_with_distinct_convs() -> Model2:
+    torch.manual_seed(0)
+    model = Model2()
+    with torch.no_grad():
+        model.conv1.weight.copy_(torch.linspace(-1, 1, 288).reshape(32, 1, 3, 3))
+        model.conv2.weight.copy_(torch.linspace(0.5, -0.5, 18432).reshape(64, 32, 3, 3))
+    return model.eval()
+
+
+def inked_images(n: int, seed: int = 0) -> torch.Tensor:
+    """Random uint8 images, about half of the pixels blank (no ink)."""
+    g = torch.Generator().manual_seed(seed)
+    images = torch.randint(0, 256, (n, 28, 28), generator=g, dtype=torch.uint8)
+    images[images < 128] = 0
+    return images
+
+
+# --- filters and maps ---------------------------------------------------------------------------
+
+
+def test_conv2_filters_are_not_conv1s() -> None:
+    model = model_with_distinct_convs()
+    conv1 = hidden_layers.layer_kernels(model, "conv1")
+    conv2 = hidden_layers.layer_kernels(model, "conv2")
+    assert conv1.shape == (32, 1, 3, 3) and conv2.shape == (64, 32, 3, 3)
+    fig = hidden_layers.conv_filters_figure(conv2, "conv2")
+    shown = np.ma.filled(fig.axes[0].images[0].get_array().astype(float), np.nan)
+    # 32 rows (input channels) x 64 columns (filters) of 3x3 tiles with 1-pixel gaps.
+    assert shown.shape == (32 * 4 - 1, 64 * 4 - 1)
+    np.testing.assert_array_equal(shown[0:3, 4:7], conv2[1, 0])  # filter 1, input channel 0
+    np.testing.assert_array_equal(shown[4:7, 0:3], conv2[0, 1])  # filter 0, input channel 1
+    assert "conv2" in fig.axes[0].get_title()
+    # Every weight shown is conv2's, each exactly once (none of conv1's 288).
+    np.testing.assert_array_equal(np.sort(shown[np.isfinite(shown)]), np.sort(conv2.ravel()))
+    with pytest.raises(ValueError):
+        hidden_layers.layer_kernels(model, "fc1")
+
+
+def test_mosaic_layout() -> None:
+    tiles = np.arange(5 * 2 * 2, dtype=float).reshape(5, 2, 2)
+    out = hidden_layers.mosaic(tiles, ncols=3)
+    assert out.shape == (5, 8)
+    np.testing.assert_array_equal(out[3:5, 0:2], tiles[3])
+    assert np.isnan(out[2]).all() and np.isnan(out[3:5, 6:8]).all()
+
+
+def test_activations_and_saliency() -> None:
+    model = model_with_distinct_convs()
+    image = torch.randint(0, 256, (28, 28), generator=torch.Generator().manual_seed(0),
+                          dtype=torch.uint8)
+    acts = hidden_layers.activations(model, image)
+    assert {k: v.shape for k, v in acts.items()} == {"conv1": (32, 26, 26),
+                                                     "conv2": (64, 24, 24), "fc1": (128,),
+                                                     "fc2": (10,)}
+    assert (acts["conv1"] >= 0).all() and acts["fc2"].sum() == pytest.approx(1, abs=1e-5)
+    maps = hidden_layers.input_saliency(model, image)
+    assert maps.shape == (10, 28, 28)
+    x = (image.float() / 255)[None, None].requires_grad_(True)
+    model(x)[0, 7].backward()
+    np.testing.assert_allclose(maps[7], x.grad[0, 0].numpy(), rtol=1e-4, atol=1e-7)
+    assert not np.allclose(maps[7], maps[3])
+
+
+# --- the saliency claim ---------------------------------------------------------------------------
+
+
+def test_true_class_saliency_is_each_images_own_row() -> None:
+    model = model_with_distinct_convs()
+    images = inked_images(5)
+    labels = torch.tensor([3, 0, 9, 3, 7])
+    batched = hidden_layers.true_class_saliency(model, images, labels, batch_size=2)
+    assert batched.shape == (5, 28, 28)
+    for i, label in enumerate(labels.tolist()):
+        every_class = hidden_layers.input_saliency(model, images[i])
+        np.testing.assert_allclose(batched[i], every_class[label], rtol=1e-4, atol=1e-7)
+    assert all(p.grad is None for p in model.parameters())  # leaves the model clean
+
+
+def test_ink_shares_on_known_maps() -> None:
+    images = np.zeros((2, 4, 4), dtype=np.uint8)
+    images[:, 0, :] = 200  # one row of four inked pixels: a quarter of the image
+    on_ink_only = np.where(images[0] > 0, 1.0, 0.0)
+    uniform = -np.ones((4, 4))  # the sign does not matter: |saliency| counts
+    on_ink, ink = hidden_layers.ink_shares(images, np.stack([on_ink_only, uniform]))
+    np.testing.assert_allclose(ink, [0.25, 0.25])
+    np.testing.assert_allclose(on_ink, [1.0, 0.25])
+
+
+def test_saliency_claim_is_ahead_only_when_saliency_favours_ink() -> None:
+    rng = np.random.default_rng(0)
+    images = inked_images(60).numpy()
+    ink = images > 0
+    noise = rng.random(images.shape)
+    # Concentrated: ink pixels get five times the background's sensitivity.
+    on_ink, share = hidden_layers.ink_shares(images, noise * np.where(ink, 5.0, 1.0))
+    assert compare(on_ink.tolist(), share.tolist()).verdict == AHEAD
+    # Indifferent to ink: the two shares agree up to noise.
+    on_ink, share = hidden_layers.ink_shares(images, noise)
+    assert compare(on_ink.tolist(), share.tolist()).verdict == UNSEPARATED
+    # Avoiding ink.
+    on_ink, share = hidden_layers.ink_shares(images, noise * np.where(ink, 0.1, 1.0))
+    assert compare(on_ink.tolist(), share.tolist()).verdict == BEHIND
+
+
+# --- the whole section --------------------------------------------------------------------------
+
+
+def typed_numbers(prose: str) -> list[str]:
+    """Digit tokens of prose outside Jinja and code spans, not glued to a word (API.md rule)."""
+    text = re.sub(r"\{\{.*?\}\}|\{%.*?%\}|\{#.*?#\}", " ", prose, flags=re.S)
+    text = re.sub(r"`[^`]*`", " ", text)
+    text = re.sub(r"\b[Mm]odel [12]\b", " ", text)
+    return re.findall(r"(?<![\w-])\d+(?:[.,]\d+)*(?![\w-])", text)
+
+
+def test_prose_has_no_typed_numbers() -> None:
+    assert typed_numbers((REPO / "analyses" / "hidden_layers.md").read_text()) == []
+
+
+@pytest.fixture(scope="module")
+def section(tmp_path_factory) -> tuple[Context, Path]:
+    """run(ctx) on synthetic test images with a random (untrained) model 2 on [0, 1] pixels."""
+    tmp = tmp_path_factory.mktemp("hidden")
+    data = MNIST(inked_images(20, seed=1), torch.arange(20) % 10, inked_images(100, seed=2),
+                 torch.arange(100) % 10, source="synthetic")
+    torch.manual_seed(0)
+    model2 = Model2()
+    classifiers = tmp / "classifiers"
+    (classifiers / "objects").mkdir(parents=True)
+    (classifiers / "manifest.json").write_text(json.dumps({"metrics": {}}))
+    torch.save({"state_dict": model2.state_dict(), "mean": 0.0, "std": 1.0},
+               classifiers / "objects" / "model2.pt")
+    dataset = tmp / "dataset"
+    dataset.mkdir()
+    (dataset / "manifest.json").write_text(json.dumps({"metrics": {}}))
+    staging = tmp / "out"
+    staging.mkdir()
+    cfg = hidden_layers.Config(saliency_images=40)
+    ctx = Context("hidden_layers", cfg, seed=3, device=torch.device("cpu"), staging=staging,
+                  upstream={"dataset": dataset, "classifiers": classifiers},
+                  data_loader=lambda: data, log=lambda m: None)
+    hidden_layers.run(ctx)
+    return ctx, staging
+
+
+def render(ctx: Context, staging: Path, metrics: dict | None = None,
+           reduced: dict | None = None) -> str:
+    view = SectionView("hidden_layers", (REPO / "analyses" / "hidden_layers.md").read_text(),
+                       ctx.cfg, metrics or ctx.metrics, ctx.items, staging, "run")
+    env = make_environment(REPO / "templates")
+    render_sections(env, [view], {"metrics": {"hidden_layers": view.metrics},
+                                  "build": {"profile": "quick", "reduced": reduced or {}},
+                                  "original": original.facts()})
+    assert view.title == "Visualizing the trained hidden layers"
+    return view.html
+
+
+def test_section_runs_on_synthetic_data(section) -> None:
+    ctx, _ = section
+    m = ctx.metrics
+    assert m["conv2_kernel_shape"] == [64, 32, 3, 3]
+    assert m["wrong_predicted"] != m["wrong_label"]
+    assert m["saliency_images"] == 40 and len(m["saliency_indices"]) == 4
+    assert m["saliency_vs_ink"]["a"]["n"] == m["saliency_vs_ink"]["b"]["n"] == 40
+    assert m["saliency_vs_ink"]["a"]["mean"] == pytest.approx(m["saliency_on_ink"])
+    assert 0 < m["ink_share"] < 1
+    # The shown digits are distinct, each the first of its class among the measured images.
+    labels = [int(i) % 10 for i in m["saliency_indices"]]
+    assert len(set(labels)) == 4
+    assert {"saliency_images", "saliency_digits"} <= set(ctx.streams.used)
+    assert {i["name"] for i in ctx.items} == {
+        "conv1_filters", "conv2_filters", "fc2_weights", "feature_maps_correct",
+        "feature_maps_wrong", "saliency", "saliency_shares"}
+
+
+def test_prose_renders_and_names_reduced_upstream_settings(section) -> None:
+    ctx, staging = section
+    plain = render(ctx, staging)
+    assert "@@ITEM" not in plain and "conv2 filters" in plain
+    assert "reduced settings" not in plain
+    reduced = render(ctx, staging, reduced={"classifiers": [
+        {"key": "epochs", "value": 2, "full": 10}, {"key": "train_size", "value": 10000,
+                                                   "full": 60000}]})
+    assert "ran with reduced settings (epochs 2 against 10; train_size 10,000 against" in \
+        " ".join(reduced.split())
+
+
+@pytest.mark.parametrize("verdict", [AHEAD, BEHIND, UNSEPARATED])
+def test_strokes_sentence_follows_the_verdict(section, verdict: str) -> None:
+    ctx, staging = section
+    metrics = json.loads(json.dumps(ctx.metrics))
+    metrics["saliency_vs_ink"]["verdict"] = verdict
+    html = render(ctx, staging, metrics)
+    assert ("concentrates on the strokes" in html) == (verdict == AHEAD)
