@@ -325,6 +325,8 @@ def stronger_cnn(ctx: Context, train_set: tuple, test_set: tuple,
     runs = [train_one(ctx, lambda: BestCNN(mean, std, dropout=cfg.best_dropout), spec,
                       train_set, test_set, f"best/seed{seed}", augment)
             for seed in range(cfg.best_seeds)]
+    ctx.save("best", {"state_dict": _cpu_state(runs[0].model), "mean": mean, "std": std,
+                      "dropout": cfg.best_dropout})
     n_test = len(test_set[1])
     accs = np.array(_accs(runs, n_test))
     seconds = np.array([r.history.seconds for r in runs])

@@ -18,7 +18,7 @@ from digits import embedding_quality as quality
 from digits.data import MNIST
 from digits.metrics import confusion_matrix, per_class_accuracy
 from digits.plots import CLASS_COLORS, new_figure
-from digits.sampling import subset_index
+from digits.sampling import disjoint_subsets, subset_index
 from report import Analysis, Context
 from report.compare import compare
 
@@ -478,7 +478,7 @@ def score_trust(ctx: Context, pixels: np.ndarray, projected: np.ndarray, tsne_id
                 embedding: np.ndarray) -> dict[str, np.ndarray]:
     """Trustworthiness of PCA-2 and t-SNE-2 on disjoint random samples of the t-SNE points."""
     cfg: Config = ctx.cfg
-    samples = quality.disjoint_subsets(len(tsne_idx), cfg.trust_points, cfg.trust_repeats,
+    samples = disjoint_subsets(len(tsne_idx), cfg.trust_points, cfg.trust_repeats,
                                        ctx.streams.torch("trust_samples"))
     trust = {"pca2": [], "tsne": []}
     with ctx.timer() as t_trust:

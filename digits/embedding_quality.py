@@ -6,7 +6,6 @@ Pure functions over numpy arrays (features [n, d], integer labels [n]); no plott
 from __future__ import annotations
 
 import numpy as np
-import torch
 from sklearn.manifold import trustworthiness as _sk_trustworthiness
 from sklearn.model_selection import StratifiedKFold, cross_val_predict
 from sklearn.neighbors import KNeighborsClassifier
@@ -54,19 +53,6 @@ def fold_accuracies(labels: np.ndarray, predictions: np.ndarray,
     correct = labels == predictions
     return np.array([correct[fold == i].mean() for i in range(int(fold.max()) + 1)
                      if (fold == i).any()])
-
-
-def disjoint_subsets(n: int, size: int, count: int,
-                     generator: torch.Generator) -> list[np.ndarray]:
-    """`count` disjoint random subsets of range(n), sorted, of `size` each (fewer if n is short).
-
-    When count x size exceeds n, each subset shrinks to n // count so that they stay disjoint.
-    """
-    if count < 1 or size < 1:
-        raise ValueError(f"need count >= 1 and size >= 1, got count={count}, size={size}")
-    size = min(size, n // count)
-    order = torch.randperm(n, generator=generator).numpy()
-    return [np.sort(order[i * size:(i + 1) * size]) for i in range(count)]
 
 
 def confused_pairs(labels: np.ndarray, predictions: np.ndarray, *, top: int = 5,

@@ -67,6 +67,7 @@ class FlowResult:
     train_loss: float
     test_accuracy: float
     seconds: float
+    steps: int = 0  # optimizer steps taken
 
     def grad_norms(self) -> np.ndarray:
         """Gradient L2 norm [snapshots, layers], first layer first."""
@@ -98,4 +99,4 @@ def run_flow(config: FlowConfig, images: torch.Tensor, labels: torch.Tensor,
                     callbacks=[recorder], progress=progress, desc=config.activation)
     result = evaluate(model, *test)
     return FlowResult(config, recorder.recording, history.train_loss[-1], result.accuracy,
-                      history.seconds)
+                      history.seconds, history.steps)

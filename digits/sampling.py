@@ -1,4 +1,4 @@
-"""The one way the project draws a seeded subset: the first k of a seeded permutation, sorted."""
+"""The one way the project draws seeded subsets: slices of a seeded permutation, sorted."""
 
 from __future__ import annotations
 
@@ -24,3 +24,16 @@ def subset(images: torch.Tensor, labels: torch.Tensor, k: int,
         return images, labels
     index = torch.from_numpy(subset_index(images.shape[0], k, generator)).to(images.device)
     return images[index], labels[index]
+
+
+def disjoint_subsets(n: int, size: int, count: int,
+                     generator: torch.Generator) -> list[np.ndarray]:
+    """`count` disjoint random subsets of range(n), sorted, of `size` each (fewer if n is short).
+
+    When count x size exceeds n, each subset shrinks to n // count so that they stay disjoint.
+    """
+    if count < 1 or size < 1:
+        raise ValueError(f"need count >= 1 and size >= 1, got count={count}, size={size}")
+    size = min(size, n // count)
+    order = torch.randperm(n, generator=generator).numpy()
+    return [np.sort(order[i * size:(i + 1) * size]) for i in range(count)]

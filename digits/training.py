@@ -2,8 +2,8 @@
 
 Images stay uint8 on the device (47 MB for the training set) and are converted per batch, which
 on 2 CPU cores trained the two-conv network 1.7x faster than a DataLoader (ARCHITECTURE.md,
-"Facts"). On CUDA the step runs under bf16 autocast with channels-last tensors; on the CPU in float32, so
-that CPU runs are bit-reproducible.
+"Facts"). On CUDA the step runs under bf16 autocast with channels-last tensors; on the CPU in
+float32, so that CPU runs are bit-reproducible.
 """
 
 from __future__ import annotations

@@ -116,12 +116,23 @@ def claim(comparison: Mapping[str, Any], a: str, b: str, percent: bool = True,
             f"combined spread of {margin}")
 
 
-def cell(value: Any) -> str:
+def with_article(value: Any) -> str:
+    """A number with its indefinite article, as it is read aloud: 'an 8', 'an 11', 'a 7'."""
+    text = str(value)
+    spoken_vowel = text.startswith("8") or text in ("11", "18") or text.startswith(("11,", "18,"))
+    return f"{'an' if spoken_vowel else 'a'} {text}"
+
+
+# Columns whose integers are identifiers, not quantities: no thousands separators.
+ID_COLUMNS = ("index", "seed", "digit", "step")
+
+
+def cell(value: Any, column: str = "") -> str:
     """A table cell: integers with thousands separators (2,770,634), floats to 4 digits."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return str(value)
     if isinstance(value, int):
-        return f"{value:,}"
+        return str(value) if column in ID_COLUMNS else f"{value:,}"
     if value != value or value in (float("inf"), float("-inf")):
         return str(value)
     if abs(value) >= 1000:
@@ -141,7 +152,7 @@ def setting(value: Any) -> str:
 
 
 FILTERS = {"pct": pct, "num": num, "seconds": seconds, "pm": pm, "mb": megabytes,
-           "claim": claim, "setting": setting, "cell": cell}
+           "claim": claim, "setting": setting, "cell": cell, "a": with_article}
 
 
 def make_environment(templates: Path) -> Environment:

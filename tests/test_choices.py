@@ -35,18 +35,22 @@ TINY = {
     "optimizers.test_subset": "0", "optimizers.seeds": "2", "optimizers.update_probes": "2",
     "dynamics.train_size": "160", "dynamics.epochs": "1", "dynamics.frames": "4",
     "dynamics.overhead_pairs": "2", "dynamics.overhead_steps": "5",
-    "dynamics.flow_steps": "10", "dynamics.flow_test": "60",
+    "dynamics.flow_steps": "10", "dynamics.flow_test": "60", "dynamics.flow_seeds": "2",
+    "hidden_layers.saliency_images": "30",
 }
 
 
 def blobs(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Ten classes: a bright square at a class-dependent place, over noise."""
+    """Ten classes: a bright square at a class-dependent place, over noise; one label in ten is
+    wrong, so that every model makes mistakes (the hidden-layers section shows one)."""
     g = torch.Generator().manual_seed(seed)
     labels = torch.arange(n) % 10
     images = torch.randint(0, 40, (n, 28, 28), generator=g, dtype=torch.uint8)
     for i, label in enumerate(labels.tolist()):
         row, col = divmod(label, 5)
         images[i, 4 + 10 * row:12 + 10 * row, 2 + 5 * col:6 + 5 * col] = 255
+    noisy = torch.rand(n, generator=g) < 0.1
+    labels[noisy] = torch.randint(0, 10, (int(noisy.sum()),), generator=g)
     return images, labels
 
 

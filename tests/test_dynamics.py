@@ -100,7 +100,7 @@ def fake_flow(config, ratios: list[float], accuracy: float, loss: float = 1.0) -
     """A FlowResult whose first/last gradient-norm ratio is `ratios` at each snapshot."""
     rec = Recording(layers=["layer1", "layer2"], steps=list(range(1, len(ratios) + 1)))
     rec.stats = {"layer1": {"g_norm": list(ratios)}, "layer2": {"g_norm": [1.0] * len(ratios)}}
-    return FlowResult(config, rec, loss, accuracy, 0.1)
+    return FlowResult(config, rec, loss, accuracy, 0.1, steps=7)
 
 
 def test_flow_metrics_compare_seeds() -> None:
@@ -108,7 +108,7 @@ def test_flow_metrics_compare_seeds() -> None:
                     fake_flow(BAD, [1e-3, 1e-5], 0.12)],
             "good": [fake_flow(GOOD, [0.5, 2.0], 0.90), fake_flow(GOOD, [1.0, 1.0], 0.92),
                      fake_flow(GOOD, [0.8, 0.8], 0.91)]}
-    out = dynamics.flow_metrics(runs, depth=1, n_classes=10)
+    out = dynamics.flow_metrics(runs, depth=1, baseline=0.1)
     assert out["bad_ratio"] == pytest.approx(1e-5)  # geometric mean over steps and seeds
     assert out["good_ratio"] == pytest.approx((0.8 * 1.0 * 1.0) ** (1 / 3))
     assert out["bad_orders"] == pytest.approx(-5)
@@ -117,21 +117,28 @@ def test_flow_metrics_compare_seeds() -> None:
     assert out["good_vs_bad_accuracy"]["verdict"] == AHEAD
     assert out["good_accuracy"] == pytest.approx(0.91) and out["bad_accuracies"] == [
         0.11, 0.10, 0.12]
-    assert out["chance"] == 0.1
-    # 0.11 ± 0.01 against chance 0.10 (borrowing that spread): not separated.
-    assert out["bad_vs_chance"]["verdict"] == UNSEPARATED
-    assert out["flow_runs"] == 3 and out["flow_layers"] == 2 and out["flow_steps"] == 2
+    assert out["flow_baseline"] == 0.1
+    # 0.11 ± 0.01 against the baseline 0.10 (borrowing that spread): not separated.
+    assert out["bad_vs_baseline"]["verdict"] == UNSEPARATED
+    assert dynamics.flow_metrics(runs, depth=1, baseline=0.05)["bad_vs_baseline"][
+        "verdict"] == AHEAD
+    assert out["flow_runs"] == 3 and out["flow_layers"] == 2 and out["flow_steps"] == 7
 
 
 def test_flow_metrics_say_tie_when_seeds_disagree() -> None:
     runs = {"bad": [fake_flow(BAD, [1e-3], 0.60), fake_flow(BAD, [1e-3], 0.95)],
             "good": [fake_flow(GOOD, [1.0], 0.70), fake_flow(GOOD, [1.0], 0.90)]}
-    out = dynamics.flow_metrics(runs, depth=4, n_classes=10)
+    out = dynamics.flow_metrics(runs, depth=4, baseline=0.1)
     assert out["good_vs_bad_accuracy"]["verdict"] == UNSEPARATED
     assert out["bad_per_layer_factor"] == pytest.approx(1e-3 ** (1 / 4))
     rows = dynamics.flow_rows(runs)
     assert [(r["network"], r["seed"]) for r in rows] == [
         (BAD.label, 0), (BAD.label, 1), (GOOD.label, 0), (GOOD.label, 1)]
+
+
+def test_majority_share_is_the_constant_guess() -> None:
+    assert dynamics.majority_share(torch.tensor([3, 3, 1, 3, 0])) == pytest.approx(0.6)
+    assert dynamics.majority_share(torch.arange(20) % 10) == pytest.approx(0.1)
 
 
 # --- figures ------------------------------------------------------------------------------------
@@ -261,7 +268,8 @@ def test_section_runs_on_synthetic_data(section) -> None:
     assert m["overhead_vs_plain"]["a"]["mean"] == pytest.approx(
         np.mean(m["overhead_seconds_with"]))
     assert m["bad_ratio"] < m["good_ratio"] and m["flow_runs"] == 2
-    assert len(m["bad_accuracies"]) == 2 and m["chance"] == pytest.approx(0.1)
+    assert len(m["bad_accuracies"]) == 2 and m["flow_baseline"] == pytest.approx(0.1)
+    assert m["flow_steps"] == 4  # 256 images in batches of 64
     assert set(m["grad_changes"]) == set(LAYERS)
     assert sorted(m["grads_fell"] + m["grads_rose"] + m["grads_unseparated"]) == sorted(LAYERS)
     assert m["fifth_snapshots"] == 1
@@ -289,7 +297,7 @@ def test_prose_follows_each_verdict(section, verdict: str) -> None:
     """Every comparison's sentence follows its verdict (never "took longer" on a tie)."""
     ctx, staging = section
     metrics = json.loads(json.dumps(ctx.metrics))
-    for key in ("overhead_vs_plain", "good_vs_bad_accuracy", "bad_vs_chance",
+    for key in ("overhead_vs_plain", "good_vs_bad_accuracy", "bad_vs_baseline",
                 "largest_grad_vs_next", "smallest_grad_vs_next", "flow_ratio_orders"):
         metrics[key]["verdict"] = verdict
     metrics["grads_fell"], metrics["grads_rose"], metrics["grads_unseparated"] = (

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 from sklearn.model_selection import StratifiedKFold, cross_val_predict
 from sklearn.neighbors import KNeighborsClassifier
 
@@ -82,19 +81,7 @@ def test_fold_accuracies_of_knn_on_blobs() -> None:
     assert per_fold.mean() == pytest.approx(accuracy(y, pred))
 
 
-def test_disjoint_subsets() -> None:
-    subsets = quality.disjoint_subsets(100, 20, 3, torch.Generator().manual_seed(0))
-    assert [len(s) for s in subsets] == [20, 20, 20]
-    together = np.concatenate(subsets)
-    assert len(np.unique(together)) == 60 and together.max() < 100
-    assert all(np.all(np.diff(s) > 0) for s in subsets)  # sorted
-    again = quality.disjoint_subsets(100, 20, 3, torch.Generator().manual_seed(0))
-    assert all(np.array_equal(a, b) for a, b in zip(subsets, again))
-    # Too few points for count x size: each subset shrinks to n // count, still disjoint.
-    small = quality.disjoint_subsets(10, 5, 3, torch.Generator().manual_seed(1))
-    assert [len(s) for s in small] == [3, 3, 3] and len(np.unique(np.concatenate(small))) == 9
-    with pytest.raises(ValueError, match="count"):
-        quality.disjoint_subsets(10, 5, 0, torch.Generator())
+
 
 
 def test_knn_is_deterministic_and_checks_shapes() -> None:

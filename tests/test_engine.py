@@ -181,7 +181,8 @@ def test_execution_follows_dependencies_then_article_order(toy: ToyProject) -> N
 def test_site_sections_follow_article_order(toy: ToyProject) -> None:
     index, _ = toy.build(["gamma", "delta", "beta", "alpha"])
     page = index.read_text()
-    positions = [page.index(f'<section id="{name}"') for name in ("gamma", "delta", "beta", "alpha")]
+    positions = [page.index(f'<section id="{name}"')
+                 for name in ("gamma", "delta", "beta", "alpha")]
     assert positions == sorted(positions)
 
 

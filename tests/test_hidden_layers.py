@@ -171,7 +171,10 @@ def render(ctx: Context, staging: Path, metrics: dict | None = None,
     view = SectionView("hidden_layers", (REPO / "analyses" / "hidden_layers.md").read_text(),
                        ctx.cfg, metrics or ctx.metrics, ctx.items, staging, "run")
     env = make_environment(REPO / "templates")
-    render_sections(env, [view], {"metrics": {"hidden_layers": view.metrics},
+    classifiers = {"n_train_used": 6_000, "n_train_total": 60_000,
+                   "model2_plain_histories": [{"epochs": [1, 2]}]}
+    render_sections(env, [view], {"metrics": {"hidden_layers": view.metrics,
+                                              "classifiers": classifiers},
                                   "build": {"profile": "quick", "reduced": reduced or {}},
                                   "original": original.facts()})
     assert view.title == "Visualizing the trained hidden layers"
@@ -198,14 +201,16 @@ def test_section_runs_on_synthetic_data(section) -> None:
 
 def test_prose_renders_and_names_reduced_upstream_settings(section) -> None:
     ctx, staging = section
-    plain = render(ctx, staging)
+    plain = " ".join(render(ctx, staging).split())
     assert "@@ITEM" not in plain and "conv2 filters" in plain
-    assert "reduced settings" not in plain
-    reduced = render(ctx, staging, reduced={"classifiers": [
-        {"key": "epochs", "value": 2, "full": 10}, {"key": "train_size", "value": 10000,
-                                                   "full": 60000}]})
-    assert "ran with reduced settings (epochs 2 against 10; train_size 10,000 against" in \
-        " ".join(reduced.split())
+    assert "trained there on 6,000 of the 60,000 training images for 2 epochs (the original " \
+        f"trained its model 2 for {original.EPOCHS})." in plain
+    reduced = " ".join(render(ctx, staging, reduced={"classifiers": [
+        {"key": "epochs", "value": 2, "full": 10}, {"key": "seeds", "value": 2, "full": 3},
+        {"key": "train_subset", "value": 6000, "full": 0}]}).split())
+    assert "the reduced budget of this build's settings (<code>epochs</code>, " \
+        "<code>train_subset</code>), so the filters" in reduced
+    assert "seeds" not in reduced  # a setting that does not shape model 2 is not named
 
 
 @pytest.mark.parametrize("verdict", [AHEAD, BEHIND, UNSEPARATED])

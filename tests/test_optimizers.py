@@ -1,4 +1,4 @@
-"""analyses/optimizers.py: the first-step probe, the original's facts, the section on synthetic data."""
+"""analyses/optimizers.py: the first-step probe, the original's facts, the whole section."""
 
 from __future__ import annotations
 

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
-from digits.sampling import subset, subset_index
+from digits.sampling import disjoint_subsets, subset, subset_index
 
 
 def test_subset_index_is_seeded_sorted_and_without_replacement() -> None:
@@ -24,3 +25,18 @@ def test_subset_keeps_images_and_labels_paired() -> None:
     x, y = subset(images, labels, 10, torch.Generator().manual_seed(0))
     assert torch.equal(x.flatten(), y) and len(y) == 10
     assert subset(images, labels, 0, torch.Generator())[0] is images
+
+
+def test_disjoint_subsets() -> None:
+    subsets = disjoint_subsets(100, 20, 3, torch.Generator().manual_seed(0))
+    assert [len(s) for s in subsets] == [20, 20, 20]
+    together = np.concatenate(subsets)
+    assert len(np.unique(together)) == 60 and together.max() < 100
+    assert all(np.all(np.diff(s) > 0) for s in subsets)  # sorted
+    again = disjoint_subsets(100, 20, 3, torch.Generator().manual_seed(0))
+    assert all(np.array_equal(a, b) for a, b in zip(subsets, again))
+    # Too few points for count x size: each subset shrinks to n // count, still disjoint.
+    small = disjoint_subsets(10, 5, 3, torch.Generator().manual_seed(1))
+    assert [len(s) for s in small] == [3, 3, 3] and len(np.unique(np.concatenate(small))) == 9
+    with pytest.raises(ValueError, match="count"):
+        disjoint_subsets(10, 5, 0, torch.Generator())

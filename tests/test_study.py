@@ -1,4 +1,4 @@
-"""digits.study: the validation split, learning-rate choice, the winner/tie rule, the study runner."""
+"""digits.study: validation split, learning-rate choice, winner/tie rule, the study runner."""
 
 from __future__ import annotations
 
