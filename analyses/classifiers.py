@@ -14,6 +14,7 @@ from digits.augment import RandomAffine
 from digits.metrics import confusion_matrix, per_class_accuracy, top_confusions
 from digits.models import BestCNN, Model1, Model2, count_parameters
 from digits.plots import CLASS_COLORS, digit_grid, new_figure
+from digits.recipes import BEST_CNN
 from digits.sampling import subset
 from digits.training import History, TrainSpec, predict_logits, score, train
 from report import Analysis, Context
@@ -31,17 +32,17 @@ class Config:
     lr: float = original.LR
     momentum: float = original.MOMENTUM
     seeds: int = 3  # runs of each model and input scaling
-    # The stronger CNN (digits.models.BestCNN): a recipe fixed in advance, never tuned.
-    best_epochs: int = 20
+    # The stronger CNN (digits.models.BestCNN): the recipe of digits.recipes, never tuned.
+    best_epochs: int = BEST_CNN.epochs
     best_seeds: int = 3
-    best_batch_size: int = 128
-    best_lr: float = 0.1  # the peak of the one-cycle schedule (it starts and ends far lower)
-    best_momentum: float = 0.9  # cycled between 0.85 and 0.95 by OneCycleLR
-    best_weight_decay: float = 5e-4
-    best_schedule: str = "onecycle"
-    best_dropout: float = 0.4
-    max_shift: float = 2.0  # augmentation: pixels per axis
-    max_degrees: float = 10.0  # augmentation: rotation
+    best_batch_size: int = BEST_CNN.batch_size
+    best_lr: float = BEST_CNN.lr
+    best_momentum: float = BEST_CNN.momentum
+    best_weight_decay: float = BEST_CNN.weight_decay
+    best_schedule: str = BEST_CNN.schedule
+    best_dropout: float = BEST_CNN.dropout
+    max_shift: float = BEST_CNN.max_shift
+    max_degrees: float = BEST_CNN.max_degrees
     target: float = 0.996  # the accuracy the full profile is designed to reach (mean over seeds)
     gallery: int = 24  # most confident mistakes shown
     confident: float = 0.9  # a mistake counts as confident above this predicted probability

@@ -140,7 +140,6 @@ def histogram_frames(rec: Recording, kind: str, bins: int, coverage: float,
     Weights are binned by value; gradients by magnitude (log10 |g|, see digits.recording).
     """
     import matplotlib.pyplot as plt
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
 
     scale = "linear" if kind == "weights" else "log"
     values = {layer: rec.values(kind, layer) for layer in rec.layers}
@@ -173,10 +172,7 @@ def histogram_frames(rec: Recording, kind: str, bins: int, coverage: float,
     fig.tight_layout(rect=(0, 0, 1, 0.97))
     fig.legend(*axes.flat[0].get_legend_handles_labels(), loc="upper right", ncols=2,
                fontsize=7, bbox_to_anchor=(1, 1.005))
-    # Off pyplot's books, so that figure_to_rgb (which closes what it draws) can draw this one
-    # figure once per frame: a new figure per frame would redraw four axes from scratch.
-    plt.close(fig)
-    FigureCanvasAgg(fig)
+    # One figure redrawn once per frame: a new figure per frame would rebuild four axes.
     total = rec.steps[-1]
     frames = []
     for t, (step, epoch) in enumerate(zip(rec.steps, rec.epochs)):
@@ -186,7 +182,8 @@ def histogram_frames(rec: Recording, kind: str, bins: int, coverage: float,
             note.set_text(f"exact zeros (not shown): {zeros[layer][t]:.1%}")
         title.set_text(f"{kind} · epoch {epoch:.2f} · step {step:,} of {total:,} · "
                        f"frame {t + 1}/{len(rec.steps)}")
-        frames.append(figure_to_rgb(fig))
+        frames.append(figure_to_rgb(fig, close=False))
+    plt.close(fig)
     return frames, edges
 
 

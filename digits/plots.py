@@ -50,10 +50,12 @@ def digit_grid(images: np.ndarray, titles: Sequence[str] | None = None, ncols: i
     return fig
 
 
-def figure_to_rgb(fig: Figure) -> np.ndarray:
-    """Rasterise a figure to an RGB uint8 array (for GIF frames) and close it."""
+def figure_to_rgb(fig: Figure, close: bool = True) -> np.ndarray:
+    """Rasterise a figure to an RGB uint8 array (for GIF frames); close it unless `close` is
+    False (to redraw the same figure once per frame: far cheaper than a new figure each)."""
     fig.canvas.draw()
     rgba = np.asarray(fig.canvas.buffer_rgba())
     rgb = rgba[..., :3].copy()
-    plt.close(fig)
+    if close:
+        plt.close(fig)
     return rgb

@@ -37,6 +37,18 @@ TINY = {
     "dynamics.overhead_pairs": "2", "dynamics.overhead_steps": "5",
     "dynamics.flow_steps": "10", "dynamics.flow_test": "60", "dynamics.flow_seeds": "2",
     "hidden_layers.saliency_images": "30",
+    "gan.train_subset": "0", "gan.epochs": "2", "gan.record_every": "1",
+    "gan.g_widths": "16,16,32", "gan.d_widths": "32,16,16",
+    "gan.runs": "original,range,smoothing", "gan.samples_per_class": "8",
+    "gan.reference_per_class": "8", "gan.fid_batches": "2", "gan.copy_check": "4",
+    "gan.walk_steps": "4",
+    "transfer.backbone": "efficientnet_lite0", "transfer.input_size": "32",
+    "transfer.validation": "60", "transfer.seeds": "2", "transfer.budgets": "2,0",
+    "transfer.head_epochs": "2", "transfer.head_min_steps": "5",
+    "transfer.head_lrs": "0.001,0.003", "transfer.cnn_epochs": "1", "transfer.cnn_min_steps": "2",
+    "transfer.timing_images": "32", "transfer.finetune_epochs": "1",
+    "transfer.tsne_points": "120", "transfer.maps_per_stage": "4", "transfer.download": "false",
+    "transfer.threads": "1", "transfer.feature_cache": "off",
 }
 
 

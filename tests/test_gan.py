@@ -1,0 +1,199 @@
+"""digits.gan and analyses.gan: the batched GAN, its failure handling, and the whole section."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from analyses import classifiers, dataset
+from analyses import gan as section
+from digits import original
+from digits.data import MNIST
+from digits.gan import (
+    RECIPES,
+    Discriminator,
+    Generator,
+    generate,
+    loss_problem,
+    recorded_epochs,
+    to_unit,
+    train_gan,
+)
+from report.config import make_config
+from report.engine import BuildOptions, DataSource, build
+
+REPO = Path(__file__).resolve().parent.parent
+SMALL = {"widths": (16, 16, 32)}
+
+
+def digits(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Ten classes: a bright bar at a class-dependent place over faint noise."""
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.arange(n) % 10
+    images = torch.randint(0, 30, (n, 28, 28), generator=g, dtype=torch.uint8)
+    for i, label in enumerate(labels.tolist()):
+        images[i, 2 + 2 * label:5 + 2 * label, 4:24] = 255
+    return images, labels
+
+
+def test_recorded_epochs_include_start_and_end() -> None:
+    assert recorded_epochs(7, 3) == [0, 3, 6, 7]
+    assert recorded_epochs(4, 1) == [0, 1, 2, 3, 4]
+    assert recorded_epochs(5, 10) == [0, 5]
+
+
+def test_loss_problem() -> None:
+    assert loss_problem(0.7, 1.2, 100.0) is None
+    assert loss_problem(math.nan, 1.0, 100.0) == "nan"
+    assert loss_problem(0.5, math.inf, 100.0) == "nan"
+    assert loss_problem(0.5, 150.0, 100.0) == "exploded"
+
+
+def test_parse_runs_and_changes() -> None:
+    recipes = section.parse_runs("original, range,smoothing")
+    assert [r.name for r in recipes] == ["original", "range", "smoothing"]
+    assert section.changes(recipes[0], recipes[1]) == ["real images in [-1, 1]"]
+    assert section.changes(recipes[1], recipes[2]) == [
+        "D's dropout only while D trains", "D's target for real images 0.9"]
+    with pytest.raises(ValueError):
+        section.parse_runs("original,nonsense")
+    with pytest.raises(ValueError):
+        section.parse_runs("original")
+
+
+def test_runs_start_alike_and_train_independently() -> None:
+    """Runs with the same recipe stay identical: the batched layers never mix runs."""
+    torch.manual_seed(0)
+    recipes = [RECIPES["range"], RECIPES["range"], RECIPES["original"]]
+    g, d = Generator(3, z_dim=8, **SMALL), Discriminator(3, widths=(32, 16, 16))
+    images, labels = digits(200, 1)
+    history = train_gan(g, d, recipes, images, labels, epochs=2, batch_size=50, lr=1e-3,
+                        generator_order=torch.Generator().manual_seed(0))
+    assert history.steps == 8 and history.stopped == [None] * 3
+    torch.testing.assert_close(g.layers[0].weight[0], g.layers[0].weight[1])
+    assert not torch.equal(g.layers[0].weight[0], g.layers[0].weight[2])
+    out = generate(g, torch.randn(20, 8), torch.arange(20) % 10)
+    assert out.shape == (3, 20, 28, 28) and out.abs().max() <= 1
+    unit = to_unit(out, recipes)
+    assert unit.min() >= 0 and unit.max() <= 1
+    torch.testing.assert_close(unit[0], (out[0] + 1) / 2)
+
+
+def test_a_batched_run_equals_the_same_run_trained_alone() -> None:
+    """Training three recipes together leaves the middle one as if it had trained alone."""
+    images, labels = digits(200, 1)
+    weights = []
+    for recipes in ([RECIPES["original"], RECIPES["range"], RECIPES["smoothing"]],
+                    [RECIPES["range"]]):
+        torch.manual_seed(0)
+        g = Generator(len(recipes), z_dim=8, **SMALL)
+        d = Discriminator(len(recipes), widths=(32, 16, 16))
+        train_gan(g, d, recipes, images, labels, epochs=2, batch_size=50, lr=1e-3,
+                  generator_order=torch.Generator().manual_seed(0))
+        weights.append(g.layers[-1].weight[1 if len(recipes) == 3 else 0].detach())
+    torch.testing.assert_close(weights[0], weights[1], rtol=1e-4, atol=1e-6)
+
+
+def test_a_nan_loss_is_reported_not_raised() -> None:
+    """A run whose generator turns NaN stops with a reason; the other run trains on."""
+    torch.manual_seed(0)
+    recipes = [RECIPES["original"], RECIPES["smoothing"]]
+    g, d = Generator(2, z_dim=8, **SMALL), Discriminator(2, widths=(32, 16, 16))
+    with torch.no_grad():
+        g.layers[-1].weight[0, 0, 0] = math.nan  # poison run 0 only
+    images, labels = digits(200, 1)
+    seen = []
+    history = train_gan(g, d, recipes, images, labels, epochs=3, batch_size=50, lr=1e-3,
+                        generator_order=torch.Generator().manual_seed(0), record=[0, 2, 3],
+                        on_record=lambda epoch, h: seen.append((epoch, list(h.stopped))))
+    assert history.stopped == ["nan", None]
+    assert history.stopped_epoch == [1, None]
+    assert math.isnan(history.d_loss[0][1]) and all(math.isfinite(v) for v in history.d_loss[1])
+    assert seen == [(0, [None, None]), (2, ["nan", None]), (3, ["nan", None])]
+    assert torch.isfinite(g.layers[-1].weight[1]).all()
+
+
+def test_spectral_norm_bounds_the_largest_singular_value() -> None:
+    torch.manual_seed(0)
+    d = Discriminator(2, widths=(32, 16, 16))
+    d.set_spectral([True, False])
+    x, y = torch.rand(2, 10, 784), torch.arange(10)
+    for _ in range(30):  # power iteration converges over training calls
+        d(x, y)
+    w = d.layers[0].weight.detach()
+    sigma = d._sigma(0, d.layers[0].weight).detach()
+    assert sigma[0] == pytest.approx(float(torch.linalg.matrix_norm(w[0], ord=2)), rel=1e-3)
+    assert sigma[1] == 1.0
+
+
+def test_balanced_index_and_nearest_distances() -> None:
+    labels = torch.tensor([0, 1, 0, 1, 0, 2])
+    index = section.balanced_index(labels, 2, torch.Generator().manual_seed(0), n_classes=3)
+    assert labels[index].tolist() == [0, 0, 1, 1, 2]
+    bank = torch.zeros(3, 28, 28, dtype=torch.uint8)
+    bank[1] = 255
+    query = torch.ones(2, 28, 28)
+    distance, which = section.nearest_distances(query, bank)
+    assert which.tolist() == [1, 1] and distance.tolist() == [0.0, 0.0]
+
+
+TINY = {"gan.train_subset": "0", "gan.epochs": "2", "gan.record_every": "1",
+        "gan.g_widths": "16,16,32", "gan.d_widths": "32,16,16",
+        "gan.runs": "original,range,smoothing", "gan.samples_per_class": "8",
+        "gan.reference_per_class": "8", "gan.fid_batches": "2", "gan.copy_check": "4",
+        "gan.walk_steps": "4"}
+
+
+def build_section(tmp_path: Path, **extra: str) -> tuple[Path, dict]:
+    """Build dataset, classifiers and gan on synthetic digits; the page and gan's outcome."""
+    sets = {"classifiers.epochs": "1", "classifiers.seeds": "2", "classifiers.best_epochs": "1",
+            "classifiers.best_seeds": "1", "classifiers.train_subset": "0", **TINY, **extra}
+    modules = [dataset, classifiers, section]
+    config = make_config([m.ANALYSIS for m in modules], "quick", sets)
+    options = BuildOptions(root=REPO, out=tmp_path / "site", cache_dir=tmp_path / "cache",
+                           templates=REPO / "templates", device=torch.device("cpu"),
+                           prose_globals={"original": original.facts()})
+    data = MNIST(*digits(400, 1), *digits(200, 2), source="synthetic")
+    source = DataSource(fingerprint="synthetic", load=lambda device: data)
+    index, outcomes = build(modules, config, options, source, log=lambda m: None)
+    assert outcomes["gan"].status == "run", outcomes["gan"].error
+    return index, outcomes
+
+
+def test_whole_section_on_synthetic_digits(tmp_path: Path) -> None:
+    index, outcomes = build_section(tmp_path)
+    manifest = json.loads((outcomes["gan"].entry / "manifest.json").read_text())
+    metrics = manifest["metrics"]
+    assert metrics["recorded_epochs"] == [0, 1, 2]
+    # The GIF has one frame per recorded epoch.
+    gif = next(i for i in manifest["items"] if i["name"] == "grid_gif")
+    assert gif["frames"] == len(metrics["recorded_epochs"]) == metrics["n_frames"]
+    assert gif.get("sprite")
+    assert metrics["runs"] == ["original", "range", "smoothing"]
+    assert metrics["steps"] == 2 * 400 // 100
+    for key in ("cond_acc", "fid", "precision", "recall", "one_nn", "inception"):
+        assert metrics[f"real_{key}"] is not None
+    # Real training digits against test digits: the classifier's own accuracy is the ceiling.
+    assert 0 <= metrics["real_cond_acc"] <= 1 and metrics["real_fid"] >= 0
+    assert metrics["corrected_vs_original_recall"]["a"]["n"] == 10
+    assert metrics["copy_fake_vs_test"]["a"]["n"] == 40
+    page = index.read_text()
+    for name in ("ablation", "per_class", "losses", "metrics", "grid_gif", "samples",
+                 "real_vs_generated", "pixel_hist", "z_walk", "nearest"):
+        assert f'id="gan-{name}"' in page, name
+    assert "{{" not in page
+
+
+def test_whole_section_reports_runs_that_stop(tmp_path: Path) -> None:
+    """Every run exceeding the loss limit stops; the section still builds and says so."""
+    index, outcomes = build_section(tmp_path, **{"gan.explode_limit": "0.01"})
+    metrics = json.loads((outcomes["gan"].entry / "manifest.json").read_text())["metrics"]
+    assert metrics["n_stopped"] == 3
+    assert metrics["stopped_runs"][0] == ["original", "exploded", 1]
+    assert metrics["both_finished"] is False and metrics["corrected_fid"] is None
+    page = index.read_text()
+    assert "Runs that stopped" in page and "stopped at epoch" in page
