@@ -24,8 +24,6 @@ class Config:
 
     train_size: int = 60_000  # images of the recorded run (a seeded subset when smaller)
     epochs: int = 5
-    batch_size: int = 32  # the original's batch size, as in the optimizer study
-    momentum: float = 0.5  # used only if SGD wins: the optimizer study's SGD momentum
     frames: int = 100  # snapshots, one GIF frame each
     sample_size: int = 20_000  # values kept per layer and snapshot (fc1 is subsampled)
     bins: int = 60  # histogram bins, fixed over all frames
@@ -256,18 +254,21 @@ def good_bad_figure(runs: dict[str, list[FlowResult]]):
 
 
 def recorded_run_spec(ctx: Context) -> TrainSpec:
-    """The optimizer study's procedure (its momentum and weight decay) at its chosen rate."""
+    """The optimizer study's procedure (its batch size, momentum and weight decay) at the rate
+    it chose, so that the chosen rate is used on the setup it was chosen for."""
     cfg: Config = ctx.cfg
     optimizer = ctx.metric_of("optimizers", "best_optimizer")
-    return TrainSpec(epochs=cfg.epochs, batch_size=cfg.batch_size, optimizer=optimizer,
-                     lr=float(ctx.metric_of("optimizers", "best_lr")), momentum=cfg.momentum,
+    return TrainSpec(epochs=cfg.epochs, batch_size=int(ctx.metric_of("optimizers", "batch_size")),
+                     optimizer=optimizer, lr=float(ctx.metric_of("optimizers", "best_lr")),
+                     momentum=float(ctx.metric_of("optimizers", "momentum")),
                      weight_decay=WEIGHT_DECAY.get(optimizer, 0.0))
 
 
 def fresh_model2(ctx: Context) -> Model2:
-    """Model 2 with the same initial weights every time (one stream, reused on purpose)."""
+    """Model 2 on [0, 1] pixels, as the optimizer study trained it, with the same initial
+    weights every time (one stream, reused on purpose)."""
     ctx.streams.seed_torch_global("init/model2")
-    return Model2(ctx.metric_of("dataset", "train_mean"), ctx.metric_of("dataset", "train_std"))
+    return Model2()
 
 
 def new_recorder(ctx: Context, every: int) -> DistributionRecorder:
@@ -455,9 +456,9 @@ def run(ctx: Context) -> None:
     spec = recorded_run_spec(ctx)
     images, labels = subset(data.train_images, data.train_labels, cfg.train_size,
                             ctx.streams.torch("train_subset"))
-    total_steps = cfg.epochs * -(-images.shape[0] // cfg.batch_size)
+    total_steps = cfg.epochs * -(-images.shape[0] // spec.batch_size)
     every = snapshot_interval(total_steps, cfg.frames)
-    for name, value in {"optimizer": spec.optimizer,
+    for name, value in {"optimizer": spec.optimizer, "batch_size": spec.batch_size,
                         "optimizer_name": NAMES.get(spec.optimizer, spec.optimizer),
                         "lr": spec.lr, "train_images": images.shape[0],
                         "total_steps": total_steps, "every": every}.items():

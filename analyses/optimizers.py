@@ -262,6 +262,9 @@ def _record_setup(ctx: Context, split: Any, test: tuple, result: StudyResult) ->
     ctx.metric("n_validation", split.val_images.shape[0])
     ctx.metric("n_test", test[0].shape[0])
     ctx.metric("n_runs", len(result.runs))
+    # The procedure every run followed, for sections that train with the chosen rate.
+    ctx.metric("batch_size", cfg.batch_size)
+    ctx.metric("momentum", cfg.momentum)
     ctx.metric("train_seconds", result.seconds)
     images = sum(len(h.epochs) * split.train_images.shape[0] for h in result.histories)
     ctx.metric("images_per_second", images / result.seconds if result.seconds else 0.0)

@@ -16,7 +16,7 @@ import torch
 from digits import embedding_quality as quality
 from digits import original
 from digits.augment import RandomAffine
-from digits.backbones import Backbone, describe, preprocess, select_backbone
+from digits.backbones import Backbone, VGG16Extractor, describe, preprocess, select_backbone
 from digits.features import (
     FeatureCache,
     FineTuned,
@@ -32,7 +32,7 @@ from digits.features import (
 )
 from digits.models import BestCNN
 from digits.plots import CLASS_COLORS, new_figure
-from digits.sampling import subset_index
+from digits.sampling import balanced_index, subset_index
 from digits.study import at_grid_edge, choose_lr, validation_split
 from digits.recipes import BEST_CNN
 from digits.training import History, TrainSpec, predict_logits, train
@@ -77,6 +77,8 @@ class Config:
     tsne_points: int = 5_000
     knn_k: int = 10  # the embeddings section's kNN score: 10 neighbours, 5 folds
     knn_folds: int = 5
+    pca_dims: int = 50  # t-SNE starts from this many principal components, as in embeddings
+    perplexity: float = 30.0  # openTSNE's default, as in embeddings
     maps_per_stage: int = 64
     threads: int = 0  # openTSNE threads; 0 = all cores (on 2 busy cores, 2 ran 17x slower than 1)
 
@@ -104,23 +106,6 @@ def parse_list(text: str, kind: type = float) -> list[Any]:
     return [kind(v) for v in text.split(",") if v.strip()]
 
 
-def balanced_subset(labels: np.ndarray, per_class: int, generator: torch.Generator,
-                    n_classes: int = 10) -> np.ndarray:
-    """Sorted positions of `per_class` random examples of every class (all when per_class <= 0).
-
-    One permutation is drawn, then the first `per_class` of each class kept, so a larger budget
-    drawn from the same stream contains the smaller one.
-    """
-    labels = np.asarray(labels)
-    if per_class <= 0:
-        return np.arange(len(labels))
-    counts = np.bincount(labels, minlength=n_classes)
-    if counts.min() < per_class:
-        raise ValueError(f"{per_class} per class asked, but class {int(counts.argmin())} has "
-                         f"only {int(counts.min())} examples")
-    order = torch.randperm(len(labels), generator=generator).numpy()
-    kept = np.concatenate([order[labels[order] == c][:per_class] for c in range(n_classes)])
-    return np.sort(kept)
 
 
 def budget_name(per_class: int) -> str:
@@ -223,6 +208,7 @@ def load_backbone(ctx: Context) -> Backbone:
     for key, value in facts.items():
         ctx.metric(f"backbone_{key}", value)
     ctx.metric("backbone_is_vgg16", backbone.name == "vgg16")
+    ctx.metric("vgg16_feature_dim", VGG16Extractor.feature_dim)
     ctx.metric("imagenet_size", 224)  # both networks were trained on 224 x 224 crops
     ctx.metric("head_dropout", backbone.head_dropout)
     ctx.metric("head_params", facts["feature_dim"] * 10 + 10)
@@ -423,7 +409,9 @@ def budgets(ctx: Context, backbone: Backbone, sets: Sets, images: torch.Tensor,
         if per_class > 0:
             head_accs, cnn_accs, sizes = [], [], []
             for seed in range(cfg.seeds):
-                pos = balanced_subset(train_y, per_class, ctx.streams.torch(f"{key}/seed{seed}"))
+                pos = np.sort(balanced_index(train_y, per_class,
+                                             ctx.streams.torch(f"{key}/seed{seed}"),
+                                             strict=True))
                 index = torch.from_numpy(pos).to(sets.train.device)
                 history = one_head(ctx, backbone, sets.train[index], sets.train_y[index],
                                    {"test": (sets.test, sets.test_y)}, lr, f"{key}/head{seed}")
@@ -678,9 +666,10 @@ def tsne_maps(ctx: Context, test_features: torch.Tensor, test_images: torch.Tens
     folds = quality.stratified_folds(y, cfg.knn_folds, seed)
     with ctx.timer() as t:
         for name, x in spaces.items():
-            dims = min(50, x.shape[1], len(x) - 1)
-            projected = PCA(dims, random_state=0).fit_transform(x)
-            tsne = TSNE(perplexity=min(30.0, (len(x) - 1) / 3), initialization="pca",
+            dims = min(cfg.pca_dims, x.shape[1], len(x) - 1)
+            # The covariance eigendecomposition is exact: no random state to seed.
+            projected = PCA(dims, svd_solver="covariance_eigh").fit_transform(x)
+            tsne = TSNE(perplexity=min(cfg.perplexity, (len(x) - 1) / 3), initialization="pca",
                         negative_gradient_method="fft" if len(x) > 10_000 else "bh",
                         n_jobs=threads, random_state=ctx.streams.seed(f"tsne/{name}"),
                         verbose=False)
@@ -695,8 +684,9 @@ def tsne_maps(ctx: Context, test_features: torch.Tensor, test_images: torch.Tens
     ctx.metric("knn_features_vs_pixels",
                compare(folds_acc["features"], folds_acc["pixels"]).as_metric())
     fig, axes = new_figure(9, 4.4, ncols=2)
-    for ax, name, title in ((axes[0, 0], "pixels", "pixels (PCA-50, t-SNE)"),
-                            (axes[0, 1], "features", "frozen features (PCA-50, t-SNE)")):
+    pca = f"PCA-{cfg.pca_dims}, t-SNE"
+    for ax, name, title in ((axes[0, 0], "pixels", f"pixels ({pca})"),
+                            (axes[0, 1], "features", f"frozen features ({pca})")):
         e = embeddings[name]
         for d in range(10):
             mask = y == d

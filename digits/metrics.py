@@ -32,8 +32,9 @@ def per_class_accuracy(labels: object, predictions: object, n_classes: int = 10)
 
 
 def top_confusions(confusion: np.ndarray, k: int = 3) -> list[tuple[int, int, int]]:
-    """The k largest off-diagonal cells as (true, predicted, count), largest first."""
+    """Up to k largest non-zero off-diagonal cells as (true, predicted, count), largest first."""
     off = confusion.copy()
     np.fill_diagonal(off, -1)
     flat = np.argsort(-off, axis=None, kind="stable")[:k]
-    return [(int(i // off.shape[1]), int(i % off.shape[1]), int(off.flat[i])) for i in flat]
+    return [(int(i // off.shape[1]), int(i % off.shape[1]), int(off.flat[i]))
+            for i in flat if off.flat[i] > 0]

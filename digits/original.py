@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from types import MappingProxyType
 
-SEED = 7
 BATCH_SIZE = 32  # training and test loaders; its test accuracy divided by batches x 32
 EPOCHS = 10  # models 1 and 2, and every optimizer of its race
 TEST_IMAGES = 10_000  # MNIST's test set, which it scored on
@@ -25,7 +24,6 @@ MODEL2_PARAMS = 4.74e6
 # Its optimizer race: model 2, 10 epochs, one run each, settings differing per optimizer.
 OPTIMIZER_TEST_ACC = MappingProxyType({"sgd": 0.9805, "rmsprop": 0.9847, "adam": 0.9467,
                                        "adadelta": 0.9735, "adagrad": 0.9326})
-OPTIMIZER_RUNS = 1
 ADADELTA_LR_FRACTION = 0.1  # of Adadelta's usual learning rate, 1.0
 
 VGG16_TEST_ACC = 0.9904  # frozen features, 10 epochs

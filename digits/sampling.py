@@ -37,3 +37,25 @@ def disjoint_subsets(n: int, size: int, count: int,
     size = min(size, n // count)
     order = torch.randperm(n, generator=generator).numpy()
     return [np.sort(order[i * size:(i + 1) * size]) for i in range(count)]
+
+
+def balanced_index(labels: object, per_class: int, generator: torch.Generator,
+                   n_classes: int = 10, *, strict: bool = False) -> np.ndarray:
+    """Positions of `per_class` random examples of each class, grouped by class (class 0
+    first), each group sorted; every position when `per_class` <= 0.
+
+    One permutation is drawn and the first `per_class` of each class kept, so a larger budget
+    drawn from the same stream contains the smaller one. A class with fewer examples gives what
+    it has, or with `strict` is an error.
+    """
+    labels = labels.cpu().numpy() if hasattr(labels, "cpu") else np.asarray(labels)
+    if per_class <= 0:
+        return np.arange(len(labels))
+    counts = np.bincount(labels, minlength=n_classes)
+    if strict and counts.min() < per_class:
+        raise ValueError(f"{per_class} per class asked, but class {int(counts.argmin())} has "
+                         f"only {int(counts.min())} examples")
+    order = torch.randperm(len(labels), generator=generator).numpy()
+    return np.concatenate([np.sort(order[labels[order] == c][:per_class])
+                           for c in range(n_classes)])
+

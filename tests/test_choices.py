@@ -19,6 +19,7 @@ from digits import original
 from digits.data import MNIST
 from report.config import make_config
 from report.engine import BuildOptions, DataSource, build
+from synthetic import blobs
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -52,18 +53,6 @@ TINY = {
 }
 
 
-def blobs(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Ten classes: a bright square at a class-dependent place, over noise; one label in ten is
-    wrong, so that every model makes mistakes (the hidden-layers section shows one)."""
-    g = torch.Generator().manual_seed(seed)
-    labels = torch.arange(n) % 10
-    images = torch.randint(0, 40, (n, 28, 28), generator=g, dtype=torch.uint8)
-    for i, label in enumerate(labels.tolist()):
-        row, col = divmod(label, 5)
-        images[i, 4 + 10 * row:12 + 10 * row, 2 + 5 * col:6 + 5 * col] = 255
-    noisy = torch.rand(n, generator=g) < 0.1
-    labels[noisy] = torch.randint(0, 10, (int(noisy.sum()),), generator=g)
-    return images, labels
 
 
 def build_all(root: Path, data: MNIST) -> dict[str, dict]:
@@ -82,7 +71,7 @@ def build_all(root: Path, data: MNIST) -> dict[str, dict]:
 
 @pytest.fixture(scope="module")
 def two_builds(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, dict]:
-    train, test = blobs(400, 1), blobs(200, 2)
+    train, test = blobs(400, 1, label_noise=0.1), blobs(200, 2, label_noise=0.1)
     clean = MNIST(*train, *test, source="synthetic")
     scrambled_labels = test[1][torch.randperm(200, generator=torch.Generator().manual_seed(5))]
     scrambled = MNIST(*train, test[0], scrambled_labels, source="synthetic")

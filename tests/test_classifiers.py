@@ -16,6 +16,7 @@ from digits.data import MNIST
 from digits.models import Model2
 from report.config import make_config
 from report.engine import BuildOptions, DataSource, build
+from synthetic import blobs
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -82,15 +83,6 @@ def test_test_logits_callback_matches_evaluate() -> None:
     assert callback.logits is not None and callback.logits.shape == (50, 10)
 
 
-def blobs(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Ten classes: a bright square at a class-dependent place, over noise."""
-    g = torch.Generator().manual_seed(seed)
-    labels = torch.arange(n) % 10
-    images = torch.randint(0, 40, (n, 28, 28), generator=g, dtype=torch.uint8)
-    for i, label in enumerate(labels.tolist()):
-        row, col = divmod(label, 5)
-        images[i, 4 + 10 * row:12 + 10 * row, 2 + 5 * col:6 + 5 * col] = 255
-    return images, labels
 
 
 def test_whole_section_on_synthetic_digits(tmp_path: Path) -> None:

@@ -23,6 +23,7 @@ from digits.gan import (
     to_unit,
     train_gan,
 )
+from digits.sampling import balanced_index
 from report.config import make_config
 from report.engine import BuildOptions, DataSource, build
 
@@ -132,7 +133,7 @@ def test_spectral_norm_bounds_the_largest_singular_value() -> None:
 
 def test_balanced_index_and_nearest_distances() -> None:
     labels = torch.tensor([0, 1, 0, 1, 0, 2])
-    index = section.balanced_index(labels, 2, torch.Generator().manual_seed(0), n_classes=3)
+    index = balanced_index(labels, 2, torch.Generator().manual_seed(0), n_classes=3)
     assert labels[index].tolist() == [0, 0, 1, 1, 2]
     bank = torch.zeros(3, 28, 28, dtype=torch.uint8)
     bank[1] = 255

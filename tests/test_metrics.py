@@ -30,3 +30,9 @@ def test_top_confusions() -> None:
     matrix = np.array([[9, 1, 4], [0, 9, 2], [4, 0, 9]])
     # Ties keep reading order (row by row), so (0, 2) comes before (2, 0).
     assert metrics.top_confusions(matrix, 3) == [(0, 2, 4), (2, 0, 4), (1, 2, 2)]
+
+
+def test_top_confusions_leaves_out_cells_without_errors() -> None:
+    matrix = np.array([[5, 0, 2], [0, 5, 0], [0, 0, 5]])
+    assert metrics.top_confusions(matrix, 3) == [(0, 2, 2)]
+    assert metrics.top_confusions(np.eye(3, dtype=int) * 5, 3) == []

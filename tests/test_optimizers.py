@@ -14,19 +14,11 @@ from digits.data import MNIST
 from digits.training import TrainSpec
 from report.config import make_config
 from report.engine import BuildOptions, DataSource, build
+from synthetic import stripes
 
 REPO = Path(__file__).resolve().parent.parent
 
 
-def stripes(n: int, seed: int, classes: int = 10) -> tuple[torch.Tensor, torch.Tensor]:
-    """Labels = which band of rows (of `classes`) holds a bright stripe, over noise."""
-    g = torch.Generator().manual_seed(seed)
-    labels = torch.arange(n) % classes
-    images = torch.randint(0, 60, (n, 28, 28), generator=g, dtype=torch.uint8)
-    height = 28 // classes
-    for i, label in enumerate(labels.tolist()):
-        images[i, height * label:height * label + height] = 255
-    return images, labels
 
 
 def synthetic_mnist(n_train: int, n_test: int) -> MNIST:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from digits.sampling import disjoint_subsets, subset, subset_index
+from digits.sampling import balanced_index, disjoint_subsets, subset, subset_index
 
 
 def test_subset_index_is_seeded_sorted_and_without_replacement() -> None:
@@ -40,3 +40,16 @@ def test_disjoint_subsets() -> None:
     assert [len(s) for s in small] == [3, 3, 3] and len(np.unique(np.concatenate(small))) == 9
     with pytest.raises(ValueError, match="count"):
         disjoint_subsets(10, 5, 0, torch.Generator())
+
+
+def test_balanced_index_groups_classes_and_nests_budgets() -> None:
+    labels = np.array([0, 1, 0, 1, 0, 2, 2, 1, 0])
+    index = balanced_index(labels, 2, torch.Generator().manual_seed(0), n_classes=3)
+    assert labels[index].tolist() == [0, 0, 1, 1, 2, 2]
+    small = balanced_index(labels, 1, torch.Generator().manual_seed(4), n_classes=3)
+    large = balanced_index(labels, 3, torch.Generator().manual_seed(4), n_classes=3)
+    assert set(small) <= set(large)  # one permutation: a larger budget contains the smaller
+    assert len(balanced_index(labels, 3, torch.Generator(), n_classes=3)) == 8  # class 2 has 2
+    with pytest.raises(ValueError, match="per class"):
+        balanced_index(labels, 3, torch.Generator(), n_classes=3, strict=True)
+    assert np.array_equal(balanced_index(labels, 0, torch.Generator()), np.arange(9))

@@ -13,6 +13,7 @@ from digits.sampling import subset
 from digits.study import (LR_CENTRES, Run, StudyResult, StudySpec, at_grid_edge, choose_lr,
                           decide, log_grid, run_study, stream_names, validation_split)
 from report.streams import Streams
+from synthetic import stripes
 
 
 def numbered_images(n: int, offset: int = 0) -> torch.Tensor:
@@ -114,15 +115,6 @@ SPEC = StudySpec(optimizers=("sgd", "adam"), epochs=2, batch_size=16, momentum=0
                  mode="sequential")
 
 
-def stripes(n: int, seed: int, classes: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
-    """Labels = which band of rows (of `classes`) holds a bright stripe, over noise."""
-    g = torch.Generator().manual_seed(seed)
-    labels = torch.arange(n) % classes
-    images = torch.randint(0, 60, (n, 28, 28), generator=g, dtype=torch.uint8)
-    height = 28 // classes
-    for i, label in enumerate(labels.tolist()):
-        images[i, height * label:height * label + height] = 255
-    return images, labels
 
 
 def tiny() -> nn.Module:
@@ -130,8 +122,8 @@ def tiny() -> nn.Module:
 
 
 def study(test_labels: torch.Tensor | None = None) -> StudyResult:
-    images, labels = stripes(160, 0)
-    test_x, test_y = stripes(60, 1)
+    images, labels = stripes(160, 0, classes=4)
+    test_x, test_y = stripes(60, 1, classes=4)
     split = validation_split(images, labels, 40, torch.Generator().manual_seed(0))
     test = (test_x, test_y if test_labels is None else test_labels)
     return run_study(tiny, split, test, SPEC, Streams(11, "study"), log=lambda m: None)

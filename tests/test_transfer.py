@@ -13,11 +13,13 @@ import torch
 from analyses import classifiers, dataset
 from analyses import transfer as t
 from digits import original
-from digits.recipes import BEST_CNN
 from digits.data import MNIST
+from digits.recipes import BEST_CNN
+from digits.sampling import balanced_index
 from digits.study import validation_split
 from report.config import make_config
 from report.engine import BuildOptions, DataSource, build
+from synthetic import blobs
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -29,19 +31,20 @@ def test_budget_subsets_are_balanced_and_disjoint_from_validation_and_test() -> 
     split = validation_split(images, labels, 200, torch.Generator().manual_seed(1))
     train_y = labels[split.train_index].numpy()
     for per_class in (1, 10, 30):
-        pos = t.balanced_subset(train_y, per_class, torch.Generator().manual_seed(2))
+        pos = np.sort(balanced_index(train_y, per_class, torch.Generator().manual_seed(2),
+                                          strict=True))
         assert np.array_equal(np.bincount(train_y[pos], minlength=10), [per_class] * 10)
         assert len(np.unique(pos)) == len(pos) and np.all(np.diff(pos) > 0)
         chosen = split.train_index[torch.from_numpy(pos)]  # indices into the training set
         assert not set(chosen.tolist()) & set(split.val_index.tolist())
         # Drawn from the training images only: a test image can never be in it.
         assert chosen.max() < len(labels)
-    small = t.balanced_subset(train_y, 5, torch.Generator().manual_seed(3))
-    large = t.balanced_subset(train_y, 20, torch.Generator().manual_seed(3))
+    small = balanced_index(train_y, 5, torch.Generator().manual_seed(3))
+    large = balanced_index(train_y, 20, torch.Generator().manual_seed(3))
     assert set(small) <= set(large)  # one permutation: larger budgets contain smaller ones
-    assert np.array_equal(t.balanced_subset(train_y, 0, g), np.arange(len(train_y)))
+    assert np.array_equal(balanced_index(train_y, 0, g), np.arange(len(train_y)))
     with pytest.raises(ValueError, match="per class"):
-        t.balanced_subset(train_y, 10_000, g)
+        balanced_index(train_y, 10_000, g, strict=True)
 
 
 def test_helpers() -> None:
@@ -73,15 +76,6 @@ def test_contract() -> None:
     assert quick.input_size < full.input_size and quick.seeds >= 2
 
 
-def blobs(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Ten classes: a bright square at a class-dependent place, over noise."""
-    g = torch.Generator().manual_seed(seed)
-    labels = torch.arange(n) % 10
-    images = torch.randint(0, 40, (n, 28, 28), generator=g, dtype=torch.uint8)
-    for i, label in enumerate(labels.tolist()):
-        row, col = divmod(label, 5)
-        images[i, 4 + 10 * row:12 + 10 * row, 2 + 5 * col:6 + 5 * col] = 255
-    return images, labels
 
 
 # Tiny settings: the three sections in seconds on 400 + 200 synthetic images.
