@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import json
 import os
@@ -346,8 +347,6 @@ def reduced_settings(full: Any, used: Any) -> list[dict[str, Any]]:
     Covers the quick profile's overrides and `--set` alike, so the page can say exactly which
     settings made its numbers.
     """
-    import dataclasses
-
     return [{"key": f.name, "value": getattr(used, f.name), "full": getattr(full, f.name)}
             for f in dataclasses.fields(full) if getattr(used, f.name) != getattr(full, f.name)]
 
