@@ -18,7 +18,7 @@ from digits.recipes import BEST_CNN
 from digits.sampling import subset
 from digits.training import History, TrainSpec, predict_logits, score, train
 from report import Analysis, Context
-from report.compare import compare
+from report.compare import compare, summarize
 
 
 @dataclass(frozen=True)
@@ -257,10 +257,10 @@ def reproduce(ctx: Context, train_set: tuple, test_set: tuple) -> dict[tuple, li
                 train_one(ctx, lambda: cls(*stats), spec, train_set, test_set,
                           f"{key}/seed{seed}") for seed in range(cfg.seeds)]
             accs = [r.correct / n_test for r in runs[key, scaling]]
+            summary = summarize(accs)
             ctx.metric(f"{key}_{scaling}_test_accs", accs)
-            ctx.metric(f"{key}_{scaling}_test_mean", float(np.mean(accs)))
-            ctx.metric(f"{key}_{scaling}_test_std", float(np.std(accs, ddof=1))
-                       if len(accs) > 1 else 0.0)
+            ctx.metric(f"{key}_{scaling}_test_mean", summary.mean)
+            ctx.metric(f"{key}_{scaling}_test_std", summary.std)
             ctx.metric(f"{key}_{scaling}_histories", [r.history.as_dict()
                                                       for r in runs[key, scaling]])
         plain = runs[key, "plain"]
@@ -299,14 +299,11 @@ def explain_gap(ctx: Context, runs: dict[tuple, list[Trained]], n_test: int) -> 
             {"model": key.replace("model", "model "),
              "step": "original, correct / test images", "test accuracy %": percent(corrected),
              "± std": None, "runs": 1},
-            {"model": key.replace("model", "model "), "step": "this build, [0, 1] pixels",
-             "test accuracy %": percent(float(np.mean(plain))),
-             "± std": percent(float(np.std(plain, ddof=1))) if len(plain) > 1 else None,
-             "runs": len(plain)},
-            {"model": key.replace("model", "model "), "step": "this build, standardised",
-             "test accuracy %": percent(float(np.mean(standardised))),
-             "± std": percent(float(np.std(standardised, ddof=1)))
-             if len(standardised) > 1 else None, "runs": len(standardised)}]
+            *({"model": key.replace("model", "model "), "step": step,
+               "test accuracy %": percent(s.mean),
+               "± std": percent(s.std) if s.n > 1 else None, "runs": s.n}
+              for step, s in (("this build, [0, 1] pixels", summarize(plain)),
+                              ("this build, standardised", summarize(standardised))))]
     ctx.table("reproduction", rows)
     ctx.metric("model2_vs_model1", compare(_accs(runs["model2", "plain"], n_test),
                                            _accs(runs["model1", "plain"], n_test)).as_metric())
@@ -330,12 +327,13 @@ def stronger_cnn(ctx: Context, train_set: tuple, test_set: tuple,
                       "dropout": cfg.best_dropout})
     n_test = len(test_set[1])
     accs = np.array(_accs(runs, n_test))
+    summary = summarize(accs)
     seconds = np.array([r.history.seconds for r in runs])
     ctx.metric("best_test_accs", accs)
-    ctx.metric("best_test_acc_mean", float(accs.mean()))
-    ctx.metric("best_test_acc_std", float(accs.std(ddof=1)) if len(accs) > 1 else 0.0)
-    ctx.metric("best_test_acc_min", float(accs.min()))
-    ctx.metric("best_test_acc_max", float(accs.max()))
+    ctx.metric("best_test_acc_mean", summary.mean)
+    ctx.metric("best_test_acc_std", summary.std)
+    ctx.metric("best_test_acc_min", summary.min)
+    ctx.metric("best_test_acc_max", summary.max)
     ctx.metric("best_mean_above_target", bool(accs.mean() >= cfg.target))
     ctx.metric("best_seconds_mean", float(seconds.mean()))
     ctx.metric("best_images_per_second",

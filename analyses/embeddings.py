@@ -20,7 +20,7 @@ from digits.metrics import confusion_matrix, per_class_accuracy
 from digits.plots import CLASS_COLORS, new_figure
 from digits.sampling import disjoint_subsets, subset_index
 from report import Analysis, Context
-from report.compare import compare
+from report.compare import compare, summarize
 
 if TYPE_CHECKING:
     from sklearn.decomposition import PCA
@@ -513,9 +513,8 @@ def record_comparisons(ctx: Context, fold_acc: dict[str, np.ndarray],
 
 def mean_pm_std(values: np.ndarray, scale: float = 1.0, digits: int = 4, unit: str = "") -> str:
     """'mean ± sample std' of repeated results, as a table cell."""
-    values = np.asarray(values, dtype=float)
-    std = values.std(ddof=1) if len(values) > 1 else 0.0
-    return f"{scale * values.mean():.{digits}f} ± {scale * std:.{digits}f}{unit}"
+    summary = summarize(np.asarray(values, dtype=float))
+    return f"{scale * summary.mean:.{digits}f} ± {scale * summary.std:.{digits}f}{unit}"
 
 
 def quality_table(ctx: Context, n_pixels: int, fold_acc: dict[str, np.ndarray],
