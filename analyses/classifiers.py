@@ -13,7 +13,7 @@ from digits import original
 from digits.augment import RandomAffine
 from digits.metrics import confusion_matrix, per_class_accuracy, top_confusions
 from digits.models import BestCNN, Model1, Model2, count_parameters
-from digits.plots import CLASS_COLORS, digit_grid, new_figure
+from digits.plots import CLASS_COLORS, digit_grid, label_curve_axes, new_figure
 from digits.recipes import BEST_CNN
 from digits.sampling import subset
 from digits.training import History, TrainSpec, predict_logits, score, train
@@ -442,7 +442,7 @@ def _plot_original_curves(ctx: Context, runs: dict[tuple, list[Trained]]) -> Non
         axes[0, 0].axhline(corrected, color=CLASS_COLORS[i], lw=0.8, ls=":",
                            label=f"original model {i + 1}, corrected "
                                  f"({100 * corrected:.2f} %, {original.EPOCHS} ep.)")
-    _label_curve_axes(axes)
+    label_curve_axes(axes)
     axes[0, 0].legend(fontsize=7, loc="lower right")
     axes[0, 1].legend(fontsize=7, loc="upper right")
     fig.tight_layout()
@@ -469,22 +469,12 @@ def _plot_best_curves(ctx: Context, runs: list[Trained], cfg: Config) -> None:
                 Line2D([], [], color="grey", ls="--", label="train (augmented, dropout on)")]
     low = min(min(r.history.eval_acc["test"]) for r in runs)
     axes[0, 0].set_ylim(max(0.0, min(low, cfg.target) - 0.005), 1.0)
-    _label_curve_axes(axes)
+    label_curve_axes(axes)
     target = Line2D([], [], color="k", lw=0.8, ls=":", label=f"target {100 * cfg.target:.1f} %")
     axes[0, 0].legend(handles=handles + [target], fontsize=7, loc="lower right")
     axes[0, 1].legend(handles=handles, fontsize=7, loc="upper right")
     fig.tight_layout()
     ctx.figure("curves_best", fig)
-
-
-def _label_curve_axes(axes: np.ndarray) -> None:
-    """Accuracy (left) and log-scale loss (right) against whole epochs."""
-    axes[0, 0].set_ylabel("accuracy")
-    axes[0, 1].set_ylabel("cross-entropy loss")
-    axes[0, 1].set_yscale("log")
-    for ax in axes.flat:
-        ax.set_xlabel("epoch")
-        ax.xaxis.get_major_locator().set_params(integer=True)
 
 
 def _plot_confusion(ctx: Context, confusion: np.ndarray) -> None:

@@ -31,7 +31,7 @@ from digits.features import (
     trunk_maps,
 )
 from digits.models import BestCNN
-from digits.plots import CLASS_COLORS, new_figure
+from digits.plots import CLASS_COLORS, label_curve_axes, new_figure
 from digits.sampling import balanced_index, subset_index
 from digits.study import at_grid_edge, choose_lr, validation_split
 from digits.recipes import BEST_CNN
@@ -565,12 +565,7 @@ def plot_curves(ctx: Context, main: list[HeadRun], tuned: list[HeadRun]) -> None
             handles.append(Line2D([], [], color=c, label=f"{label}, seed {seed}"))
     handles += [Line2D([], [], color="grey", marker="o", ms=3, label="test"),
                 Line2D([], [], color="grey", ls="--", label="train (dropout on)")]
-    axes[0, 0].set_ylabel("accuracy")
-    axes[0, 1].set_ylabel("cross-entropy loss")
-    axes[0, 1].set_yscale("log")
-    for ax in axes.flat:
-        ax.set_xlabel("epoch")
-        ax.xaxis.get_major_locator().set_params(integer=True)
+    label_curve_axes(axes)
     axes[0, 0].legend(handles=handles, fontsize=7, loc="lower right")
     fig.tight_layout()
     ctx.figure("curves", fig)

@@ -59,3 +59,13 @@ def figure_to_rgb(fig: Figure, close: bool = True) -> np.ndarray:
     if close:
         plt.close(fig)
     return rgb
+
+
+def label_curve_axes(axes: np.ndarray) -> None:
+    """Training-curve panels: accuracy (left) and log-scale loss (right) against whole epochs."""
+    axes[0, 0].set_ylabel("accuracy")
+    axes[0, 1].set_ylabel("cross-entropy loss")
+    axes[0, 1].set_yscale("log")
+    for ax in axes.flat:
+        ax.set_xlabel("epoch")
+        ax.xaxis.get_major_locator().set_params(integer=True)
