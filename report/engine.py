@@ -28,6 +28,7 @@ from report.cache import Cache, cache_key, pid_alive
 from report.config import BuildConfig, config_json
 from report.context import Context
 from report.errors import UserError
+from report.freeze import FrozenStore, code_environment
 from report.render import SectionView, render_site
 
 
@@ -47,6 +48,11 @@ class BuildOptions:
     only: tuple[str, ...] = ()
     force: tuple[str, ...] = ()  # names, or ("all",)
     keep_going: bool = False
+    # Frozen results (report/freeze.py): where they live (None = not used), the profiles whose
+    # entries this build may use (an explicit --profile uses only its own), and --freeze.
+    frozen_dir: Path | None = None
+    frozen_profiles: tuple[str, ...] = ()
+    freeze: bool = False
     title: str = "MNIST, explored"
     prose_globals: Mapping[str, Any] = field(default_factory=dict)  # names every prose can use
 
@@ -65,13 +71,15 @@ class Outcome:
     """What happened to one analysis in this build."""
 
     name: str
-    status: str  # run | cached | failed | skipped
+    status: str  # run | cached | frozen | failed | skipped
     key: str = ""
     seconds: float = 0.0
     peak_bytes: int | None = None
     error: str = ""
     entry: Path | None = None
     manifest: dict = field(default_factory=dict)
+    profile: str = ""  # the profile whose config made the results
+    frozen_state: str = "none"  # none | frozen (used) | stale (code changed) | damaged | unused
 
 
 def environment_fingerprint(device: torch.device, seed: int, data_fingerprint: str) -> dict:
@@ -80,6 +88,29 @@ def environment_fingerprint(device: torch.device, seed: int, data_fingerprint: s
 
     return {"torch": torch.__version__, "numpy": numpy.__version__, "device": device.type,
             "seed": str(seed), "dataset": data_fingerprint}
+
+
+def versions() -> dict[str, str]:
+    """Versions of the libraries that shape the results, for the manifest and the appendix."""
+    import matplotlib
+    import numpy
+
+    found = {"python": platform.python_version(), "torch": torch.__version__,
+             "numpy": numpy.__version__, "matplotlib": matplotlib.__version__}
+    # Read from the installed metadata: importing these only for a version string cost
+    # 3-6 s per build (torchvision pulls in torch._dynamo), even when everything was cached.
+    for package, dist in (("openTSNE", "openTSNE"), ("sklearn", "scikit-learn"),
+                          ("torchvision", "torchvision")):
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            found[package] = metadata.version(dist)
+    return found
+
+
+def device_name(device: torch.device) -> str:
+    """The GPU's name, or the processor's."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return platform.processor() or platform.machine()
 
 
 def _reset_peak_memory(device: torch.device) -> None:
@@ -118,10 +149,16 @@ class Builder:
     """Runs one build; `plan()` alone serves `--list`."""
 
     def __init__(self, modules: Sequence[ModuleType], config: BuildConfig, options: BuildOptions,
-                 data: DataSource, log: Callable[[str], None] = print):
+                 data: DataSource, log: Callable[[str], None] = print,
+                 profile_configs: Mapping[str, BuildConfig] | None = None):
         self.sections = sections_from_modules(modules)
         self.order = execution_order(self.sections)
         self.config = config
+        # The config of every profile (same seed and --set overrides), to match frozen entries
+        # made with another profile than this build's.
+        self.profile_configs = dict(profile_configs or {})
+        self.profile_configs[config.profile] = config
+        self.frozen = FrozenStore(options.frozen_dir) if options.frozen_dir else None
         self.options = options
         self.data = data
         self.log = log
@@ -134,23 +171,90 @@ class Builder:
         self._dataset = None
 
     # --- keys ---------------------------------------------------------------------------------
+    def environment(self) -> dict:
+        """What the results depend on beyond code and config (the machine included)."""
+        return environment_fingerprint(self.options.device, self.config.seed,
+                                       self.data.fingerprint)
+
     def keys(self) -> dict[str, str]:
-        """The cache key of every analysis, upstream first (Merkle chain)."""
-        env = environment_fingerprint(self.options.device, self.config.seed,
-                                      self.data.fingerprint)
+        """The cache key of every analysis when every upstream runs or is cached here."""
+        return self._chain(self.config, self.environment())
+
+    def code_keys(self, profile: str) -> dict[str, str]:
+        """Frozen entries' keys under `profile`: code, config, seed and data, not the machine."""
+        return self._chain(self.profile_configs[profile], code_environment(self.environment()))
+
+    def _chain(self, config: BuildConfig, env: Mapping[str, str]) -> dict[str, str]:
         keys: dict[str, str] = {}
         for section in self.order:
-            keys[section.name] = cache_key(
-                section.source_path, self.options.root,
-                config_json(self.config.section(section.name)),
-                {u: keys[u] for u in section.analysis.requires}, env)
+            keys[section.name] = self._key(section, config, keys, env)
         return keys
 
+    def _key(self, section: Section, config: BuildConfig, upstream: Mapping[str, str],
+             env: Mapping[str, str]) -> str:
+        return cache_key(section.source_path, self.options.root,
+                         config_json(config.section(section.name)),
+                         {u: upstream[u] for u in section.analysis.requires}, env)
+
+    def _frozen(self, name: str) -> tuple[dict | None, str]:
+        """The frozen manifest this build may use for `name`, and the frozen state to report."""
+        if self.frozen is None:
+            return None, "none"
+        manifest, problem = self.frozen.check(name)
+        if problem:
+            self.log(f"  {name}: frozen entry damaged ({problem}); not used")
+            return None, "damaged"
+        if manifest is None:
+            return None, "none"
+        profile = manifest.get("profile")
+        if profile not in self.profile_configs:
+            return None, "stale"
+        if manifest["code_key"] != self.code_keys(profile)[name]:
+            return None, "stale"
+        if profile not in self.options.frozen_profiles:
+            return None, "unused"
+        return manifest, "frozen"
+
+    def _decide(self, section: Section, used: Mapping[str, str]) -> Outcome:
+        """Frozen, cached or to run (status "run", no entry yet), upstream's choices given.
+
+        `used` maps each upstream to the key of the entry it used; a downstream result
+        depends on which entry that was, so it enters this analysis's cache key.
+        """
+        name = section.name
+        key = self._key(section, self.config, used, self.environment())
+        forced = self._forced(name)
+        frozen, state = (None, "none") if forced else self._frozen(name)
+        if frozen is not None:
+            return Outcome(name, "frozen", "frozen:" + frozen["code_key"],
+                           frozen.get("seconds", 0.0), frozen.get("peak_rss_bytes"),
+                           entry=self.frozen.entry(name), manifest=frozen,
+                           profile=frozen.get("profile", ""), frozen_state=state)
+        manifest, problem = (None, None) if forced else self.cache.check(name, key)
+        if problem:
+            self.log(f"  {name}: cached entry damaged ({problem}); running it again")
+        if manifest is not None:
+            return Outcome(name, "cached", key, manifest.get("seconds", 0.0),
+                           manifest.get("peak_rss_bytes"), entry=self.cache.entry(name, key),
+                           manifest=manifest, profile=self.config.profile, frozen_state=state)
+        return Outcome(name, "run", key, profile=self.config.profile, frozen_state=state)
+
     def plan(self) -> list[dict]:
-        """For `--list`: name, requires and cache state of each analysis in article order."""
-        keys = self.keys()
-        return [{"name": s.name, "title": s.raw_title, "requires": s.analysis.requires,
-                 "state": self.cache.state(s.name, keys[s.name])} for s in self.sections]
+        """For `--list`: name, requires and state (frozen, cached, stale) in article order."""
+        used: dict[str, str] = {}
+        states: dict[str, Outcome] = {}
+        for section in self.order:
+            states[section.name] = outcome = self._decide(section, used)
+            used[section.name] = outcome.key
+        rows = []
+        for s in self.sections:
+            outcome = states[s.name]
+            state = "stale" if outcome.status == "run" else outcome.status
+            note = {"stale": "frozen entry outdated", "damaged": "frozen entry damaged",
+                    "unused": "frozen entry of another profile"}.get(outcome.frozen_state, "")
+            rows.append({"name": s.name, "title": s.raw_title, "requires": s.analysis.requires,
+                         "state": state, "profile": outcome.profile, "note": note})
+        return rows
 
     # --- running ------------------------------------------------------------------------------
     def _dataset_on_device(self) -> Any:
@@ -164,7 +268,8 @@ class Builder:
     def _forced(self, name: str) -> bool:
         return "all" in self.options.force or name in self.options.force
 
-    def _run_one(self, section: Section, key: str, entries: Mapping[str, Path]) -> Outcome:
+    def _run_one(self, section: Section, key: str, entries: Mapping[str, Path],
+                 frozen_state: str) -> Outcome:
         name = section.name
         staging = self.cache.staging(name)
         ctx = Context(name, self.config.section(name), seed=self.config.seed,
@@ -187,41 +292,44 @@ class Builder:
                     "choices": ctx.choices, "streams": ctx.streams.used,
                     "data": dict(self.data.describe()) if self._dataset is not None else None,
                     "seconds": elapsed, **memory, "device": str(self.options.device),
+                    "device_name": device_name(self.options.device), "versions": versions(),
                     "profile": self.config.profile,
                     "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
         entry = self.cache.commit(staging, name, key, manifest, replace=self._forced(name))
         return Outcome(name, "run", key, elapsed, memory["peak_rss_bytes"], entry=entry,
-                       manifest=self.cache.lookup(name, key) or manifest)
+                       manifest=self.cache.lookup(name, key) or manifest,
+                       profile=self.config.profile, frozen_state=frozen_state)
 
     def run(self) -> dict[str, Outcome]:
         """Run or reuse every wanted analysis in dependency order."""
-        keys = self.keys()
         self.cache.sweep()
         outcomes: dict[str, Outcome] = {}
         entries: dict[str, Path] = {}
+        used: dict[str, str] = {}
         todo = [s for s in self.order if s.name in self.wanted]
         for index, section in enumerate(todo, 1):
-            name, key = section.name, keys[section.name]
+            name = section.name
             prefix = f"[{index}/{len(todo)}] {name}"
             broken = [u for u in section.analysis.requires
                       if outcomes.get(u) and outcomes[u].status in ("failed", "skipped")]
             if broken:
-                outcomes[name] = Outcome(name, "skipped", key,
+                outcomes[name] = Outcome(name, "skipped", "",
                                          error=f"skipped: upstream {', '.join(broken)} failed")
                 self.log(f"{prefix}: skipped (upstream {', '.join(broken)} failed)")
                 continue
-            manifest = None if self._forced(name) else self.cache.lookup(name, key)
-            if manifest is not None:
-                entry = self.cache.entry(name, key)
-                outcomes[name] = Outcome(name, "cached", key, manifest.get("seconds", 0.0),
-                                         manifest.get("peak_rss_bytes"), entry=entry,
-                                         manifest=manifest)
-                entries[name] = entry
-                self.log(f"{prefix}: cached (ran in {manifest.get('seconds', 0):.1f} s)")
+            decided = self._decide(section, used)
+            key = decided.key
+            if decided.status in ("frozen", "cached"):
+                outcomes[name], entries[name], used[name] = decided, decided.entry, key
+                made = f"{decided.manifest.get('profile', '?')} profile on " \
+                       f"{decided.manifest.get('device', '?')}"
+                self.log(f"{prefix}: {decided.status} ({made}, ran in {decided.seconds:.1f} s)")
                 continue
+            if decided.frozen_state == "stale":
+                self.log(f"{prefix}: frozen entry outdated (its code or config changed)")
             self.log(f"{prefix}: running")
             try:
-                outcome = self._run_one(section, key, entries)
+                outcome = self._run_one(section, key, entries, decided.frozen_state)
             except Exception as exc:  # noqa: BLE001 - reported, and fatal unless --keep-going
                 # A user's mistake gets its one clear message; a bug gets its traceback.
                 user = isinstance(exc, UserError)
@@ -241,6 +349,7 @@ class Builder:
                 continue
             outcomes[name] = outcome
             entries[name] = outcome.entry
+            used[name] = key
             peak = f", peak RSS {outcome.peak_bytes / 2**30:.2f} GiB" if outcome.peak_bytes else ""
             self.log(f"{prefix}: done in {outcome.seconds:.1f} s{peak}")
         return outcomes
@@ -248,35 +357,24 @@ class Builder:
     # --- the site -----------------------------------------------------------------------------
     def build_info(self, outcomes: Mapping[str, Outcome], wall: float) -> dict:
         """The manifest shown in the appendix and written to site/data/manifest.json."""
-        import matplotlib
-        import numpy
-
-        versions = {"python": platform.python_version(), "torch": torch.__version__,
-                    "numpy": numpy.__version__, "matplotlib": matplotlib.__version__}
-        # Read from the installed metadata: importing these only for a version string cost
-        # 3-6 s per build (torchvision pulls in torch._dynamo), even when everything was cached.
-        for package, dist in (("openTSNE", "openTSNE"), ("sklearn", "scikit-learn"),
-                              ("torchvision", "torchvision")):
-            with contextlib.suppress(metadata.PackageNotFoundError):
-                versions[package] = metadata.version(dist)
         device = self.options.device
-        device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else \
-            (platform.processor() or platform.machine())
         dataset = dict(self.data.describe())
         if self._dataset is None:
             # Every analysis was cached: the provenance is the one recorded when they ran.
             recorded = [o.manifest.get("data") for o in outcomes.values() if o.manifest]
             dataset = next((d for d in recorded if d), dataset)
-        reduced = {s.name: reduced_settings(s.analysis.config, self.config.section(s.name))
+        configs = {s.name: self.section_config(s.name, outcomes[s.name])
+                   for s in self.sections if s.name in outcomes}
+        reduced = {s.name: reduced_settings(s.analysis.config, configs[s.name])
                    for s in self.sections if s.name in outcomes}
         return {
             "title": self.options.title,
             "profile": self.config.profile,
             "seed": self.config.seed,
             "device": str(device),
-            "device_name": device_name,
+            "device_name": device_name(device),
             "cpu_count": os.cpu_count(),
-            "versions": versions,
+            "versions": versions(),
             "commit": git_commit(self.options.root),
             "dataset": dataset,
             "reduced": {name: rows for name, rows in reduced.items() if rows},
@@ -285,10 +383,51 @@ class Builder:
             "analyses": [{"name": o.name, "status": o.status, "seconds": o.seconds,
                           "peak_rss_bytes": o.manifest.get("peak_rss_bytes"),
                           "peak_gpu_bytes": o.manifest.get("peak_gpu_bytes"),
-                          "key": o.key[:12], "error": o.error} for o in outcomes.values()],
-            "config": {name: json.loads(config_json(cfg))
-                       for name, cfg in self.config.sections.items() if name in outcomes},
+                          "profile": o.profile, "frozen_state": o.frozen_state,
+                          "device": o.manifest.get("device", ""),
+                          "device_name": o.manifest.get("device_name", ""),
+                          "created": o.manifest.get("created", ""),
+                          "key": o.key.removeprefix("frozen:")[:12], "error": o.error}
+                         for o in outcomes.values()],
+            "config": {name: json.loads(config_json(cfg)) for name, cfg in configs.items()},
         }
+
+    def section_config(self, name: str, outcome: Outcome) -> Any:
+        """The config that made an analysis's results: a frozen entry's is its own profile's."""
+        return self.profile_configs.get(outcome.profile, self.config).section(name)
+
+    def freeze(self, outcomes: Mapping[str, Outcome]) -> list[str]:
+        """Copy the entries this build ran or reused from the cache into the frozen store.
+
+        Entries already frozen stay untouched, and an identical entry is not rewritten, so a
+        refreeze changes only what changed. An analysis built on an upstream of another profile
+        (a quick re-run on top of frozen full results) is not frozen: its code key would claim
+        an upstream it did not use.
+        """
+        if self.frozen is None:
+            raise ValueError("--freeze needs a folder for frozen results")
+        code = self.code_keys(self.config.profile)
+        sections = {s.name: s for s in self.sections}
+        loaded = {u for s in self.sections for u in s.analysis.requires}
+        changed = []
+        for name, outcome in outcomes.items():
+            if outcome.status not in ("run", "cached"):
+                continue
+            mixed = [u for u in sections[name].analysis.requires
+                     if outcomes[u].profile != self.config.profile]
+            if mixed:
+                self.log(f"freeze: {name} not frozen: it used {', '.join(mixed)} of another "
+                         "profile")
+                continue
+            if self.frozen.write(name, outcome.entry, outcome.manifest, code[name],
+                                 keep_objects=name in loaded):
+                changed.append(name)
+        sizes = self.frozen.size()
+        listing = ", ".join(f"{n} {b / 1e6:.1f} MB" for n, b in sizes.items())
+        self.log(f"freeze: {len(changed)} entr{'y' if len(changed) == 1 else 'ies'} written "
+                 f"({', '.join(changed) or 'none changed'}); {self.frozen.root}: "
+                 f"{sum(sizes.values()) / 1e6:.1f} MB ({listing})")
+        return changed
 
     def views(self, outcomes: Mapping[str, Outcome]) -> list[SectionView]:
         """Render inputs in article order for the analyses of this build."""
@@ -297,13 +436,16 @@ class Builder:
             outcome = outcomes.get(section.name)
             if outcome is None:
                 continue
-            cfg = self.config.section(section.name)
+            cfg = self.section_config(section.name, outcome)
             result.append(SectionView(
                 name=section.name, prose=section.prose, cfg=cfg,
                 metrics=outcome.manifest.get("metrics", {}),
                 items=outcome.manifest.get("items", []), files=outcome.entry,
                 status=outcome.status, error=outcome.error,
                 reduced=reduced_settings(section.analysis.config, cfg),
+                provenance={"profile": outcome.profile, "frozen_state": outcome.frozen_state,
+                            **{k: outcome.manifest.get(k, "") for k in
+                               ("device", "device_name", "created")}},
                 title=section.raw_title, prose_file=_relative(section.prose_path,
                                                               self.options.root)))
         return result
@@ -385,11 +527,15 @@ def recover_site(out: Path) -> None:
 
 
 def build(modules: Sequence[ModuleType], config: BuildConfig, options: BuildOptions,
-          data: DataSource, log: Callable[[str], None] = print) -> tuple[Path, dict[str, Outcome]]:
+          data: DataSource, log: Callable[[str], None] = print,
+          profile_configs: Mapping[str, BuildConfig] | None = None,
+          ) -> tuple[Path, dict[str, Outcome]]:
     """Run the analyses and render the site; raises BuildFailed leaving the old site intact."""
     start = time.perf_counter()
     recover_site(options.out)
-    builder = Builder(modules, config, options, data, log)
+    builder = Builder(modules, config, options, data, log, profile_configs)
     outcomes = builder.run()
+    if options.freeze:
+        builder.freeze(outcomes)
     index = builder.render(outcomes, time.perf_counter() - start)
     return index, outcomes

@@ -10,11 +10,13 @@ and refers to them with `{{ ref("name") }}` (forward references work: rendering 
 first pass only counts). An item the analysis made but the prose does not place, or places
 without its caption or alt text, is an error naming the prose file. Comparative sentences use
 the `claim` filter over a `report.compare.Comparison`; `reduced_note(...)` says which settings
-of this build differ from the full profile.
+of this build differ from the full profile. Every heading of the prose gets an id
+(`section-slug`) and a self-link, and is listed for the table of contents.
 """
 
 from __future__ import annotations
 
+import html as html_lib
 import json
 import math
 import re
@@ -45,7 +47,7 @@ class SectionView:
     metrics: Mapping[str, Any]
     items: Sequence[Mapping[str, Any]]
     files: Path | None  # folder holding the artifact files (the cache entry)
-    status: str  # "run", "cached", "failed" or "skipped"
+    status: str  # "run", "cached", "frozen", "failed" or "skipped"
     error: str = ""
     reduced: Sequence[Mapping[str, Any]] = ()  # settings differing from the full profile
     title: str = ""  # rendered from the prose's first line
@@ -53,6 +55,10 @@ class SectionView:
     html: str = ""
     numbers: dict[str, int] = field(default_factory=dict)
     captions: dict[str, dict[str, str]] = field(default_factory=dict)
+    headings: list[dict[str, str]] = field(default_factory=list)  # the prose's own, for the TOC
+    # Who made the results: profile, device, device_name, created, and frozen_state (none,
+    # frozen, stale: re-run because the code changed since it was frozen, damaged, unused).
+    provenance: Mapping[str, Any] = field(default_factory=dict)
 
 
 # --- filters for prose ------------------------------------------------------------------------
@@ -303,14 +309,82 @@ def render_sections(env: Environment, views: Sequence[SectionView],
             label = KIND_LABEL[kinds[name]]
             counters[label] += 1
             view.numbers[name] = counters[label]
-    # Pass 2: render with numbers known, swap placeholders for partials.
+    # Pass 2: render with numbers known, anchor the headings, swap placeholders for partials.
+    # Ids the templates use (templates/article.html, partials/, static/lightbox.js).
+    taken = {"main", "contents", "contents-title", "summary", "summary-title", "abstract",
+             "rule", "appendix", "appendix-title", "lightbox-caption",
+             *(v.name for v in views), *(f"{v.name}-{i['name']}" for v in views for i in v.items)}
     for view in views:
         if view.status in ("failed", "skipped"):
             continue
         placed = []
         html = _checked_prose(env, view, context, placed)
+        html, view.headings = anchor_headings(html, view.name, taken)
         by_name = {i["name"]: i for i in view.items}
         view.html = PLACEHOLDER.sub(lambda m: _item_html(env, view, by_name[m.group(1)]), html)
+
+
+def preview_image(views: Sequence[SectionView]) -> dict[str, str] | None:
+    """The article's first figure (its Figure 1), for social previews: {"src", "alt"}."""
+    for view in views:
+        if view.status in ("failed", "skipped"):
+            continue
+        kinds = {i["name"]: i for i in view.items}
+        for name, _number in sorted(view.numbers.items(), key=lambda kv: kv[1]):
+            item = kinds[name]
+            if item["kind"] == "figure" and item.get("file"):
+                return {"src": f"figures/{view.name}/{item['file']}",
+                        "alt": view.captions[name]["alt"]}
+    return None
+
+
+# --- anchors on headings --------------------------------------------------------------------
+
+HEADING = re.compile(r"<h([1-6])((?:\s[^>]*)?)>(.*?)</h\1>", re.S)
+ID_ATTRIBUTE = re.compile(r"""\sid=["']([^"']+)["']""")
+TAG = re.compile(r"<[^>]+>")
+
+
+def slug(text: str) -> str:
+    """'The original's <em>two</em> models' -> 'the-original-s-two-models' (for an id)."""
+    plain = TAG.sub("", text)
+    plain = re.sub(r"&#?\w+;", " ", plain)
+    return re.sub(r"[^a-z0-9]+", "-", plain.lower()).strip("-") or "heading"
+
+
+def anchor_link(target: str, label: str) -> str:
+    """A self-link: empty text (CSS draws its mark), so the heading's own text is unchanged."""
+    return (f'<a class="anchor" href="#{escape(target)}" '
+            f'aria-label="Link to {escape(label)}"></a>')
+
+
+def anchor_headings(html: str, prefix: str, taken: set[str]) -> tuple[str, list[dict[str, str]]]:
+    """Give every heading in `html` an id (`prefix-slug`, unique in `taken`) and a self-link.
+
+    An id the prose set itself ({: #id }) is kept. Returns the new HTML and, in order,
+    {"level", "id", "html", "text"} of each heading (for the table of contents; "text" is
+    plain text, not HTML).
+    """
+    headings: list[dict[str, str]] = []
+
+    def replace(match: re.Match) -> str:
+        level, attrs, inner = match.group(1), match.group(2), match.group(3)
+        text = " ".join(html_lib.unescape(TAG.sub("", inner)).split())
+        found = ID_ATTRIBUTE.search(attrs)
+        if found:
+            ident = found.group(1)
+        else:
+            base = ident = f"{prefix}-{slug(inner)}"
+            n = 1
+            while ident in taken:
+                n += 1
+                ident = f"{base}-{n}"
+            attrs = f' id="{ident}"{attrs}'
+        taken.add(ident)
+        headings.append({"level": level, "id": ident, "html": inner.strip(), "text": text})
+        return f"<h{level}{attrs}>{inner}{anchor_link(ident, text)}</h{level}>"
+
+    return HEADING.sub(replace, html), headings
 
 
 # --- the site ---------------------------------------------------------------------------------
@@ -365,7 +439,8 @@ def render_site(site: Path, templates: Path, views: Sequence[SectionView],
     # Every script in templates/static/ is loaded (deferred); each one looks for its own
     # elements, so a page without them costs nothing but the download.
     scripts = sorted(p.name for p in (templates / "static").glob("*.js"))
-    html = env.get_template("article.html").render(sections=views, scripts=scripts, **context)
+    html = env.get_template("article.html").render(sections=views, scripts=scripts,
+                                                   preview=preview_image(views), **context)
     index = site / "index.html"
     index.write_text(html, encoding="utf-8")
     return index

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -101,7 +102,8 @@ def test_commit_writes_manifest_last_and_lookup_checks_key(tmp_path: Path) -> No
     (staging / "fig.png").write_bytes(b"png")
     entry = cache.commit(staging, "x", key, {"metrics": {"m": 1}})
     assert not staging.exists() and (entry / "fig.png").read_bytes() == b"png"
-    assert cache.lookup("x", key) == {"metrics": {"m": 1}, "key": key}
+    files = {"fig.png": {"bytes": 3, "sha256": hashlib.sha256(b"png").hexdigest()}}
+    assert cache.lookup("x", key) == {"metrics": {"m": 1}, "key": key, "files": files}
     assert cache.state("x", key) == "cached"
     # Another key sharing the 20-character folder prefix is not this entry.
     assert cache.lookup("x", "a" * 20 + "b" * 44) is None
@@ -117,7 +119,7 @@ def test_unreadable_manifest_is_a_miss(tmp_path: Path) -> None:
     # Committing over it replaces the broken entry.
     staging = cache.staging("x")
     cache.commit(staging, "x", key, {"metrics": {}})
-    assert cache.lookup("x", key) == {"metrics": {}, "key": key}
+    assert cache.lookup("x", key) == {"metrics": {}, "key": key, "files": {}}
 
 
 def test_second_commit_of_same_key_keeps_the_first(tmp_path: Path) -> None:
@@ -152,3 +154,33 @@ def test_pid_alive() -> None:
     proc = subprocess.Popen([sys.executable, "-c", "pass"])
     proc.wait()
     assert not pid_alive(proc.pid)
+
+
+@pytest.mark.parametrize("harm, expected", [
+    (lambda entry: (entry / "fig.png").unlink(), "fig.png is missing"),
+    (lambda entry: (entry / "fig.png").write_bytes(b"PNG!"), "fig.png has 4 bytes"),
+    (lambda entry: (entry / "sub" / "t.csv").write_text("b,a"), "sub/t.csv differs"),
+])
+def test_damaged_entry_is_reported_and_missed(tmp_path: Path, harm, expected: str) -> None:
+    cache = Cache(tmp_path)
+    key = "d" * 64
+    staging = cache.staging("x")
+    (staging / "fig.png").write_bytes(b"png")
+    (staging / "sub").mkdir()
+    (staging / "sub" / "t.csv").write_text("a,b")
+    entry = cache.commit(staging, "x", key, {"metrics": {}})
+    assert cache.check("x", key)[1] is None
+    harm(entry)
+    manifest, problem = cache.check("x", key)
+    assert manifest is None and expected in problem
+    assert cache.lookup("x", key) is None and cache.state("x", key) == "stale"
+
+
+def test_manifest_without_file_list_is_not_trusted(tmp_path: Path) -> None:
+    cache = Cache(tmp_path)
+    key = "e" * 64
+    entry = cache.entry("x", key)
+    entry.mkdir(parents=True)
+    (entry / MANIFEST).write_text(json.dumps({"key": key, "metrics": {}}))
+    assert cache.check("x", key) == (None, "its manifest lists no files (written by an older "
+                                           "version of the engine)")

@@ -113,6 +113,9 @@ def test_whole_section_on_synthetic_digits(tmp_path: Path) -> None:
     saved = torch.load(next((tmp_path / "cache" / "classifiers").glob("*/objects/model2.pt")),
                        weights_only=False)
     assert (saved["mean"], saved["std"]) == (0.0, 1.0)
+    # Saved in half precision (the largest frozen file otherwise), and it loads into Model2.
+    assert saved["state_dict"]["fc1.weight"].dtype == torch.float16
+    Model2().load_state_dict(saved["state_dict"])
     reproduction = json.loads((tmp_path / "site" / "data" / "classifiers" / "reproduction.json")
                               .read_text())
     assert [r["step"] for r in reproduction["rows"][:4]] == [

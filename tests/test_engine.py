@@ -580,8 +580,16 @@ def start_toy_build(toy: ToyProject, names: list[str], sets: list[str], block: P
     for pair in sets:
         command += ["--set", pair]
     env = {**os.environ, "TOY_BLOCK_DIR": str(block)}
+    # A test run from a background job inherits SIGINT as ignored, and an ignored SIGINT stays
+    # ignored across exec: the child would never see the interrupt the test sends. Restore the
+    # default so Python installs its KeyboardInterrupt handler however pytest was launched.
     return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+                            text=True, preexec_fn=default_sigint)
+
+
+def default_sigint() -> None:
+    """In the child before exec: SIGINT back to its default disposition."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def wait_for_started(block: Path, procs: list[subprocess.Popen], count: int = 1) -> None:

@@ -7,12 +7,14 @@ import io
 import json
 import re
 from dataclasses import dataclass
+from html.parser import HTMLParser
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
 
-from report.render import (ProseError, SectionView, cell, megabytes, num, pct, pm, reduced_text,
-                           render_site, seconds, setting, split_title)
+from report.render import (ProseError, SectionView, anchor_headings, cell, megabytes, num, pct,
+                           pm, reduced_text, render_site, seconds, setting, slug, split_title)
 
 REPO = Path(__file__).resolve().parent.parent
 TEMPLATES = REPO / "templates"
@@ -479,3 +481,240 @@ def test_setting() -> None:
     assert setting([1000, 2000]) == "1,000, 2,000"
     assert setting(0.01) == "0.01" and setting(True) == "True" and setting(None) == "None"
     assert setting("adam") == "adam"
+
+
+# --- the first screen: summary, contents, anchors, zoom, page basics --------------------------
+
+
+class Outline(HTMLParser):
+    """Headings, images, ids, links and meta tags of a page, in document order."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.headings: list[int] = []
+        self.images: list[dict] = []
+        self.ids: list[str] = []
+        self.links: list[str] = []
+        self.meta: dict[str, str] = {}
+        self.html_lang = ""
+        self.icons: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list) -> None:
+        a = dict(attrs)
+        if re.fullmatch(r"h[1-6]", tag):
+            self.headings.append(int(tag[1]))
+        if tag == "img":
+            self.images.append(a)
+        if "id" in a:
+            self.ids.append(a["id"])
+        if tag == "a" and "href" in a:
+            self.links.append(a["href"])
+        if tag == "meta" and ("property" in a or "name" in a):
+            self.meta[a.get("property") or a["name"]] = a.get("content", "")
+        if tag == "html":
+            self.html_lang = a.get("lang", "")
+        if tag == "link" and a.get("rel") == "icon":
+            self.icons.append(a["href"])
+
+
+def outline(page: str) -> Outline:
+    parser = Outline()
+    parser.feed(page)
+    return parser
+
+
+CLASSIFIERS = {"best_test_acc_mean": 0.9921, "best_test_acc_std": 0.0005,
+               "best_test_accs": [0.9916, 0.9921, 0.9926]}
+
+
+def comparison(verdict: str, mean: float, std: float, n: int) -> dict:
+    side = {"mean": mean, "std": std, "min": mean, "max": mean, "n": n}
+    return {"verdict": verdict, "difference": 0.01, "margin": 0.005, "a": side, "b": side}
+
+
+EMBEDDINGS = {"knn_tsne": 0.9512, "knn_raw": 0.9401,
+              "tsne_vs_raw": comparison("ahead", 0.9512, 0.0031, 5)}
+OPTIMIZERS = {"winner": None, "winner_name": None, "best": "adam", "best_name": "Adam",
+              "tied_text": "Adam and RMSprop", "fair_test_mean": {"adam": 0.9812},
+              "fair_test_std": {"adam": 0.0011}, "best_optimizer_name": "RMSprop"}
+GAN = {"corrected_cond_acc": 0.873, "corrected_recall": 0.6123, "real_recall": 0.95,
+       "learnt_digits": True}
+TRANSFER = {"head_test_mean": 0.9634, "head_test_std": 0.0021, "head_test_accs": [0.96, 0.97],
+            "backbone_label": "EfficientNet-Lite0",
+            "head_vs_best": comparison("behind", 0.9634, 0.0021, 2)}
+HEADLINES = {"classifiers": CLASSIFIERS, "embeddings": EMBEDDINGS, "optimizers": OPTIMIZERS,
+             "gan": GAN, "transfer": TRANSFER}
+
+
+def summary_html(page: str) -> str:
+    if 'id="summary"' not in page:
+        return ""
+    start = page.index('<section class="summary" id="summary"')
+    return page[start:page.index("</section>", start)]
+
+
+def headline_views(tmp_path: Path, metrics: dict[str, dict] | None = None,
+                   status: dict[str, str] | None = None) -> list[SectionView]:
+    metrics = HEADLINES if metrics is None else metrics
+    return [view(tmp_path, name, f"# Title of {name}\n\nText.\n", [], metrics=m,
+                 status=(status or {}).get(name, "cached")) for name, m in metrics.items()]
+
+
+def test_summary_renders_the_headline_numbers_from_metrics(tmp_path: Path) -> None:
+    page = render(tmp_path, headline_views(tmp_path))
+    summary = summary_html(page)
+    text = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", "", summary))
+    assert "99.21 ± 0.05 %" in text and "over 3 seeds" in text
+    assert "95.12 ± 0.31 %" in text and "over 5 folds" in text
+    assert "ahead of all raw pixels (94.01 %)" in text
+    assert "No clear winner" in text and "Adam and RMSprop cannot be separated" in text
+    assert "98.12 ± 0.11 %" in text and "Later sections train with RMSprop" in text
+    assert "87.3 %" in text and "0.612" in text and "0.950" in text
+    assert "96.34 ± 0.21 %" in text and "EfficientNet-Lite0" in text
+    assert "behind the stronger CNN trained from scratch" in text
+    # Each headline links to its section, in article order; the summary opens the page.
+    links = re.findall(r'<a class="headline-what" href="#([^"]+)"', summary)
+    assert links == ["classifiers", "embeddings", "optimizers", "gan", "transfer"]
+    assert page.index('id="summary"') < page.index('<nav class="toc"') < page.index('id="main"')
+
+
+def test_summary_names_a_winner_and_a_single_seed_without_spread(tmp_path: Path) -> None:
+    optimizers = {**OPTIMIZERS, "winner": "adam", "winner_name": "Adam"}
+    classifiers = {"best_test_acc_mean": 0.99, "best_test_acc_std": 0.0,
+                   "best_test_accs": [0.99]}
+    page = render(tmp_path, headline_views(tmp_path, {"classifiers": classifiers,
+                                                      "optimizers": optimizers}))
+    text = re.sub(r"<[^>]+>", "", summary_html(page))
+    assert "Adam ahead" in text and "No clear winner" not in text
+    assert "99.00 %" in text and "one seed, so no spread" in text and "±" not in text.split(
+        "Optimizers")[0]
+
+
+def test_summary_skips_absent_failed_and_incomplete_sections(tmp_path: Path) -> None:
+    metrics = {**HEADLINES, "gan": {**GAN, "corrected_cond_acc": None},  # a stopped run
+               "transfer": {"backbone_label": "x"}}  # no accuracy recorded
+    views = headline_views(tmp_path, metrics, status={"embeddings": "failed"})
+    views = [v for v in views if v.name != "optimizers"]  # absent from this build
+    summary = summary_html(render(tmp_path, views))
+    assert re.findall(r'class="headline-what" href="#([^"]+)"', summary) == ["classifiers"]
+
+
+def test_without_any_headline_there_is_no_summary(tmp_path: Path) -> None:
+    data = view(tmp_path, "dataset", "Text.\n", [], metrics={"n_train": 6, "n_test": 1})
+    page = render(tmp_path, [data])
+    assert 'id="summary"' not in page and 'id="dataset"' in page
+    (tmp_path / "b").mkdir()
+    page = render(tmp_path / "b", [])
+    assert 'id="summary"' not in page and "<h1>" in page
+
+
+def full_page(tmp_path: Path) -> str:
+    """A page with every kind of heading, figure, GIF and table, and a failed section."""
+    prose = (f"# Data\n\nIntro.\n\n### Class balance\n\n{fig_('f')}\n\n"
+             "### Pixel `values`\n\n{% call gif(\"g\", alt=\"moving\") %}A GIF.{% endcall %}\n\n"
+             f"{table_('t')}\n\n### Class balance\n\nAgain.\n\n#### A detail\n\nText.\n\n"
+             "### Custom {: #my-id }\n\nText.\n")
+    data = view(tmp_path, "dataset", prose, [figure("f"), gif("g", sprite=True),
+                                             table("t", [{"a": 1}])])
+    second = view(tmp_path, "classifiers", f"# Models\n\n### Class balance\n\n{fig_('h')}\n",
+                  [figure("h")], metrics=CLASSIFIERS)
+    broken = view(tmp_path, "gan", "# GAN\n", [], status="failed", error="boom")
+    return render(tmp_path, [data, second, broken])
+
+
+def test_exactly_one_h1_and_no_skipped_heading_levels(tmp_path: Path) -> None:
+    levels = outline(full_page(tmp_path)).headings
+    assert levels.count(1) == 1 and levels[0] == 1
+    for before, after in pairwise(levels):
+        assert after <= before + 1, levels
+
+
+def test_every_image_has_alt_text(tmp_path: Path) -> None:
+    images = outline(full_page(tmp_path)).images
+    assert len(images) == 3
+    assert all(img.get("alt", "").strip() for img in images), images
+
+
+def test_headings_figures_and_tables_have_anchors(tmp_path: Path) -> None:
+    page = full_page(tmp_path)
+    parsed = outline(page)
+    assert len(parsed.ids) == len(set(parsed.ids)), "ids must be unique"
+    for link in parsed.links:  # every in-page link has its target
+        if link.startswith("#") and link != "#":
+            assert link[1:] in parsed.ids, link
+    for target in ("dataset", "classifiers", "gan", "summary", "abstract", "appendix",
+                   "dataset-f", "dataset-g", "dataset-t", "classifiers-h",
+                   "dataset-class-balance", "dataset-pixel-values", "dataset-class-balance-2",
+                   "dataset-a-detail", "my-id", "classifiers-class-balance"):
+        assert re.search(rf'<a class="anchor" href="#{target}" aria-label="Link to [^"]+">'
+                         r"</a>", page), target
+    assert '<h3 id="dataset-pixel-values">Pixel <code>values</code><a class="anchor"' in page
+    # The section heading's own text is unchanged (no text in the self-link).
+    assert "<h2>1. Data</h2>" in page
+
+
+def test_contents_lists_each_section_with_its_subheadings(tmp_path: Path) -> None:
+    page = full_page(tmp_path)
+    toc = page[page.index('<nav class="toc"'):page.index("</nav>")]
+    assert re.findall(r'href="#([^"]+)"', toc) == [
+        "dataset", "dataset-class-balance", "dataset-pixel-values", "dataset-class-balance-2",
+        "my-id", "classifiers", "classifiers-class-balance", "gan", "appendix"]
+    assert "<code>values</code>" in toc and '<span class="badge">failed</span>' in toc
+    # Every section of the article with an id is in the contents (the browser test clicks them).
+    main = page[page.index('<main id="main">'):page.index("</main>")]
+    assert set(re.findall(r'<section[^>]*\sid="([^"]+)"', main)) == {
+        "dataset", "classifiers", "gan", "appendix"}
+
+
+def test_figures_zoom_by_linking_their_image(tmp_path: Path) -> None:
+    page = full_page(tmp_path)
+    for name in ("f", "h"):
+        section = "dataset" if name == "f" else "classifiers"
+        src = f"figures/{section}/{name}.png"
+        assert f'<a class="zoom" href="{src}"><img src="{src}"' in page
+    scripts = re.findall(r'<script src="static/([^"]+)" defer>', page)
+    assert {"lightbox.js", "toc.js"} <= set(scripts)
+
+
+def test_page_basics_and_social_preview(tmp_path: Path) -> None:
+    page = full_page(tmp_path)
+    parsed = outline(page)
+    assert parsed.html_lang == "en"
+    assert parsed.meta["viewport"].startswith("width=device-width")
+    assert parsed.icons == ["static/favicon.svg"]
+    assert (tmp_path / "site" / "static" / "favicon.svg").is_file()
+    assert parsed.meta["og:title"] == BUILD["title"] == parsed.meta["twitter:title"]
+    assert parsed.meta["og:description"] and parsed.meta["description"]
+    # The preview image is the article's first figure, relative and present.
+    assert parsed.meta["og:image"] == "figures/dataset/f.png"
+    assert parsed.meta["og:image:alt"] == "alt of f"
+    assert (tmp_path / "site" / parsed.meta["og:image"]).is_file()
+    assert parsed.meta["twitter:card"] == "summary_large_image"
+    # Without a figure there is no image to preview.
+    (tmp_path / "b").mkdir()
+    bare = outline(render(tmp_path / "b", [view(tmp_path / "b", "one", "Text.\n", [])]))
+    assert "og:image" not in bare.meta and bare.meta["twitter:card"] == "summary"
+
+
+def test_pictures_keep_their_colours_in_the_dark_theme(tmp_path: Path) -> None:
+    samples = view(tmp_path, "dataset", f"{fig_('samples')}\n\n{fig_('class_balance')}\n",
+                   [figure("samples"), figure("class_balance")])
+    page = render(tmp_path, [samples])
+    assert '<figure class="figure picture" id="dataset-samples">' in page
+    assert '<figure class="figure" id="dataset-class_balance">' in page
+    css = (TEMPLATES / "static" / "style.css").read_text()
+    dark = css[css.index("@media screen and (prefers-color-scheme: dark)"):]
+    assert "invert(" in dark and "hue-rotate(180deg)" in dark and ":not(.picture)" in dark
+
+
+def test_anchor_headings() -> None:
+    taken = {"one-intro"}
+    html, headings = anchor_headings("<h3>Intro</h3><p>x</p><h4 id=\"own\">Own &amp; <em>b</em>"
+                                     "</h4><h3>Intro</h3>", "one", taken)
+    assert [h["id"] for h in headings] == ["one-intro-2", "own", "one-intro-3"]
+    assert headings[1]["text"] == "Own & b" and headings[1]["level"] == "4"
+    assert ('<h4 id="own">Own &amp; <em>b</em><a class="anchor" href="#own" '
+            'aria-label="Link to Own &amp; b"></a></h4>') in html
+    assert slug("The original's <em>two</em> models") == "the-original-s-two-models"
+    assert slug("(a) One rate &amp; more") == "a-one-rate-more"
+    assert slug("<code></code>") == "heading"

@@ -1,0 +1,169 @@
+"""Frozen results (report/freeze.py) on the toy analyses: freeze, reuse on a fresh clone and on
+another device, stale and damaged entries, explicit profiles, refreezing, and damaged caches."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import torch
+from conftest import ToyProject, statuses
+
+from report.config import PROFILES, make_config
+from report.engine import Builder, BuildOptions, build
+from report.freeze import FrozenStore
+
+CHAIN = ["alpha", "beta", "gamma", "delta"]
+
+
+def frozen_build(toy: ToyProject, *, profile: str = "full", allowed: tuple[str, ...] = PROFILES,
+                 freeze: bool = False, cache: Path | None = None,
+                 names: tuple[str, ...] = tuple(CHAIN), **options):
+    """A build of the toy chain that uses (and with `freeze` writes) toy.root/frozen."""
+    modules = toy.modules(names)
+    configs = {p: make_config([m.ANALYSIS for m in modules], p, {}) for p in PROFILES}
+    opts = BuildOptions(root=toy.root, out=toy.out, cache_dir=cache or toy.cache,
+                        templates=toy.templates, device=torch.device("cpu"),
+                        frozen_dir=toy.root / "frozen", frozen_profiles=allowed, freeze=freeze,
+                        **options)
+    return build(modules, configs[profile], opts, toy.data_source(), log=toy.logs.append,
+                 profile_configs=configs)
+
+
+def section_html(index: Path, name: str) -> str:
+    """One section's rendered HTML without its status class (the page also shows build-wide
+    facts such as times, and the class says run or frozen)."""
+    page = index.read_text()
+    start = page.index(f'id="{name}"')
+    html = page[start:page.index("</section>", start)]
+    html = re.sub(r'<p class="provenance".*?</p>\s*', "", html, flags=re.S)
+    return re.sub(r"\s+", " ", re.sub(r"status-\w+", "", html))
+
+
+def test_fresh_clone_renders_frozen_results_without_running(toy: ToyProject,
+                                                            tmp_path: Path) -> None:
+    index, outcomes = frozen_build(toy, freeze=True)
+    assert statuses(outcomes) == dict.fromkeys(CHAIN, "run")
+    assert FrozenStore(toy.root / "frozen").names() == sorted(CHAIN)
+    before = {name: section_html(index, name) for name in CHAIN}
+    loads = toy.data_loads
+    index, outcomes = frozen_build(toy, cache=tmp_path / "empty-cache")  # a fresh clone
+    assert statuses(outcomes) == dict.fromkeys(CHAIN, "frozen")
+    assert toy.data_loads == loads  # nothing ran, so the dataset was never loaded
+    assert {name: section_html(index, name) for name in CHAIN} == before
+    assert "Frozen results: made with the full profile on" in index.read_text()
+
+
+def test_a_frozen_entry_from_another_device_renders_the_same_page(toy: ToyProject,
+                                                                  tmp_path: Path) -> None:
+    index, _ = frozen_build(toy, freeze=True)
+    before = section_html(index, "alpha")
+    manifest_path = toy.root / "frozen" / "alpha" / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest.update(device="cuda", device_name="NVIDIA H100", versions={"torch": "2.11.0"})
+    manifest_path.write_text(json.dumps(manifest))
+    index, outcomes = frozen_build(toy, cache=tmp_path / "empty-cache")
+    assert outcomes["alpha"].status == "frozen"
+    assert section_html(index, "alpha") == before
+
+
+def test_changing_one_analysis_reruns_it_and_its_dependents_only(toy: ToyProject,
+                                                                 tmp_path: Path) -> None:
+    frozen_build(toy, freeze=True)
+    toy.touch_source("beta")
+    builder_logs = len(toy.logs)
+    _, outcomes = frozen_build(toy, profile="quick", cache=tmp_path / "empty-cache")
+    assert statuses(outcomes) == {"alpha": "frozen", "beta": "run", "gamma": "run",
+                                  "delta": "frozen"}
+    assert outcomes["beta"].frozen_state == "stale" and outcomes["beta"].profile == "quick"
+    assert outcomes["alpha"].profile == "full"
+    assert any("beta: frozen entry outdated" in line for line in toy.logs[builder_logs:])
+    info = json.loads((toy.out / "data" / "manifest.json").read_text())
+    rows = {row["name"]: row for row in info["analyses"]}
+    assert rows["beta"]["frozen_state"] == "stale" and rows["beta"]["profile"] == "quick"
+    assert rows["alpha"]["status"] == "frozen" and rows["alpha"]["profile"] == "full"
+    page = (toy.out / "index.html").read_text()
+    assert "Re-run here with the quick profile." in section_html(toy.out / "index.html", "beta")
+    assert "Re-run here" not in section_html(toy.out / "index.html", "alpha")
+    assert "(frozen entry stale)" in page  # the appendix's table
+
+
+def test_a_damaged_frozen_entry_is_reported_and_run_again(toy: ToyProject,
+                                                          tmp_path: Path) -> None:
+    frozen_build(toy, freeze=True)
+    next((toy.root / "frozen" / "alpha").glob("*.png")).unlink()
+    _, outcomes = frozen_build(toy, cache=tmp_path / "empty-cache")
+    assert outcomes["alpha"].status == "run" and outcomes["alpha"].frozen_state == "damaged"
+    assert any("alpha: frozen entry damaged" in line and "missing" in line for line in toy.logs)
+
+
+def test_an_explicit_profile_uses_only_its_own_frozen_entries(toy: ToyProject,
+                                                              tmp_path: Path) -> None:
+    frozen_build(toy, freeze=True)  # full
+    _, outcomes = frozen_build(toy, profile="quick", allowed=("quick",),
+                               cache=tmp_path / "empty-cache")
+    assert statuses(outcomes) == dict.fromkeys(CHAIN, "run")
+    assert {o.frozen_state for o in outcomes.values()} == {"unused"}
+
+
+def test_refreezing_rewrites_only_what_changed(toy: ToyProject) -> None:
+    frozen_build(toy, freeze=True)
+    store = toy.root / "frozen"
+    stamps = {p: p.stat().st_mtime_ns for p in store.rglob("manifest.json")}
+    frozen_build(toy, freeze=True, force=("delta",))  # delta re-runs: same code, new entry
+    after = {p: p.stat().st_mtime_ns for p in store.rglob("manifest.json")}
+    changed = sorted(p.parent.name for p in stamps if stamps[p] != after[p])
+    assert changed == []  # every entry was frozen and still matches: nothing rewritten
+    toy.touch_source("delta")
+    _, outcomes = frozen_build(toy, freeze=True)
+    assert outcomes["delta"].status == "run"
+    after = {p: p.stat().st_mtime_ns for p in store.rglob("manifest.json")}
+    assert sorted(p.parent.name for p in stamps if stamps[p] != after[p]) == ["delta"]
+
+
+def test_saved_objects_are_kept_only_where_another_analysis_loads_them(toy: ToyProject) -> None:
+    store = toy.root / "frozen"
+    frozen_build(toy, freeze=True, names=("alpha",))
+    assert not (store / "alpha" / "objects").exists()  # no analysis of this project loads it
+    shutil.rmtree(store)
+    frozen_build(toy, freeze=True)
+    assert (store / "alpha" / "objects" / "vector.pt").is_file()  # beta loads it
+    manifest = json.loads((store / "alpha" / "manifest.json").read_text())
+    assert manifest["profile"] == "full" and manifest["device"] == "cpu"
+    assert {"code_key", "cache_key", "files", "versions"} <= set(manifest)
+
+
+def test_plan_lists_frozen_cached_and_stale(toy: ToyProject) -> None:
+    frozen_build(toy, freeze=True)
+    toy.touch_source("gamma")
+    modules = toy.modules(CHAIN)
+    configs = {p: make_config([m.ANALYSIS for m in modules], p, {}) for p in PROFILES}
+    options = BuildOptions(root=toy.root, out=toy.out, cache_dir=toy.cache,
+                           templates=toy.templates, device=torch.device("cpu"),
+                           frozen_dir=toy.root / "frozen", frozen_profiles=PROFILES)
+    plan = Builder(modules, configs["full"], options, toy.data_source(),
+                   profile_configs=configs).plan()
+    assert [(row["name"], row["state"], row["note"]) for row in plan] == [
+        ("alpha", "frozen", ""), ("beta", "frozen", ""),
+        ("gamma", "stale", "frozen entry outdated"), ("delta", "frozen", "")]
+
+
+def test_a_damaged_cache_entry_is_reported_and_run_again(toy: ToyProject) -> None:
+    toy.build(CHAIN)
+    figure = next(toy.cache.glob("alpha/*/*.png"))
+    figure.unlink()  # a figure deleted by hand
+    _, outcomes = toy.build(CHAIN)
+    assert outcomes["alpha"].status == "run"
+    assert any("alpha: cached entry damaged" in line and figure.name in line
+               for line in toy.logs)
+    assert figure.is_file()  # the entry was replaced by a complete one
+
+
+def test_frozen_store_copy_is_independent_of_the_cache(toy: ToyProject, tmp_path: Path) -> None:
+    frozen_build(toy, freeze=True)
+    shutil.rmtree(toy.cache)
+    index, outcomes = frozen_build(toy)
+    assert statuses(outcomes) == dict.fromkeys(CHAIN, "frozen")
+    assert index.is_file()
