@@ -8,6 +8,7 @@
 
 Prints images/s and the ratios, and writes them as JSON to bench/results/ (git-ignored).
 Run `python bench/bench_training.py --help` for the options; `--dry-run` takes seconds.
+`python -m bench` runs both comparisons with the other benchmarks (bench/README.md).
 """
 
 from __future__ import annotations

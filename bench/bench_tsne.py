@@ -6,6 +6,8 @@ of a 10-nearest-neighbour classifier (5-fold stratified CV) in each 2-D embeddin
 everything as JSON (default bench/results/bench_tsne.json; bench/results/ is git-ignored).
 
     python bench/bench_tsne.py --sizes 1000 2000 5000
+
+`python -m bench` runs one size of it with the other benchmarks (bench/README.md).
 """
 
 from __future__ import annotations

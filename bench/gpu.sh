@@ -16,14 +16,14 @@
 # classifiers -> hidden_layers; then gan and transfer (both need the classifiers' CNN). Builds
 # still running at BUILD_BUDGET seconds are stopped and what finished is frozen, so the script
 # ends within a device lease (10 minutes a command). Environment knobs (defaults in brackets):
-# BUILD_BUDGET [360], BENCH_BUDGET [120], PROFILE [full], DEVICE [cuda], PYTHON [python3],
+# BUILD_BUDGET [400], BENCH_BUDGET [100], PROFILE [full], DEVICE [cuda], PYTHON [python3],
 # EXTRA_SETS (more --set pairs, space separated, e.g. for a rehearsal on the CPU), GAN_SETS.
 set -uo pipefail
 OUT=${1:?usage: bash bench/gpu.sh OUT_DIR [MNIST_DIR] [WHEELS_DIR]}
 DATA=${2:-}
 WHEELS=${3:-}
-BUILD_BUDGET=${BUILD_BUDGET:-360}
-BENCH_BUDGET=${BENCH_BUDGET:-120}
+BUILD_BUDGET=${BUILD_BUDGET:-400}
+BENCH_BUDGET=${BENCH_BUDGET:-100}
 PROFILE=${PROFILE:-full}
 DEVICE=${DEVICE:-cuda}
 PY=${PYTHON:-python3}
@@ -126,7 +126,7 @@ EOF
 
 stamp "benchmarks (budget $BENCH_BUDGET s)"
 timeout -s INT "$BENCH_BUDGET" "$PY" -m bench --device "$DEVICE" --size full --out "$OUT/bench" \
-  > "$WORK/build-bench.log" 2>&1
+  ${DATA:+--data-dir "$DATA"} > "$WORK/build-bench.log" 2>&1
 stamp "benchmarks exited $?"
 
 for log in "$WORK"/build-*.log; do

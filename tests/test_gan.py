@@ -75,6 +75,9 @@ def test_runs_start_alike_and_train_independently() -> None:
     history = train_gan(g, d, recipes, images, labels, epochs=2, batch_size=50, lr=1e-3,
                         generator_order=torch.Generator().manual_seed(0))
     assert history.steps == 8 and history.stopped == [None] * 3
+    assert history.cuda_graph is False  # graphs are for CUDA only
+    # G's step freezes D's weights for speed; they must be trainable again afterwards.
+    assert all(p.requires_grad for p in d.parameters())
     torch.testing.assert_close(g.layers[0].weight[0], g.layers[0].weight[1])
     assert not torch.equal(g.layers[0].weight[0], g.layers[0].weight[2])
     out = generate(g, torch.randn(20, 8), torch.arange(20) % 10)
@@ -143,7 +146,7 @@ def test_balanced_index_and_nearest_distances() -> None:
 
 
 TINY = {"gan.train_subset": "0", "gan.epochs": "2", "gan.record_every": "1",
-        "gan.g_widths": "16,16,32", "gan.d_widths": "32,16,16",
+        "gan.batch_size": "100", "gan.g_widths": "16,16,32", "gan.d_widths": "32,16,16",
         "gan.runs": "original,range,smoothing", "gan.samples_per_class": "8",
         "gan.reference_per_class": "8", "gan.fid_batches": "2", "gan.copy_check": "4",
         "gan.walk_steps": "4"}
