@@ -109,6 +109,7 @@ def main(argv: list[str] | None = None) -> int:
                            # With auto, a frozen full-profile entry beats a quick re-run.
                            frozen_profiles=PROFILES if args.profile == "auto" else (profile,),
                            title="MNIST, explored",
+                           extra_info={"benchmarks": read_benchmarks(ROOT / "bench")},
                            prose_globals={"original": original.facts()})
     source = DataSource(fingerprint=mnist.fingerprint(), load=load, describe=describe)
     try:
@@ -147,6 +148,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: failed or skipped: {', '.join(failed)}", file=sys.stderr)
         return 1
     return 0
+
+
+def read_benchmarks(folder: Path) -> dict | None:
+    """The committed `python -m bench` results, for the appendix; None when absent or broken."""
+    import json
+
+    try:
+        results = json.loads((folder / "results.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return results if isinstance(results, dict) and isinstance(results.get("benchmarks"),
+                                                                  list) else None
 
 
 def serve(index: Path, rebuild, port: int) -> int:

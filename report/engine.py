@@ -54,6 +54,8 @@ class BuildOptions:
     frozen_profiles: tuple[str, ...] = ()
     freeze: bool = False
     title: str = "MNIST, explored"
+    # Extra facts for the appendix (e.g. the committed benchmark results), passed through as is.
+    extra_info: Mapping[str, Any] = field(default_factory=dict)
     prose_globals: Mapping[str, Any] = field(default_factory=dict)  # names every prose can use
 
 
@@ -232,7 +234,7 @@ class Builder:
                            profile=frozen.get("profile", ""), frozen_state=state)
         manifest, problem = (None, None) if forced else self.cache.check(name, key)
         if problem:
-            self.log(f"  {name}: cached entry damaged ({problem}); running it again")
+            self.log(f"  {name}: cached entry damaged ({problem}); it runs again")
         if manifest is not None:
             return Outcome(name, "cached", key, manifest.get("seconds", 0.0),
                            manifest.get("peak_rss_bytes"), entry=self.cache.entry(name, key),
@@ -390,6 +392,7 @@ class Builder:
                           "key": o.key.removeprefix("frozen:")[:12], "error": o.error}
                          for o in outcomes.values()],
             "config": {name: json.loads(config_json(cfg)) for name, cfg in configs.items()},
+            **self.options.extra_info,
         }
 
     def section_config(self, name: str, outcome: Outcome) -> Any:

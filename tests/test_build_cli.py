@@ -31,7 +31,8 @@ def test_help_states_the_defaults(capsys: pytest.CaptureFixture) -> None:
 def test_list_shows_every_analysis_with_state_and_requirements(
         tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     code = build.main(["--list", "--profile", "quick", "--device", "cpu",
-                       "--out", str(tmp_path / "site"), "--cache-dir", str(tmp_path / "cache")])
+                       "--out", str(tmp_path / "site"), "--cache-dir", str(tmp_path / "cache"),
+                       "--frozen-dir", str(tmp_path / "frozen")])
     assert code == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == len(ANALYSES)  # nothing else on stdout: the list is scriptable
@@ -133,3 +134,13 @@ def test_keyboard_interrupt_exits_130_and_keeps_the_site(
     assert code == 130
     assert "interrupted" in capsys.readouterr().err
     assert (out / "index.html").read_text() == "previous"
+
+
+def test_read_benchmarks_returns_committed_results_or_none(tmp_path: Path) -> None:
+    assert build.read_benchmarks(tmp_path) is None  # absent
+    (tmp_path / "results.json").write_text("{ truncated")
+    assert build.read_benchmarks(tmp_path) is None  # unreadable
+    (tmp_path / "results.json").write_text('{"benchmarks": "not a list"}')
+    assert build.read_benchmarks(tmp_path) is None
+    (tmp_path / "results.json").write_text('{"command": "x", "benchmarks": []}')
+    assert build.read_benchmarks(tmp_path) == {"command": "x", "benchmarks": []}

@@ -718,3 +718,32 @@ def test_anchor_headings() -> None:
     assert slug("The original's <em>two</em> models") == "the-original-s-two-models"
     assert slug("(a) One rate &amp; more") == "a-one-rate-more"
     assert slug("<code></code>") == "heading"
+
+
+BENCHMARKS = {
+    "command": "python -m bench --device cpu --size small", "date": "2026-01-01 00:00 UTC",
+    "machine": {"cpu": "Test CPU", "cpu_count": 2, "gpu": None, "versions": {"torch": "2"}},
+    "benchmarks": [
+        {"name": "training", "title": "training core vs DataLoader", "status": "ok", "rows": [
+            {"what": "training core vs DataLoader", "device": "cpu",
+             "ours": {"label": "tensors", "value": 1234.5, "unit": "img/s"},
+             "theirs": {"label": "DataLoader", "value": 617.25, "unit": "img/s"},
+             "ratio": 2.0, "detail": "median of 3", "skipped": ""}]},
+        {"name": "tsne", "title": "openTSNE vs scikit-learn", "status": "skipped",
+         "reason": "openTSNE is not installed", "rows": []}]}
+
+
+def test_appendix_shows_the_committed_benchmarks_and_links_them(tmp_path: Path) -> None:
+    page = render(tmp_path, [view(tmp_path, "first", "# First\n\nText.\n", [])],
+                  {**BUILD, "benchmarks": BENCHMARKS})
+    table = page[page.index('id="benchmarks"'):]
+    assert 'href="#benchmarks"' in page
+    assert "tensors: 1,234.5 img/s" in table and "DataLoader: 617.2 img/s" in table
+    assert "2.00×" in table
+    assert "skipped: openTSNE is not installed" in table
+
+
+def test_appendix_without_benchmarks_has_no_table(tmp_path: Path) -> None:
+    page = render(tmp_path, [view(tmp_path, "first", "# First\n\nText.\n", [])],
+                  {**BUILD, "benchmarks": None})
+    assert 'id="benchmarks"' not in page and 'href="#benchmarks"' not in page
