@@ -1,8 +1,11 @@
-"""Shared fixtures: a toy project in a temporary folder, and no network outside the e2e tests."""
+"""Shared fixtures: a toy project in a temporary folder, no network outside the e2e tests, and
+one quick build of the real site per session (shared by the e2e and browser tests)."""
 
 from __future__ import annotations
 
 import importlib
+import json
+import os
 import shutil
 import socket
 import sys
@@ -19,12 +22,29 @@ from report.engine import BuildOptions, DataSource, Outcome, build
 
 REPO = Path(__file__).resolve().parent.parent
 TOY_SOURCE = Path(__file__).resolve().parent / "toy"
+# A site built earlier (`build.py --profile quick --device cpu --out DIR`) that the browser tests
+# use instead of building one: for iterating on them without a build of several minutes.
+SITE_ENV = "MNIST_EXPLORED_SITE"
+# Where the browser tests saved their screenshots, for the summary at the end of the run.
+ARTIFACTS_KEY = pytest.StashKey[list]()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "browser: drives the built site in headless Chromium (Debian's `chromium` "
+        "package and Playwright); select with `-m browser`")
+    config.stash[ARTIFACTS_KEY] = []
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
+    for line in config.stash.get(ARTIFACTS_KEY, []):
+        terminalreporter.write_line(line)
 
 
 @pytest.fixture(autouse=True)
 def no_network(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
     """Unit tests never reach the network: name resolution and connecting both fail at once."""
-    if request.node.get_closest_marker("e2e"):
+    if request.node.get_closest_marker("e2e") or request.node.get_closest_marker("browser"):
         return
 
     def refuse(*args, **kwargs):
@@ -106,3 +126,44 @@ def toy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> ToyProject:
     monkeypatch.syspath_prepend(str(root))
     yield ToyProject(root)
     _purge_toy_modules()
+
+
+# --- the real site, built once per session ------------------------------------------------------
+
+
+def quick_args(out: Path, cache: Path, *extra: str) -> list[str]:
+    """build.py arguments for a quick CPU build into `out` with its own cache."""
+    return ["--profile", "quick", "--device", "cpu", "--out", str(out),
+            "--cache-dir", str(cache), *extra]
+
+
+def site_statuses(site: Path) -> dict[str, str]:
+    """Analysis name -> run | cached | failed | skipped, from a built site's manifest."""
+    manifest = json.loads((site / "data" / "manifest.json").read_text())
+    return {a["name"]: a["status"] for a in manifest["analyses"]}
+
+
+@pytest.fixture(scope="session")
+def quick_site(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """One quick build of every analysis on the real MNIST into fresh folders (several minutes
+    on 2 CPU cores), built once per session for the e2e and browser tests."""
+    import build  # here, not at the top: only the tests that need the real site import it
+
+    root = tmp_path_factory.mktemp("e2e")
+    out, cache = root / "site", root / "cache"
+    assert build.main(quick_args(out, cache)) == 0
+    return {"out": out, "cache": cache, "first": site_statuses(out)}
+
+
+@pytest.fixture(scope="session")
+def quick_site_dir(request: pytest.FixtureRequest) -> Path:
+    """The built quick site, for tests that only read it: $MNIST_EXPLORED_SITE when set (a site
+    built earlier), otherwise the session's `quick_site` (built on first use)."""
+    override = os.environ.get(SITE_ENV)
+    if override:
+        path = Path(override).resolve()
+        if not (path / "index.html").is_file():
+            pytest.fail(f"${SITE_ENV}={override} holds no index.html: build one with "
+                        f"`python build.py --profile quick --device cpu --out {override}`")
+        return path
+    return request.getfixturevalue("quick_site")["out"]

@@ -1,7 +1,8 @@
 """End-to-end: quick builds of the whole project on the real MNIST (minutes on 2 CPU cores).
 
 Run with `python -m pytest -m e2e`; the list of analyses comes from analyses.ANALYSES, so new
-sections are covered without editing this file.
+sections are covered without editing this file. The quick build (`quick_site`) is a session
+fixture in conftest.py, shared with the browser tests (tests/test_browser.py).
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ import re
 from pathlib import Path
 
 import pytest
+from conftest import quick_args as args
+from conftest import site_statuses as statuses
 
 import build
 from analyses import ANALYSES
@@ -18,25 +21,6 @@ from analyses import ANALYSES
 pytestmark = pytest.mark.e2e
 
 NAMES = [module.ANALYSIS.name for module in ANALYSES]
-
-
-def args(out: Path, cache: Path, *extra: str) -> list[str]:
-    return ["--profile", "quick", "--device", "cpu", "--out", str(out),
-            "--cache-dir", str(cache), *extra]
-
-
-def statuses(site: Path) -> dict[str, str]:
-    manifest = json.loads((site / "data" / "manifest.json").read_text())
-    return {a["name"]: a["status"] for a in manifest["analyses"]}
-
-
-@pytest.fixture(scope="module")
-def quick_site(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """One quick build of every analysis into fresh folders (built once for this module)."""
-    root = tmp_path_factory.mktemp("e2e")
-    out, cache = root / "site", root / "cache"
-    assert build.main(args(out, cache)) == 0
-    return {"out": out, "cache": cache, "first": statuses(out)}
 
 
 def test_every_analysis_ran(quick_site: dict) -> None:
