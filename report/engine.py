@@ -161,6 +161,7 @@ class Builder:
         self.profile_configs = dict(profile_configs or {})
         self.profile_configs[config.profile] = config
         self.frozen = FrozenStore(options.frozen_dir) if options.frozen_dir else None
+        self._code_keys: dict[str, dict[str, str]] = {}
         self.options = options
         self.data = data
         self.log = log
@@ -184,7 +185,11 @@ class Builder:
 
     def code_keys(self, profile: str) -> dict[str, str]:
         """Frozen entries' keys under `profile`: code, config, seed and data, not the machine."""
-        return self._chain(self.profile_configs[profile], code_environment(self.environment()))
+        # Memoised: every analysis's check asks for the whole chain, and each key hashes sources.
+        if profile not in self._code_keys:
+            self._code_keys[profile] = self._chain(self.profile_configs[profile],
+                                                   code_environment(self.environment()))
+        return self._code_keys[profile]
 
     def _chain(self, config: BuildConfig, env: Mapping[str, str]) -> dict[str, str]:
         keys: dict[str, str] = {}
