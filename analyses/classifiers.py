@@ -441,7 +441,9 @@ def error_analysis(ctx: Context, best: Trained, model2: Trained, test_set: tuple
     ctx.metric("best_confident_mistakes", int(((probs.max(1).values > cfg.confident)
                                                & (predicted != test_labels)).sum()))
     ctx.metric("gallery_size", len(mistakes))
-    ctx.table("confident_mistakes", [{k: (round(v, 4) if isinstance(v, float) else v)
+    readable = {"true_probability": "probability of the true digit"}  # column headers
+    ctx.table("confident_mistakes", [{readable.get(k, k): (round(v, 4) if isinstance(v, float)
+                                                           else v)
                                       for k, v in m.items()} for m in mistakes])
     if mistakes:
         images = test_images[torch.tensor([m["index"] for m in mistakes], dtype=torch.long)]
