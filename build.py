@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
@@ -162,7 +163,7 @@ def read_benchmarks(folder: Path) -> dict | None:
                                                                   list) else None
 
 
-def serve(index: Path, rebuild, port: int) -> int:
+def serve(index: Path, rebuild: Callable[[], object], port: int) -> int:
     """Serve the site until Ctrl-C, rebuilding when prose or templates change."""
     import threading
 

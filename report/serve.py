@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import http.server
 import threading
+import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -60,7 +61,10 @@ def watch(paths: Iterable[Path], rebuild: Callable[[], None], stop: threading.Ev
                          {p.name for p in now if p in before and now[p] != before[p]})
         log(f"changed: {', '.join(changed)}; rebuilding")
         before = now  # an edit saved during the rebuild triggers the next one
+        start = time.perf_counter()
         try:
             rebuild()
         except Exception as exc:  # noqa: BLE001 - a broken edit must not stop the preview
             log(f"rebuild failed: {exc}; fix it and save again")
+        else:
+            log(f"rebuilt in {time.perf_counter() - start:.1f} s; reload the page")
