@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 import time
 from collections.abc import Callable
@@ -43,6 +44,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="after building, serve the site on 127.0.0.1 and rebuild when "
                              "prose (analyses/*.md) or templates change; Ctrl-C stops")
     parser.add_argument("--port", type=int, default=8000, help="port for --serve (0 = any)")
+    parser.add_argument("--jobs", default="auto",
+                        help="analyses run at once, each in its own process with this "
+                             "process's torch threads, so results do not change (1 = one after "
+                             "another in this process); auto = 3 on CUDA, where the CPU work of "
+                             "one (t-SNE, plots) overlaps the GPU work of others, else 1 (on "
+                             "the CPU, workers oversubscribe the cores)")
     parser.add_argument("--keep-going", action="store_true",
                         help="render the other sections when an analysis fails (exit code 1)")
     return parser.parse_args(argv)
@@ -63,8 +70,6 @@ def main(argv: list[str] | None = None) -> int:
     """Run the build; returns the process exit code."""
     args = parse_args(argv)
     # Imported here so that `--help` stays instant (torch alone takes seconds to import).
-    import torch
-
     from analyses import ANALYSES
     from digits import data as mnist
     from digits import original
@@ -89,30 +94,25 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 
-    loaded: dict[str, mnist.MNIST] = {}
-
-    def load(target: torch.device) -> mnist.MNIST:
-        dataset = mnist.load_mnist(args.data_dir, log=lambda m: print(f"  data: {m}"))
-        loaded["dataset"] = dataset
-        return dataset.to(target)
-
-    def describe() -> dict:
-        dataset = loaded.get("dataset")
-        md5 = {f.name: f.md5 for f in mnist.MNIST_FILES}
-        source = f"verified against the published MD5s; loaded from {dataset.source}" \
-            if dataset else "not loaded in this build (every analysis was cached)"
-        return {"md5": md5, "source": source}
-
+    try:
+        jobs = choose_jobs(args.jobs, device)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     options = BuildOptions(root=ROOT, out=args.out, cache_dir=args.cache_dir,
                            templates=ROOT / "templates", device=device, only=tuple(args.only),
                            force=tuple(args.force), keep_going=args.keep_going,
+                           jobs=jobs, preload=("analyses",),
                            frozen_dir=args.frozen_dir, freeze=args.freeze,
                            # With auto, a frozen full-profile entry beats a quick re-run.
                            frozen_profiles=PROFILES if args.profile == "auto" else (profile,),
                            title="MNIST, explored",
                            extra_info={"benchmarks": read_benchmarks(ROOT / "bench")},
                            prose_globals={"original": original.facts()})
-    source = DataSource(fingerprint=mnist.fingerprint(), load=load, describe=describe)
+    # Module-level functions, so that worker processes (--jobs) can receive them.
+    source = DataSource(fingerprint=mnist.fingerprint(),
+                        load=functools.partial(load_dataset, args.data_dir),
+                        describe=describe_dataset)
     try:
         if args.list:
             builder = Builder(ANALYSES, config, options, source,
@@ -149,6 +149,33 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: failed or skipped: {', '.join(failed)}", file=sys.stderr)
         return 1
     return 0
+
+
+def choose_jobs(choice: str, device: "torch.device") -> int:  # noqa: F821 - lazy torch
+    """--jobs as a number: auto is 3 on CUDA and 1 on the CPU (see --help)."""
+    if choice == "auto":
+        return 3 if device.type == "cuda" else 1
+    if not choice.isdigit() or int(choice) < 1:
+        raise ValueError(f"--jobs {choice}: give a whole number of at least 1, or auto")
+    return int(choice)
+
+
+def load_dataset(data_dir: Path | None, device: "torch.device") -> object:  # noqa: F821
+    """The verified MNIST on `device` (DataSource.load)."""
+    from digits import data as mnist
+
+    dataset = mnist.load_mnist(data_dir, log=lambda m: print(f"  data: {m}", flush=True))
+    return dataset.to(device)
+
+
+def describe_dataset(dataset: object | None) -> dict:
+    """Where the data came from, and the MD5s it was checked against (DataSource.describe)."""
+    from digits import data as mnist
+
+    md5 = {f.name: f.md5 for f in mnist.MNIST_FILES}
+    source = f"verified against the published MD5s; loaded from {dataset.source}" \
+        if dataset is not None else "not loaded in this build (every analysis was cached)"
+    return {"md5": md5, "source": source}
 
 
 def read_benchmarks(folder: Path) -> dict | None:

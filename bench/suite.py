@@ -38,6 +38,7 @@ SIZES = {
             "full": {"cpu": {"n": 2_000, "widths": "half", "recipes": 3, "repeat": 3},
                      "cuda": {"n": 4_000, "widths": "full", "recipes": 5, "repeat": 3}}},
     "rebuild": {"small": {"repeat": 1}, "full": {"repeat": 1}},
+    "precision": {"small": {"n": 960, "repeat": 3}, "full": {"n": 3_200, "repeat": 3}},
 }
 # Seconds of timed repeats after which a benchmark's loop stops early (see Run.repeats).
 BUDGET = {"small": 60.0, "full": 10.0}
@@ -92,6 +93,48 @@ def training(run: Run) -> None:
             Side("DataLoader + PIL", median(loaders), "img/s", loaders),
             detail=f"Model2, one epoch of {n:,} images, batch 32, SGD, 0 workers, "
                    f"median of {len(cores)}")
+
+
+def precision(run: Run) -> None:
+    """bf16 autocast vs float32 on the CPU, where bf16 is native (the CPU builds' choice)."""
+    from unittest import mock
+
+    from bench.bench_training import core_epoch
+    from digits import training as core
+    from report.machine import cpu_bf16, cpu_capability
+
+    what = "bf16 autocast vs float32"
+    if not cpu_bf16():
+        run.skip(what, "cpu", f"this CPU ({cpu_capability()}) has no native bf16: the build "
+                              "trains in float32 here")
+        return
+    import torch
+
+    size = sizes(run, "precision")
+    n, repeat = size["n"], size["repeat"]
+    args = _training_args()
+    data = run.data()
+    images, labels = data.train_images[:n], data.train_labels[:n]
+    cpu = torch.device("cpu")
+
+    def epoch(bf16: bool) -> float:
+        with mock.patch.object(core, "cpu_bf16", lambda: bf16):
+            return core_epoch(images, labels, cpu, args)
+
+    run.log("warm-up (one epoch each side)")
+    epoch(True)
+    epoch(False)
+    halves, singles = [], []
+    for i in run.repeats(repeat):
+        halves.append(epoch(True))
+        singles.append(epoch(False))
+        run.log(f"repeat {i + 1}/{repeat}: bf16 {halves[-1]:,.0f} img/s, "
+                f"float32 {singles[-1]:,.0f} img/s")
+    run.row(what, "cpu", Side("bf16 autocast", median(halves), "img/s", halves),
+            Side("float32", median(singles), "img/s", singles),
+            detail=f"Model2, one epoch of {n:,} images, batch 32, SGD, "
+                   f"{torch.get_num_threads()} threads, {cpu_capability()}, "
+                   f"median of {len(halves)}")
 
 
 # --- 2. K models at once against one after another -----------------------------------------------
@@ -414,6 +457,7 @@ def rebuild(run: Run) -> None:
 # The ones that use the GPU first: a run capped by `timeout` loses the CPU-only ones.
 BENCHMARKS = {
     "training": ("training core vs DataLoader", training),
+    "precision": ("bf16 autocast vs float32", precision),
     "parallel": ("K models at once vs one after another", parallel),
     "features": ("cached vs recomputed transfer features", features),
     "gan": ("GAN training", gan),

@@ -29,6 +29,8 @@ from report.config import BuildConfig, config_json
 from report.context import Context
 from report.errors import UserError
 from report.freeze import FrozenStore, code_environment
+from report.machine import cpu_capability
+from report.workers import Job, Pool, WorkerFailed, execute
 from report.render import SectionView, render_site
 
 
@@ -48,6 +50,9 @@ class BuildOptions:
     only: tuple[str, ...] = ()
     force: tuple[str, ...] = ()  # names, or ("all",)
     keep_going: bool = False
+    # Analyses run at once, each in its own worker process (1 = one after another, here).
+    jobs: int = 1
+    preload: tuple[str, ...] = ()  # modules the workers' server imports once (build.py's)
     # Frozen results (report/freeze.py): where they live (None = not used), the profiles whose
     # entries this build may use (an explicit --profile uses only its own), and --freeze.
     frozen_dir: Path | None = None
@@ -59,13 +64,19 @@ class BuildOptions:
     prose_globals: Mapping[str, Any] = field(default_factory=dict)  # names every prose can use
 
 
+def no_provenance(dataset: Any) -> dict[str, Any]:
+    """DataSource's default `describe`: nothing to say."""
+    return {}
+
+
 @dataclass(frozen=True)
 class DataSource:
     """How the engine reaches the dataset without knowing what it is."""
 
     fingerprint: str
     load: Callable[[torch.device], Any]
-    describe: Callable[[], Mapping[str, Any]] = dict
+    # Given the loaded dataset (or None when this build loaded nothing): its provenance.
+    describe: Callable[[Any], Mapping[str, Any]] = no_provenance
 
 
 @dataclass
@@ -88,8 +99,13 @@ def environment_fingerprint(device: torch.device, seed: int, data_fingerprint: s
     """Inputs outside the code and config that change results."""
     import numpy
 
-    return {"torch": torch.__version__, "numpy": numpy.__version__, "device": device.type,
-            "seed": str(seed), "dataset": data_fingerprint}
+    found = {"torch": torch.__version__, "numpy": numpy.__version__, "device": device.type,
+             "seed": str(seed), "dataset": data_fingerprint}
+    if device.type == "cpu":
+        # The CPU's vector unit picks torch's kernels, and bf16 support switches CPU training
+        # to bf16 autocast (digits.training.autocast): results made on another CPU differ.
+        found["cpu"] = cpu_capability()
+    return found
 
 
 def versions() -> dict[str, str]:
@@ -109,28 +125,15 @@ def versions() -> dict[str, str]:
 
 
 def device_name(device: torch.device) -> str:
-    """The GPU's name, or the processor's."""
+    """The GPU's name, or the processor's with its kernel level (e.g. "AMD EPYC, AVX512+bf16")."""
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    return platform.processor() or platform.machine()
-
-
-def _reset_peak_memory(device: torch.device) -> None:
-    # Writing 5 to clear_refs resets the kernel's peak-RSS counter (VmHWM) for this process.
-    with contextlib.suppress(OSError):
-        Path("/proc/self/clear_refs").write_text("5")
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-
-
-def _peak_memory(device: torch.device) -> dict[str, int | None]:
-    rss = None
-    with contextlib.suppress(OSError, ValueError, StopIteration):
-        line = next(l for l in Path("/proc/self/status").read_text().splitlines()
-                    if l.startswith("VmHWM:"))
-        rss = int(line.split()[1]) * 1024
-    gpu = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
-    return {"peak_rss_bytes": rss, "peak_gpu_bytes": gpu}
+    model = ""
+    with contextlib.suppress(OSError, StopIteration):
+        line = next(row for row in Path("/proc/cpuinfo").read_text().splitlines()
+                    if row.startswith("model name"))
+        model = line.split(":", 1)[1].strip()
+    return f"{model or platform.processor() or platform.machine()}, {cpu_capability()}"
 
 
 def git_commit(root: Path) -> str:
@@ -275,101 +278,155 @@ class Builder:
     def _forced(self, name: str) -> bool:
         return "all" in self.options.force or name in self.options.force
 
-    def _run_one(self, section: Section, key: str, entries: Mapping[str, Path],
-                 frozen_state: str) -> Outcome:
-        name = section.name
-        staging = self.cache.staging(name)
-        ctx = Context(name, self.config.section(name), seed=self.config.seed,
+    def _run_here(self, section: Section, staging: Path,
+                  entries: Mapping[str, Path]) -> dict[str, Any]:
+        """Run one analysis in this process; its recorded results (see workers.execute)."""
+        used: list[bool] = []
+
+        def data() -> Any:
+            used.append(True)
+            return self._dataset_on_device()
+
+        ctx = Context(section.name, self.config.section(section.name), seed=self.config.seed,
                       device=self.options.device, staging=staging,
                       upstream={u: entries[u] for u in section.analysis.requires},
-                      data_loader=self._dataset_on_device, log=self.log)
-        # Seed every generator an analysis might touch, so two builds give identical metrics.
-        torch.manual_seed(ctx.seed)
-        random.seed(ctx.seed)
-        _reset_peak_memory(self.options.device)
-        start = time.perf_counter()
-        try:
-            section.run(ctx)
-        except BaseException:
-            self.cache.discard(staging)
-            raise
-        elapsed = time.perf_counter() - start
-        memory = _peak_memory(self.options.device)
-        manifest = {"name": name, "metrics": ctx.metrics, "items": ctx.items,
-                    "choices": ctx.choices, "streams": ctx.streams.used,
-                    "data": dict(self.data.describe()) if self._dataset is not None else None,
-                    "seconds": elapsed, **memory, "device": str(self.options.device),
+                      data_loader=data, log=self.log)
+        result = execute(section.run, ctx)
+        # The provenance of the data this analysis read (None when it read none), as a worker
+        # records it.
+        result["data"] = dict(self.data.describe(self._dataset)) if used else None
+        return result
+
+    def _job(self, section: Section, staging: Path, entries: Mapping[str, Path],
+             threads: int) -> Job:
+        return Job(module=section.module.__name__, name=section.name,
+                   cfg=self.config.section(section.name), seed=self.config.seed,
+                   device=str(self.options.device), staging=staging,
+                   upstream={u: entries[u] for u in section.analysis.requires},
+                   load=self.data.load, describe=self.data.describe, threads=threads)
+
+    def _commit(self, name: str, key: str, staging: Path, result: Mapping[str, Any],
+                frozen_state: str) -> Outcome:
+        """Put a finished run's results into the cache; its outcome."""
+        manifest = {"name": name, **result, "device": str(self.options.device),
                     "device_name": device_name(self.options.device), "versions": versions(),
                     "profile": self.config.profile,
                     "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
         entry = self.cache.commit(staging, name, key, manifest, replace=self._forced(name))
-        return Outcome(name, "run", key, elapsed, memory["peak_rss_bytes"], entry=entry,
-                       manifest=self.cache.lookup(name, key) or manifest,
+        return Outcome(name, "run", key, result["seconds"], result["peak_rss_bytes"],
+                       entry=entry, manifest=self.cache.lookup(name, key) or manifest,
                        profile=self.config.profile, frozen_state=frozen_state)
 
+    def _failed(self, prefix: str, name: str, key: str, message: str, user: bool) -> Outcome:
+        """Log a failed analysis; raise BuildFailed unless --keep-going."""
+        if not user or self.options.keep_going:  # a bug's traceback is always logged
+            self.log(f"{prefix}: FAILED: {message}")
+        if not self.options.keep_going:
+            if user:
+                raise BuildFailed(f"{message}\nThe previous site was left untouched.")
+            first_line = message.splitlines()[0] if message else message
+            raise BuildFailed(f"analysis {name!r} failed: {first_line}. The previous site was "
+                              "left untouched; fix the error, or pass --keep-going to render "
+                              "the other sections.")
+        # One clear message for a user's mistake; a bug keeps its traceback in the log only.
+        return Outcome(name, "failed", key, error=message if user else message.splitlines()[0])
+
     def run(self) -> dict[str, Outcome]:
-        """Run or reuse every wanted analysis in dependency order."""
+        """Run or reuse every wanted analysis, in dependency order (side by side with --jobs)."""
         self.cache.sweep()
+        todo = [s for s in self.order if s.name in self.wanted]
+        prefixes = {s.name: f"[{i}/{len(todo)}] {s.name}" for i, s in enumerate(todo, 1)}
         outcomes: dict[str, Outcome] = {}
         entries: dict[str, Path] = {}
         used: dict[str, str] = {}
-        todo = [s for s in self.order if s.name in self.wanted]
-        for index, section in enumerate(todo, 1):
-            name = section.name
-            prefix = f"[{index}/{len(todo)}] {name}"
-            broken = [u for u in section.analysis.requires
-                      if outcomes.get(u) and outcomes[u].status in ("failed", "skipped")]
-            if broken:
-                outcomes[name] = Outcome(name, "skipped", "",
-                                         error=f"skipped: upstream {', '.join(broken)} failed")
-                self.log(f"{prefix}: skipped (upstream {', '.join(broken)} failed)")
-                continue
-            decided = self._decide(section, used)
-            key = decided.key
-            if decided.status in ("frozen", "cached"):
-                outcomes[name], entries[name], used[name] = decided, decided.entry, key
-                made = f"{decided.manifest.get('profile', '?')} profile on " \
-                       f"{decided.manifest.get('device', '?')}"
-                self.log(f"{prefix}: {decided.status} ({made}, ran in {decided.seconds:.1f} s)")
-                continue
-            if decided.frozen_state == "stale":
-                self.log(f"{prefix}: frozen entry outdated (its code or config changed)")
-            self.log(f"{prefix}: running")
-            try:
-                outcome = self._run_one(section, key, entries, decided.frozen_state)
-            except Exception as exc:  # noqa: BLE001 - reported, and fatal unless --keep-going
-                # A user's mistake gets its one clear message; a bug gets its traceback.
-                user = isinstance(exc, UserError)
-                outcomes[name] = Outcome(name, "failed", key,
-                                         error=str(exc) if user else f"{type(exc).__name__}: {exc}")
-                if not user:
-                    self.log(f"{prefix}: FAILED: {type(exc).__name__}: {exc}\n"
-                             f"{traceback.format_exc()}")
-                elif self.options.keep_going:
-                    self.log(f"{prefix}: FAILED: {exc}")
-                if user and not self.options.keep_going:
-                    raise BuildFailed(f"{exc}\nThe previous site was left untouched.") from exc
-                if not self.options.keep_going:
-                    raise BuildFailed(f"analysis {name!r} failed: {exc}. The previous site was "
-                                      "left untouched; fix the error, or pass --keep-going to "
-                                      "render the other sections.") from exc
-                continue
-            outcomes[name] = outcome
-            entries[name] = outcome.entry
-            used[name] = key
-            peak = f", peak RSS {outcome.peak_bytes / 2**30:.2f} GiB" if outcome.peak_bytes else ""
-            self.log(f"{prefix}: done in {outcome.seconds:.1f} s{peak}")
+        waiting = list(todo)
+        pool = Pool(self.options.jobs, self.options.preload) if self.options.jobs > 1 else None
+        decisions: dict[str, Outcome] = {}  # frozen, cached or to run, once upstream is done
+        started: dict[str, tuple[str, Path, str]] = {}  # name -> key, staging, frozen state
+
+        def finish(name: str, result: dict[str, Any] | WorkerFailed) -> None:
+            key, staging, frozen_state = started.pop(name)
+            if isinstance(result, WorkerFailed):
+                self.cache.discard(staging)
+                outcomes[name] = self._failed(prefixes[name], name, key, str(result),
+                                              result.user)
+                return
+            outcome = self._commit(name, key, staging, result, frozen_state)
+            outcomes[name], entries[name], used[name] = outcome, outcome.entry, key
+            peak = f", peak RSS {outcome.peak_bytes / 2**30:.2f} GiB" if outcome.peak_bytes \
+                else ""
+            self.log(f"{prefixes[name]}: done in {outcome.seconds:.1f} s{peak}")
+
+        try:
+            while waiting or started:
+                for section in list(waiting):
+                    name, prefix = section.name, prefixes[section.name]
+                    requires = section.analysis.requires
+                    if any(u in started or u in {s.name for s in waiting} for u in requires):
+                        continue  # an upstream has not finished yet
+                    broken = [u for u in requires
+                              if outcomes.get(u) and outcomes[u].status in ("failed", "skipped")]
+                    if broken:
+                        waiting.remove(section)
+                        outcomes[name] = Outcome(
+                            name, "skipped", "",
+                            error=f"skipped: upstream {', '.join(broken)} failed")
+                        self.log(f"{prefix}: skipped (upstream {', '.join(broken)} failed)")
+                        continue
+                    if name not in decisions:  # upstream keys are final once they are done
+                        decisions[name] = self._decide(section, used)
+                    decided = decisions[name]
+                    if decided.status == "run" and pool is not None and len(pool) >= pool.jobs:
+                        continue  # every worker is busy
+                    waiting.remove(section)
+                    if decided.status in ("frozen", "cached"):
+                        outcomes[name], entries[name] = decided, decided.entry
+                        used[name] = decided.key
+                        made = f"{decided.manifest.get('profile', '?')} profile on " \
+                               f"{decided.manifest.get('device', '?')}"
+                        self.log(f"{prefix}: {decided.status} ({made}, ran in "
+                                 f"{decided.seconds:.1f} s)")
+                        continue
+                    if decided.frozen_state == "stale":
+                        self.log(f"{prefix}: frozen entry outdated (its code or config changed)")
+                    staging = self.cache.staging(name)
+                    started[name] = (decided.key, staging, decided.frozen_state)
+                    if pool is None:
+                        self.log(f"{prefix}: running")
+                        try:
+                            result: dict[str, Any] | WorkerFailed = \
+                                self._run_here(section, staging, entries)
+                        except Exception as exc:  # noqa: BLE001 - reported, fatal unless -k
+                            user = isinstance(exc, UserError)
+                            result = WorkerFailed(
+                                str(exc) if user else
+                                f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}", user)
+                        finish(name, result)
+                    else:
+                        self.log(f"{prefix}: running in a worker process "
+                                 f"({pool.threads()} threads)")
+                        pool.start(self._job(section, staging, entries, pool.threads()))
+                if started and pool is not None:
+                    finish(*pool.wait_any())
+        finally:
+            # After a failure or Ctrl-C: stop the other workers and drop their half entries.
+            for name in pool.stop() if pool is not None else []:
+                self.cache.discard(started[name][1])
+            for _, staging, _ in started.values():
+                self.cache.discard(staging)
         return outcomes
 
     # --- the site -----------------------------------------------------------------------------
     def build_info(self, outcomes: Mapping[str, Outcome], wall: float) -> dict:
         """The manifest shown in the appendix and written to site/data/manifest.json."""
         device = self.options.device
-        dataset = dict(self.data.describe())
-        if self._dataset is None:
-            # Every analysis was cached: the provenance is the one recorded when they ran.
-            recorded = [o.manifest.get("data") for o in outcomes.values() if o.manifest]
-            dataset = next((d for d in recorded if d), dataset)
+        # The provenance of the data loaded by analyses that ran now (in this process or in
+        # workers), else the one recorded when cached or frozen results were made.
+        ran = [o.manifest.get("data") for o in outcomes.values()
+               if o.status == "run" and o.manifest]
+        recorded = [o.manifest.get("data") for o in outcomes.values() if o.manifest]
+        dataset = next((d for d in ran if d), None) or next((d for d in recorded if d), None) \
+            or dict(self.data.describe(None))
         configs = {s.name: self.section_config(s.name, outcomes[s.name])
                    for s in self.sections if s.name in outcomes}
         reduced = {s.name: reduced_settings(s.analysis.config, configs[s.name])

@@ -50,8 +50,15 @@ def no_network(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) 
     def refuse(*args, **kwargs):
         raise OSError("network access is disabled in unit tests")
 
+    real_connect = socket.socket.connect
+
+    def connect(sock: socket.socket, address: object) -> None:
+        if sock.family == socket.AF_UNIX:  # local IPC (the worker processes' forkserver)
+            return real_connect(sock, address)
+        refuse()
+
     monkeypatch.setattr(socket, "getaddrinfo", refuse)
-    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket.socket, "connect", connect)
 
 
 def _purge_toy_modules() -> None:
@@ -99,7 +106,8 @@ class ToyProject:
             self.data_loads += 1
             return [1, 2, 3]
 
-        return DataSource(fingerprint="toy-data", load=load, describe=lambda: {"source": "toy"})
+        return DataSource(fingerprint="toy-data", load=load,
+                          describe=lambda dataset: {"source": "toy"})
 
     def build(self, names: Sequence[str], *, profile: str = "full",
               sets: Mapping[str, str] | None = None, **options) -> tuple[Path, dict[str, Outcome]]:

@@ -9,6 +9,7 @@ import torch
 
 from digits import backbones as b
 from digits import features as f
+from digits.training import autocast
 from report.errors import UserError
 
 
@@ -76,10 +77,10 @@ def test_extractors_are_frozen_and_give_pooled_features(lite: b.Backbone,
         assert not any(p.requires_grad for p in extractor.parameters())
         out = f.extract(extractor, images, 32, batch_size=3)
         assert out.shape == (4, dim) and out.dtype == torch.float32
-        # trunk then tail is the whole extractor.
+        # trunk then tail is the whole extractor (at the precision `extract` runs in).
         x = b.preprocess(images, 32)
-        with torch.no_grad():
-            assert torch.allclose(extractor.tail(extractor.trunk(x)), out, atol=1e-5)
+        with torch.no_grad(), autocast(images.device):
+            assert torch.allclose(extractor.tail(extractor.trunk(x)).float(), out, atol=1e-5)
         stages = extractor.stages(x[:1])
         assert len(stages) >= 5 and stages[-1][1].shape[-1] <= stages[0][1].shape[-1]
         assert extractor.first_conv.weight.shape[1] == 3

@@ -144,3 +144,27 @@ def test_read_benchmarks_returns_committed_results_or_none(tmp_path: Path) -> No
     assert build.read_benchmarks(tmp_path) is None
     (tmp_path / "results.json").write_text('{"command": "x", "benchmarks": []}')
     assert build.read_benchmarks(tmp_path) == {"command": "x", "benchmarks": []}
+
+
+def test_jobs_auto_and_bad_values(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert build.choose_jobs("auto", torch.device("cpu")) == 1
+    assert build.choose_jobs("auto", torch.device("cuda")) == 3
+    assert build.choose_jobs("4", torch.device("cpu")) == 4
+    for bad in ("0", "-1", "two"):
+        with pytest.raises(ValueError, match="whole number"):
+            build.choose_jobs(bad, torch.device("cpu"))
+    code = build.main(["--jobs", "0", "--out", str(tmp_path / "site"),
+                       "--cache-dir", str(tmp_path / "cache")])
+    assert code == 2 and "--jobs 0" in capsys.readouterr().err
+
+
+def test_the_dataset_source_reaches_worker_processes() -> None:
+    import functools
+    import pickle
+
+    # What --jobs hands to a worker must pickle: module-level functions and partials of them.
+    load = functools.partial(build.load_dataset, None)
+    assert pickle.loads(pickle.dumps(load)).func is build.load_dataset
+    assert pickle.loads(pickle.dumps(build.describe_dataset)) is build.describe_dataset
+    described = build.describe_dataset(None)
+    assert "not loaded" in described["source"] and len(described["md5"]) == 4

@@ -20,7 +20,7 @@ import torch
 from conftest import REPO, ToyProject, statuses
 from report.cache import Cache
 from report.config import make_config
-from report.engine import (BuildFailed, BuildOptions, Builder, DataSource, build,
+from report.engine import (BuildFailed, BuildOptions, Builder, DataSource, Outcome, build,
                            recover_site, reduced_settings)
 from report.render import ProseError
 from report.streams import derive_seed
@@ -453,20 +453,21 @@ def provenance() -> DataSource:
         loaded.append(device)
         return [1, 2, 3]
 
-    def describe() -> dict:
-        source = "read from the toy files" if loaded else "not loaded in this build"
+    def describe(dataset: list[int] | None) -> dict:
+        source = "read from the toy files" if dataset is not None else "not loaded in this build"
         return {"source": source, "md5": {"toy.idx": "f" * 32}}
 
     return DataSource(fingerprint="toy-data", load=load, describe=describe)
 
 
-def build_with(toy: ToyProject, names: list[str], data: DataSource, **options):
+def build_with(toy: ToyProject, names: list[str], data: DataSource,
+               sets: dict[str, str] | None = None, **options):
     """Build toys with a given DataSource (the fixture's `build` always uses its own)."""
     modules = toy.modules(names)
     options = BuildOptions(root=toy.root, out=toy.out, cache_dir=toy.cache,
                            templates=toy.templates, device=torch.device("cpu"), **options)
-    return build(modules, make_config([m.ANALYSIS for m in modules], "full"), options, data,
-                 log=toy.logs.append)
+    return build(modules, make_config([m.ANALYSIS for m in modules], "full", sets or {}),
+                 options, data, log=toy.logs.append)
 
 
 def test_a_fully_cached_build_shows_the_provenance_recorded_when_it_ran(toy: ToyProject) -> None:
@@ -488,7 +489,7 @@ def test_a_build_that_loads_the_data_describes_it_now(toy: ToyProject) -> None:
 
     def again() -> DataSource:
         return DataSource(fingerprint="toy-data", load=lambda device: [1, 2, 3],
-                          describe=lambda: {"source": "loaded again"})
+                          describe=lambda dataset: {"source": "loaded again"})
 
     index, outcomes = build_with(toy, ["delta"], again())
     assert outcomes["delta"].status == "cached"  # nothing loaded: the recorded provenance
@@ -572,11 +573,11 @@ def test_reduced_settings() -> None:
 # --- killed, interrupted and concurrent builds (real processes) --------------------------------
 
 
-def start_toy_build(toy: ToyProject, names: list[str], sets: list[str], block: Path
-                    ) -> subprocess.Popen:
+def start_toy_build(toy: ToyProject, names: list[str], sets: list[str], block: Path,
+                    jobs: int = 1) -> subprocess.Popen:
     """A toy build in a child process; its `slow` analysis blocks until `block/release` exists."""
     command = [sys.executable, str(toy.root / "toy" / "run_build.py"), str(toy.root),
-               str(toy.out), str(toy.cache), *names]
+               str(toy.out), str(toy.cache), *names, "--jobs", str(jobs)]
     for pair in sets:
         command += ["--set", pair]
     env = {**os.environ, "TOY_BLOCK_DIR": str(block)}
@@ -604,16 +605,18 @@ def wait_for_started(block: Path, procs: list[subprocess.Popen], count: int = 1)
         time.sleep(0.02)
 
 
+@pytest.mark.parametrize("jobs", [1, 2])
 @pytest.mark.parametrize("how", ["SIGKILL", "SIGINT"])
 def test_killed_build_leaves_site_and_cache_usable(toy: ToyProject, tmp_path: Path,
-                                                   how: str) -> None:
+                                                   how: str, jobs: int) -> None:
     names = ["alpha", "beta", "slow"]
     index, _ = toy.build(names)
     before = index.read_bytes()
     block = tmp_path / "block"
     block.mkdir()
-    # alpha.n=5 changes alpha's key and so beta's and slow's: all three run, slow blocks.
-    proc = start_toy_build(toy, names, ["alpha.n=5", "slow.version=2"], block)
+    # alpha.n=5 changes alpha's key and so beta's and slow's: all three run, slow blocks (in
+    # the build's process, or in a worker whose staging folder the build made).
+    proc = start_toy_build(toy, names, ["alpha.n=5", "slow.version=2"], block, jobs=jobs)
     try:
         wait_for_started(block, [proc])
         proc.send_signal(getattr(signal, how))
@@ -633,7 +636,11 @@ def test_killed_build_leaves_site_and_cache_usable(toy: ToyProject, tmp_path: Pa
     assert not list(toy.out.parent.glob("site.tmp-*"))  # it died before rendering
 
     _, outcomes = toy.build(names, sets={"alpha.n": "5", "slow.version": "2"})
-    assert statuses(outcomes) == {"alpha": "cached", "beta": "cached", "slow": "run"}
+    # With two workers beta ran beside slow, and may not have finished when the build died.
+    beta = {"cached", "run"} if jobs > 1 else {"cached"}
+    assert outcomes["beta"].status in beta
+    assert statuses(outcomes) | {"beta": "cached"} == \
+        {"alpha": "cached", "beta": "cached", "slow": "run"}
     assert not list(toy.cache.glob("*/.tmp-*"))
     assert "Slow ran version 2." in index.read_text()
 
@@ -671,3 +678,95 @@ def test_two_concurrent_builds_do_not_corrupt_the_cache(toy: ToyProject, tmp_pat
     # And the next build reuses everything.
     _, outcomes = toy.build(names)
     assert statuses(outcomes) == dict.fromkeys(names, "cached")
+
+
+def test_cpu_results_are_keyed_by_the_cpus_kernel_level(monkeypatch: pytest.MonkeyPatch) -> None:
+    from report import engine, machine
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    monkeypatch.setattr(machine, "cpu_bf16", lambda: True)
+    with_bf16 = engine.environment_fingerprint(cpu, 7, "data")
+    monkeypatch.setattr(machine, "cpu_bf16", lambda: False)
+    without = engine.environment_fingerprint(cpu, 7, "data")
+    assert with_bf16["cpu"].endswith("+bf16") and not without["cpu"].endswith("+bf16")
+    assert with_bf16["cpu"].removesuffix("+bf16") == without["cpu"] != ""
+    # A GPU build's results do not depend on the host's vector unit.
+    assert "cpu" not in engine.environment_fingerprint(cuda, 7, "data")
+    assert without["cpu"] in engine.device_name(cpu)
+
+
+# --- analyses side by side (--jobs) --------------------------------------------------------------
+
+
+def toy_source() -> DataSource:
+    """The toy dataset through module-level functions, which worker processes can receive."""
+    from toy import describe_data, load_data
+
+    return DataSource(fingerprint="toy-data", load=load_data, describe=describe_data)
+
+
+def comparable(outcome: Outcome) -> dict:
+    """What an analysis computed, without its timings and memory."""
+    m = outcome.manifest
+    return {"metrics": m["metrics"], "items": m["items"], "choices": m["choices"],
+            "streams": m["streams"], "data": m["data"],
+            "files": {k: v["sha256"] for k, v in m["files"].items() if not k.endswith(".png")}}
+
+
+def test_workers_compute_what_the_build_process_computes(toy: ToyProject) -> None:
+    names = ["alpha", "beta", "gamma", "delta", "slow"]
+    _, here = build_with(toy, names, toy_source())
+    index, workers = build_with(toy, names, toy_source(), jobs=3, force=("all",))
+    assert statuses(workers) == dict.fromkeys(names, "run")
+    assert {n: comparable(o) for n, o in workers.items()} == \
+        {n: comparable(o) for n, o in here.items()}
+    assert workers["delta"].manifest["data"] == {"source": "read from the toy files"}
+    assert any("running in a worker process" in line for line in toy.logs)
+    assert "read from the toy files" in index.read_text()
+    assert not list(toy.cache.glob("*/.tmp-*"))
+    # The cache made by workers serves a one-at-a-time build.
+    _, again = build_with(toy, names, toy_source())
+    assert statuses(again) == dict.fromkeys(names, "cached")
+
+
+def test_an_analysis_runs_while_another_is_still_working(toy: ToyProject, tmp_path: Path) -> None:
+    block = tmp_path / "block"
+    block.mkdir()
+    # In article order slow comes before beta: one at a time, beta would wait for slow.
+    proc = start_toy_build(toy, ["alpha", "slow", "beta"], [], block, jobs=2)
+    try:
+        wait_for_started(block, [proc])
+        deadline = time.monotonic() + 30
+        while not [e for e in entries(toy.cache, "beta") if not e.name.startswith(".")]:
+            assert time.monotonic() < deadline, "beta never finished while slow was blocked"
+            assert proc.poll() is None, proc.communicate()
+            time.sleep(0.05)
+        assert not entries(toy.cache, "slow") or \
+            all(e.name.startswith(".") for e in entries(toy.cache, "slow"))
+        (block / "release").write_text("")
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, stderr
+    assert "Slow ran version 1." in (toy.out / "index.html").read_text()
+
+
+def test_a_failing_worker_fails_the_build_and_keeps_the_old_site(toy: ToyProject) -> None:
+    names = ["alpha", "beta", "gamma", "delta"]
+    index, _ = build_with(toy, names, toy_source())
+    before = index.read_bytes()
+    with pytest.raises(BuildFailed, match="beta broke on purpose"):
+        build_with(toy, names, toy_source(), {"beta.fail": "true"}, jobs=2)
+    assert index.read_bytes() == before
+    assert not list(toy.cache.glob("*/.tmp-*"))
+    with pytest.raises(BuildFailed, match="pass --data-dir TOY") as caught:
+        build_with(toy, names, toy_source(), {"beta.user_error": "true"}, jobs=2)
+    assert "Traceback" not in str(caught.value)
+    _, outcomes = build_with(toy, names, toy_source(), {"beta.fail": "true"}, jobs=2,
+                             keep_going=True)
+    assert statuses(outcomes) == {"alpha": "cached", "beta": "failed", "gamma": "skipped",
+                                  "delta": "cached"}
+    assert outcomes["beta"].error == "RuntimeError: beta broke on purpose"
+    assert any("Traceback" in line and "beta broke on purpose" in line for line in toy.logs)

@@ -9,6 +9,7 @@ from torch.nn import functional as F
 
 from digits.models import Standardize
 from digits.parallel import resolve_mode, train_many
+from digits import training
 from digits.training import TrainSpec
 
 
@@ -54,7 +55,10 @@ def run(mode: str, group_size: int = 8) -> tuple[list[nn.Module], list]:
     return models, histories
 
 
-def test_concurrent_matches_sequential() -> None:
+def test_concurrent_matches_sequential(monkeypatch: pytest.MonkeyPatch) -> None:
+    # In float32: bf16 autocast (on CPUs with native bf16) rounds differently when the same
+    # sums are batched differently, which is not what this test is about.
+    monkeypatch.setattr(training, "cpu_bf16", lambda: False)
     seq_models, seq_hist = run("sequential")
     con_models, con_hist = run("concurrent", group_size=3)  # groups of 3 and 1
     for a, b in zip(seq_models, con_models):

@@ -7,6 +7,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from digits import training
 from digits.augment import RandomAffine
 from digits.models import BestCNN
 from digits.training import (TrainSpec, evaluate, make_optimizer, make_scheduler,
@@ -141,3 +142,13 @@ def test_to_input_scales_to_unit_range() -> None:
     x = to_input(torch.tensor([[[0, 255]]], dtype=torch.uint8))
     assert x.shape == (1, 1, 1, 2) and x.dtype == torch.float32
     assert x.flatten().tolist() == [0.0, 1.0]
+
+
+def test_cpu_precision_follows_native_bf16(monkeypatch: pytest.MonkeyPatch) -> None:
+    cpu = torch.device("cpu")
+    layer = torch.nn.Linear(4, 2)
+    for native, dtype in ((True, torch.bfloat16), (False, torch.float32)):
+        monkeypatch.setattr(training, "cpu_bf16", lambda native=native: native)
+        assert training.bf16(cpu) is native
+        with training.autocast(cpu):
+            assert layer(torch.ones(1, 4)).dtype == dtype

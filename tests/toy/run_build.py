@@ -1,6 +1,6 @@
 """Run a toy build in its own process (for the kill, interrupt and concurrency tests).
 
-usage: python run_build.py ROOT OUT CACHE NAME... [--set KEY=VALUE]...
+usage: python run_build.py ROOT OUT CACHE NAME... [--set KEY=VALUE]... [--jobs N]
 Exit codes: 0 built, 1 BuildFailed, 130 interrupted.
 """
 
@@ -20,6 +20,7 @@ def main() -> int:
     parser.add_argument("cache", type=Path)
     parser.add_argument("names", nargs="+")
     parser.add_argument("--set", action="append", default=[], dest="sets")
+    parser.add_argument("--jobs", type=int, default=1)
     args = parser.parse_args()
     sys.path.insert(0, str(args.root))
 
@@ -27,12 +28,14 @@ def main() -> int:
 
     from report.config import make_config, parse_sets
     from report.engine import BuildFailed, BuildOptions, DataSource, build
+    from toy import load_data
 
     modules = [importlib.import_module(f"toy.{name}") for name in args.names]
     config = make_config([m.ANALYSIS for m in modules], "full", parse_sets(args.sets))
     options = BuildOptions(root=args.root, out=args.out, cache_dir=args.cache,
-                           templates=args.root / "templates", device=torch.device("cpu"))
-    data = DataSource(fingerprint="toy-data", load=lambda device: [1, 2, 3])
+                           templates=args.root / "templates", device=torch.device("cpu"),
+                           jobs=args.jobs)
+    data = DataSource(fingerprint="toy-data", load=load_data)
     try:
         build(modules, config, options, data)
     except BuildFailed as exc:
