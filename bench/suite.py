@@ -19,6 +19,7 @@ import tempfile
 import time
 import traceback
 from pathlib import Path
+from typing import Any
 
 from bench.harness import ROOT, Run, Side, Skip, median, timed
 
@@ -39,6 +40,9 @@ SIZES = {
                      "cuda": {"n": 4_000, "widths": "full", "recipes": 5, "repeat": 3}}},
     "rebuild": {"small": {"repeat": 1}, "full": {"repeat": 1}},
     "precision": {"small": {"n": 960, "repeat": 3}, "full": {"n": 3_200, "repeat": 3}},
+    # Dense TorchDR holds N x N matrices: 20,000 points is 1.6 GB each, in a GPU's reach.
+    "tsne_torch": {"small": {"cpu": {"n": 1_000}},
+                   "full": {"cpu": {"n": 2_000}, "cuda": {"n": 20_000}}},
 }
 # Seconds of timed repeats after which a benchmark's loop stops early (see Run.repeats).
 BUDGET = {"small": 60.0, "full": 10.0}
@@ -188,10 +192,6 @@ def _parallel_on(run: Run, device, data, args: argparse.Namespace) -> None:
 
 def tsne(run: Run) -> None:
     """openTSNE vs sklearn.manifold.TSNE on the same PCA-50 points; kNN accuracy of both maps."""
-    import numpy as np
-    import torch
-    from sklearn.decomposition import PCA
-
     from bench.bench_tsne import run_opentsne, run_sklearn
     from digits.embedding_quality import knn_cv_predict
     from digits.metrics import accuracy
@@ -203,14 +203,8 @@ def tsne(run: Run) -> None:
     size = sizes(run, "tsne")
     threads = size["threads"] or os.cpu_count() or 1
     args = argparse.Namespace(perplexity=30.0, threads=threads, gradients="auto", seed=7)
-    data = run.data()
-    images = torch.cat([data.train_images, data.test_images]).reshape(-1, 784).numpy()
-    labels = torch.cat([data.train_labels, data.test_labels]).numpy()
-    idx = np.sort(np.random.default_rng(args.seed).choice(len(images), size["n"], replace=False))
-    x = PCA(n_components=50, svd_solver="covariance_eigh", random_state=0).fit_transform(
-        images[idx].astype(np.float32) / 255).astype(np.float32)
-    y = labels[idx]
-    run.log(f"PCA-50 of {len(idx):,} images; warm-up (100 points each)")
+    x, y = _pca_points(run, size["n"], args.seed)
+    run.log(f"PCA-50 of {len(y):,} images; warm-up (100 points each)")
     run_opentsne(x[:100], args)
     run_sklearn(x[:100], args)
     results = {}
@@ -221,14 +215,83 @@ def tsne(run: Run) -> None:
         run.log(f"{name}: {seconds:.1f} s, {iterations} iterations, "
                 f"10-NN accuracy {results[name][2]:.2%}")
     (o_s, o_it, o_acc), (s_s, s_it, s_acc) = results["openTSNE"], results["scikit-learn"]
-    run.info.update(n=len(idx), threads=threads, knn_accuracy={"openTSNE": o_acc,
+    run.info.update(n=len(y), threads=threads, knn_accuracy={"openTSNE": o_acc,
                                                                "scikit-learn": s_acc})
     run.row("openTSNE vs scikit-learn TSNE", "cpu",
             Side("openTSNE", o_s, "s", [o_s]), Side("scikit-learn", s_s, "s", [s_s]),
             higher_is_better=False,
-            detail=f"{len(idx):,} images, PCA-50, perplexity 30, PCA init, threads {threads}, "
+            detail=f"{len(y):,} images, PCA-50, perplexity 30, PCA init, threads {threads}, "
                    f"{o_it} vs {s_it} iterations; 10-NN accuracy (5-fold) of the maps "
                    f"{o_acc:.1%} vs {s_acc:.1%}; one run each")
+
+
+def _pca_points(run: Run, n: int, seed: int) -> tuple[Any, Any]:
+    """PCA-50 of `n` random MNIST images (train and test pooled) and their labels."""
+    import numpy as np
+    import torch
+    from sklearn.decomposition import PCA
+
+    data = run.data()
+    images = torch.cat([data.train_images, data.test_images]).reshape(-1, 784).numpy()
+    labels = torch.cat([data.train_labels, data.test_labels]).numpy()
+    idx = np.sort(np.random.default_rng(seed).choice(len(images), n, replace=False))
+    x = PCA(n_components=50, svd_solver="covariance_eigh", random_state=0).fit_transform(
+        images[idx].astype(np.float32) / 255).astype(np.float32)
+    return x, labels[idx]
+
+
+def tsne_torch(run: Run) -> None:
+    """TorchDR's TSNE on the chosen device vs openTSNE on the CPU; kNN accuracy of both maps."""
+    import torch
+
+    from bench.bench_tsne import run_opentsne
+    from digits.embedding_quality import knn_cv_predict
+    from digits.metrics import accuracy
+
+    try:
+        import openTSNE  # noqa: F401
+        import torchdr
+    except ImportError as error:
+        raise Skip(f"{error.name} is not installed (pip install -e '.[bench]')") from error
+    device = _torch_device(run)
+    size = sizes(run, "tsne_torch", device.type)
+    threads = os.cpu_count() or 1
+    args = argparse.Namespace(perplexity=30.0, threads=threads, gradients="auto", seed=7)
+    x, y = _pca_points(run, size["n"], args.seed)
+
+    def torch_tsne(points: Any) -> tuple[Any, float]:
+        # Same perplexity, PCA initialisation and early exaggeration (12 for 250 steps) as
+        # openTSNE; 1,000 steps in all against openTSNE's 750.
+        model = torchdr.TSNE(perplexity=args.perplexity, init="pca", max_iter=1_000,
+                             device=str(device), random_state=args.seed)
+        sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+        sync()
+        start = time.perf_counter()
+        embedding = model.fit_transform(torch.from_numpy(points).to(device))
+        sync()
+        seconds = time.perf_counter() - start
+        return torch.as_tensor(embedding).detach().float().cpu().numpy(), seconds
+
+    run.log(f"PCA-50 of {len(y):,} images; warm-up (200 points each)")
+    torch_tsne(x[:200])
+    run_opentsne(x[:200], args)
+    maps = {}
+    maps["TorchDR"] = torch_tsne(x)
+    embedding, seconds, _ = run_opentsne(x, args)
+    maps["openTSNE"] = (embedding, seconds)
+    scores = {}
+    for name, (embedding, seconds) in maps.items():
+        pred = knn_cv_predict(embedding, y, k=10, folds=5, seed=args.seed, n_jobs=threads)
+        scores[name] = accuracy(y, pred)
+        run.log(f"{name}: {seconds:.1f} s, 10-NN accuracy {scores[name]:.2%}")
+    run.row("TorchDR vs openTSNE", device.type,
+            Side(f"TorchDR on {device.type}", maps["TorchDR"][1], "s", [maps["TorchDR"][1]]),
+            Side(f"openTSNE, {threads} CPU threads", maps["openTSNE"][1], "s",
+                 [maps["openTSNE"][1]]),
+            higher_is_better=False,
+            detail=f"{len(y):,} images, PCA-50, perplexity 30, PCA init, TorchDR "
+                   f"{torchdr.__version__} (dense, no KeOps); 10-NN accuracy (5-fold) of the "
+                   f"maps {scores['TorchDR']:.1%} vs {scores['openTSNE']:.1%}; one run each")
 
 
 # --- 4. cached against recomputed transfer features ---------------------------------------------
@@ -457,10 +520,11 @@ def rebuild(run: Run) -> None:
 # The ones that use the GPU first: a run capped by `timeout` loses the CPU-only ones.
 BENCHMARKS = {
     "training": ("training core vs DataLoader", training),
-    "precision": ("bf16 autocast vs float32", precision),
     "parallel": ("K models at once vs one after another", parallel),
     "features": ("cached vs recomputed transfer features", features),
     "gan": ("GAN training", gan),
+    "tsne_torch": ("TorchDR vs openTSNE", tsne_torch),
+    "precision": ("bf16 autocast vs float32", precision),
     "tsne": ("openTSNE vs scikit-learn TSNE", tsne),
     "rebuild": ("site rebuild", rebuild),
 }

@@ -8,7 +8,6 @@ import fcntl
 import json
 import os
 import platform
-import random
 import shutil
 import subprocess
 import time
@@ -30,8 +29,8 @@ from report.context import Context
 from report.errors import UserError
 from report.freeze import FrozenStore, code_environment
 from report.machine import cpu_capability
-from report.workers import Job, Pool, WorkerFailed, execute
 from report.render import SectionView, render_site
+from report.workers import Job, Pool, WorkerFailed, execute
 
 
 class BuildFailed(RuntimeError):
@@ -53,6 +52,7 @@ class BuildOptions:
     # Analyses run at once, each in its own worker process (1 = one after another, here).
     jobs: int = 1
     preload: tuple[str, ...] = ()  # modules the workers' server imports once (build.py's)
+    profile_dir: Path | None = None  # cProfile every analysis that runs, into this folder
     # Frozen results (report/freeze.py): where they live (None = not used), the profiles whose
     # entries this build may use (an explicit --profile uses only its own), and --freeze.
     frozen_dir: Path | None = None
@@ -291,7 +291,7 @@ class Builder:
                       device=self.options.device, staging=staging,
                       upstream={u: entries[u] for u in section.analysis.requires},
                       data_loader=data, log=self.log)
-        result = execute(section.run, ctx)
+        result = execute(section.run, ctx, self.options.profile_dir)
         # The provenance of the data this analysis read (None when it read none), as a worker
         # records it.
         result["data"] = dict(self.data.describe(self._dataset)) if used else None
@@ -303,7 +303,8 @@ class Builder:
                    cfg=self.config.section(section.name), seed=self.config.seed,
                    device=str(self.options.device), staging=staging,
                    upstream={u: entries[u] for u in section.analysis.requires},
-                   load=self.data.load, describe=self.data.describe, threads=threads)
+                   load=self.data.load, describe=self.data.describe, threads=threads,
+                   profile_dir=self.options.profile_dir)
 
     def _commit(self, name: str, key: str, staging: Path, result: Mapping[str, Any],
                 frozen_state: str) -> Outcome:
@@ -410,8 +411,8 @@ class Builder:
                     finish(*pool.wait_any())
         finally:
             # After a failure or Ctrl-C: stop the other workers and drop their half entries.
-            for name in pool.stop() if pool is not None else []:
-                self.cache.discard(started[name][1])
+            if pool is not None:
+                pool.stop()
             for _, staging, _ in started.values():
                 self.cache.discard(staging)
         return outcomes

@@ -10,10 +10,13 @@ measures its own peak memory.
 from __future__ import annotations
 
 import contextlib
+import cProfile
 import importlib
+import io
 import multiprocessing
 import os
 import pickle
+import pstats
 import random
 import select
 import threading
@@ -51,17 +54,42 @@ def peak_memory(device: torch.device) -> dict[str, int | None]:
     return {"peak_rss_bytes": rss, "peak_gpu_bytes": gpu}
 
 
-def execute(run: Callable[[Context], None], ctx: Context) -> dict[str, Any]:
-    """Seed, run and measure one analysis; what it recorded, its time and its peak memory."""
+def execute(run: Callable[[Context], None], ctx: Context,
+            profile_dir: Path | None = None) -> dict[str, Any]:
+    """Seed, run and measure one analysis; what it recorded, its time and its peak memory.
+
+    With `profile_dir`, the run is also profiled (cProfile, which times torch's operators as
+    the built-in calls they are): `<name>.prof` for pstats or snakeviz, and `<name>.txt`, the
+    40 functions with the most cumulative time.
+    """
     # Seed every generator an analysis might touch, so two builds give identical metrics.
     torch.manual_seed(ctx.seed)
     random.seed(ctx.seed)
     reset_peak_memory(ctx.device)
+    profiler = cProfile.Profile() if profile_dir is not None else None
     start = time.perf_counter()
-    run(ctx)
+    if profiler is not None:
+        profiler.enable()
+    try:
+        run(ctx)
+    finally:
+        if profiler is not None:
+            profiler.disable()
     elapsed = time.perf_counter() - start
+    if profiler is not None and profile_dir is not None:
+        write_profile(profiler, profile_dir, ctx.name, elapsed)
     return {"metrics": ctx.metrics, "items": ctx.items, "choices": ctx.choices,
             "streams": ctx.streams.used, "seconds": elapsed, **peak_memory(ctx.device)}
+
+
+def write_profile(profiler: cProfile.Profile, folder: Path, name: str, seconds: float) -> None:
+    """`<name>.prof` (raw) and `<name>.txt` (top 40 by cumulative time) in `folder`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    profiler.dump_stats(folder / f"{name}.prof")
+    text = io.StringIO()
+    text.write(f"{name}: {seconds:.1f} s in run(ctx); top 40 by cumulative time\n")
+    pstats.Stats(profiler, stream=text).sort_stats("cumulative").print_stats(40)
+    (folder / f"{name}.txt").write_text(text.getvalue())
 
 
 # --- worker processes ---------------------------------------------------------------------------
@@ -86,6 +114,7 @@ class Job:
     environ: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
     cwd: str = field(default_factory=os.getcwd)
     build_pid: int = field(default_factory=os.getpid)
+    profile_dir: Path | None = None  # --cprofile
 
 
 def _exit_with_build(pid: int) -> None:
@@ -136,7 +165,7 @@ def _work(job: Job, conn: Connection) -> None:
 
         ctx = Context(job.name, job.cfg, seed=job.seed, device=device, staging=job.staging,
                       upstream=job.upstream, data_loader=data, log=log)
-        result = execute(module.run, ctx)
+        result = execute(module.run, ctx, job.profile_dir)
         result["data"] = dict(job.describe(loaded[0])) if loaded else None
         conn.send(("done", result))
     except KeyboardInterrupt:
@@ -225,10 +254,9 @@ class Pool:
             return name, message[1]
         return name, WorkerFailed(message[2], user=message[1])
 
-    def stop(self) -> list[str]:
-        """Terminate every running worker (after a failure or Ctrl-C); their names."""
-        names = list(self._running)
-        for process, conn in self._running.values():
+    def stop(self) -> None:
+        """Terminate every running worker (after a failure or Ctrl-C)."""
+        for process, _ in self._running.values():
             process.terminate()
         for process, conn in self._running.values():
             process.join(timeout=10)
@@ -237,4 +265,3 @@ class Pool:
                 process.join()
             conn.close()
         self._running.clear()
-        return names

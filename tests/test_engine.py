@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import pstats
 import re
 import shutil
 import signal
@@ -770,3 +771,18 @@ def test_a_failing_worker_fails_the_build_and_keeps_the_old_site(toy: ToyProject
                                   "delta": "cached"}
     assert outcomes["beta"].error == "RuntimeError: beta broke on purpose"
     assert any("Traceback" in line and "beta broke on purpose" in line for line in toy.logs)
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_cprofile_writes_a_profile_per_analysis_that_ran(toy: ToyProject, tmp_path: Path,
+                                                         jobs: int) -> None:
+    profiles = tmp_path / "profiles"
+    build_with(toy, ["alpha", "beta"], toy_source(), jobs=jobs, profile_dir=profiles)
+    for name in ("alpha", "beta"):
+        text = (profiles / f"{name}.txt").read_text()
+        assert text.startswith(f"{name}: ") and f"toy/{name}.py" in text and "(run)" in text
+        assert pstats.Stats(str(profiles / f"{name}.prof")).total_calls > 0
+    # Cached analyses do not run, so they leave no profile.
+    shutil.rmtree(profiles)
+    build_with(toy, ["alpha", "beta"], toy_source(), profile_dir=profiles)
+    assert not profiles.exists()
