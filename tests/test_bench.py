@@ -298,4 +298,5 @@ def test_device_sizes_resolve_for_both_devices(size):
             continue  # one size for every device
         for device in ("cpu", "cuda") if "cuda" in table["full"] else ("cpu",):
             resolved = sizes(quiet_run(size=size), name, device)
-            assert resolved["repeat"] >= 1 and resolved["n"] >= 1, (name, device)
+            # One run each where a benchmark has no "repeat" (the t-SNE ones).
+            assert resolved.get("repeat", 1) >= 1 and resolved["n"] >= 1, (name, device)
