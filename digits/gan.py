@@ -252,9 +252,11 @@ def train_gan(generator: Generator, discriminator: Discriminator, recipes: Seque
     discriminator.to(device)
     discriminator.set_spectral([r.spectral_norm for r in recipes])
     use_graph = cuda_graph and device.type == "cuda"
-    # Fused Adam on CUDA: one multi-tensor kernel per optimizer instead of several per tensor;
-    # capturable keeps its step count on the device, which a CUDA graph needs.
-    extra = {"fused": True, "capturable": use_graph} if device.type == "cuda" else {}
+    # Fused Adam: one multi-tensor kernel per optimizer instead of several per tensor (on the
+    # CPU too, see digits.training.FUSED); capturable keeps its step count on the device, which
+    # a CUDA graph needs.
+    extra = {"fused": True, "capturable": use_graph} if device.type == "cuda" else \
+        {"fused": True}
     betas = (beta1, 0.999)
     opt_g = torch.optim.Adam(generator.parameters(), lr=lr, betas=betas, **extra)
     opt_d = torch.optim.Adam(discriminator.parameters(), lr=lr, betas=betas, **extra)
