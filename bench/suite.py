@@ -40,6 +40,7 @@ SIZES = {
                      "cuda": {"n": 4_000, "widths": "full", "recipes": 5, "repeat": 3}}},
     "rebuild": {"small": {"repeat": 1}, "full": {"repeat": 1}},
     "precision": {"small": {"n": 960, "repeat": 3}, "full": {"n": 3_200, "repeat": 3}},
+    "fused": {"small": {"steps": 50, "repeat": 3}, "full": {"steps": 200, "repeat": 3}},
     # Dense TorchDR holds N x N matrices: 20,000 points is 1.6 GB each, in a GPU's reach.
     "tsne_torch": {"small": {"cpu": {"n": 1_000}},
                    "full": {"cpu": {"n": 2_000}, "cuda": {"n": 20_000}}},
@@ -139,6 +140,48 @@ def precision(run: Run) -> None:
             detail=f"Model2, one epoch of {n:,} images, batch 32, SGD, "
                    f"{torch.get_num_threads()} threads, {cpu_capability()}, "
                    f"median of {len(halves)}")
+
+
+def fused(run: Run) -> None:
+    """An Adam step as torch's fused kernel vs one parameter tensor at a time (Model2)."""
+    import torch
+
+    from digits.models import Model2
+
+    device = _torch_device(run)
+    size = sizes(run, "fused")
+    steps, repeat = size["steps"], size["repeat"]
+    torch.manual_seed(0)
+    model = Model2().to(device)
+    for p in model.parameters():
+        p.grad = torch.randn_like(p) * 1e-3
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+
+    def per_second(**options: bool) -> float:
+        optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, **options)
+        optimizer.step()  # creates the state: not timed
+        sync()
+        start = time.perf_counter()
+        for _ in range(steps):
+            optimizer.step()
+        sync()
+        return steps / (time.perf_counter() - start)
+
+    run.log(f"warm-up; {steps} Adam steps per side")
+    per_second(fused=True)
+    per_second(foreach=False)
+    fused_runs, single_runs = [], []
+    for i in run.repeats(repeat):
+        fused_runs.append(per_second(fused=True))
+        single_runs.append(per_second(foreach=False))
+        run.log(f"repeat {i + 1}/{repeat}: fused {fused_runs[-1]:,.0f} steps/s, "
+                f"per tensor {single_runs[-1]:,.0f} steps/s")
+    run.row("fused optimizer step vs per tensor", device.type,
+            Side("fused", median(fused_runs), "steps/s", fused_runs),
+            Side("one tensor at a time", median(single_runs), "steps/s", single_runs),
+            detail=f"Adam over Model2's {sum(p.numel() for p in model.parameters()):,} "
+                   f"parameters, {steps} steps, {torch.get_num_threads()} CPU threads, "
+                   f"median of {len(fused_runs)}")
 
 
 # --- 2. K models at once against one after another -----------------------------------------------
@@ -520,6 +563,7 @@ def rebuild(run: Run) -> None:
 # The ones that use the GPU first: a run capped by `timeout` loses the CPU-only ones.
 BENCHMARKS = {
     "training": ("training core vs DataLoader", training),
+    "fused": ("fused optimizer step vs per tensor", fused),
     "parallel": ("K models at once vs one after another", parallel),
     "features": ("cached vs recomputed transfer features", features),
     "gan": ("GAN training", gan),

@@ -3,7 +3,7 @@
 Images stay uint8 on the device (47 MB for the training set) and are converted per batch, which
 on 2 CPU cores trained the two-conv network 1.7x faster than a DataLoader (ARCHITECTURE.md,
 "Facts"). On CUDA the step runs under bf16 autocast with channels-last tensors. On a CPU with
-native bf16 (AVX512-BF16 or AMX) it runs under bf16 autocast too (1.65-2.0x the training
+native bf16 (AVX512-BF16 or AMX) it runs under bf16 autocast too (1.65-2.07x the training
 throughput of float32 on 2 cores: `python -m bench --only precision`); elsewhere in float32.
 Either way a CPU run is bit-reproducible on the same machine.
 """
