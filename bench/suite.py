@@ -155,17 +155,12 @@ def fused(run: Run) -> None:
     model = Model2().to(device)
     for p in model.parameters():
         p.grad = torch.randn_like(p) * 1e-3
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
 
     def per_second(**options: bool) -> float:
         optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, **options)
         optimizer.step()  # creates the state: not timed
-        sync()
-        start = time.perf_counter()
-        for _ in range(steps):
-            optimizer.step()
-        sync()
-        return steps / (time.perf_counter() - start)
+        seconds, _ = timed(lambda: [optimizer.step() for _ in range(steps)], device)
+        return steps / seconds
 
     run.log(f"warm-up; {steps} Adam steps per side")
     per_second(fused=True)
@@ -307,12 +302,8 @@ def tsne_torch(run: Run) -> None:
         # openTSNE; 1,000 steps in all against openTSNE's 750.
         model = torchdr.TSNE(perplexity=args.perplexity, init="pca", max_iter=1_000,
                              device=str(device), random_state=args.seed)
-        sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-        sync()
-        start = time.perf_counter()
-        embedding = model.fit_transform(torch.from_numpy(points).to(device))
-        sync()
-        seconds = time.perf_counter() - start
+        seconds, embedding = timed(
+            lambda: model.fit_transform(torch.from_numpy(points).to(device)), device)
         return torch.as_tensor(embedding).detach().float().cpu().numpy(), seconds
 
     run.log(f"PCA-50 of {len(y):,} images; warm-up (200 points each)")
