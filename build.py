@@ -22,8 +22,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--force", nargs="+", default=[], metavar="NAME",
                         help="re-run these analyses even if cached ('all' for every one)")
     parser.add_argument("--list", action="store_true",
-                        help="list analyses, their dependencies and state (frozen, cached or "
-                             "stale), then exit")
+                        help="list analyses: whether their results are frozen, cached or stale "
+                             "and their drawings frozen, cached or to redraw, and why, then exit")
     parser.add_argument("--freeze", action="store_true",
                         help="after the build, copy the results it ran or reused from the cache "
                              "into the frozen folder (commit it to publish them)")
@@ -80,6 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     from digits.plots import use_article_style
     from report.config import PROFILES, ConfigError, make_config, parse_sets
     from report.engine import Builder, BuildFailed, BuildOptions, DataSource, build
+    from report.keys import PRESENTATION_MODULES
     from report.errors import UserError
     from report.render import ProseError
 
@@ -106,6 +107,7 @@ def main(argv: list[str] | None = None) -> int:
                            force=tuple(args.force), keep_going=args.keep_going,
                            jobs=args.jobs, preload=("analyses",), profile_dir=args.cprofile,
                            frozen_dir=args.frozen_dir, freeze=args.freeze,
+                           presentation=(*PRESENTATION_MODULES, "digits.plots"),
                            # With auto, a frozen full-profile entry beats a quick re-run.
                            frozen_profiles=PROFILES if args.profile == "auto" else (profile,),
                            title="MNIST, explored",
@@ -119,11 +121,14 @@ def main(argv: list[str] | None = None) -> int:
         if args.list:
             builder = Builder(ANALYSES, config, options, source,
                               profile_configs=profile_configs)
+            # One line per analysis (scriptable): name, results, their profile, drawing,
+            # requirements, title, and why what is stale must run again.
             for row in builder.plan():
                 requires = ", ".join(row["requires"]) or "-"
-                note = f" ({row['note']})" if row["note"] else ""
+                note = f" (why: {row['note']})" if row["note"] else ""
                 print(f"{row['name']:<14} {row['state']:<7} {row['profile']:<6} "
-                      f"requires: {requires:<24} {row['title']}{note}")
+                      f"drawing: {row['drawn']:<13} requires: {requires:<22} "
+                      f"{row['title']}{note}")
             return 0
         start = time.perf_counter()
         index, outcomes = build(ANALYSES, config, options, source,

@@ -1,6 +1,6 @@
 """The report engine: analyses, cache, context and rendering; it knows nothing about MNIST."""
 
 from report.analysis import Analysis
-from report.context import Context
+from report.context import ComputeContext, Context, DrawContext
 
-__all__ = ["Analysis", "Context"]
+__all__ = ["Analysis", "ComputeContext", "Context", "DrawContext"]

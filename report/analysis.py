@@ -1,4 +1,10 @@
-"""The analysis contract and the order in which analyses run."""
+"""The analysis contract and the order in which analyses run.
+
+An analysis module declares `ANALYSIS = Analysis(...)` and two stages: `compute(ctx)` does the
+expensive work and records raw results (report.context.ComputeContext); `draw(ctx)` turns them
+into figures, GIFs, tables and verdicts (report.context.DrawContext), on the CPU, in seconds.
+Each stage has its own key (report/keys.py).
+"""
 
 from __future__ import annotations
 
@@ -78,18 +84,17 @@ class Section:
             return self.name
         return first[2:].strip()
 
-    def run(self, ctx: Any) -> None:
-        """Run the module's `run(ctx)`."""
-        self.module.run(ctx)
 
 
 def sections_from_modules(modules: Sequence[ModuleType]) -> list[Section]:
-    """Bind each module's ANALYSIS to it, checking the contract."""
+    """Bind each module's ANALYSIS to it, checking the contract (ANALYSIS, compute, draw)."""
     sections = []
     for module in modules:
         analysis = getattr(module, "ANALYSIS", None)
-        if not isinstance(analysis, Analysis) or not callable(getattr(module, "run", None)):
-            raise TypeError(f"{module.__name__}: needs ANALYSIS = Analysis(...) and run(ctx)")
+        stages = [callable(getattr(module, stage, None)) for stage in ("compute", "draw")]
+        if not isinstance(analysis, Analysis) or not all(stages):
+            raise TypeError(f"{module.__name__}: needs ANALYSIS = Analysis(...), compute(ctx) "
+                            "and draw(ctx)")
         sections.append(Section(analysis, module))
     return sections
 

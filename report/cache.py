@@ -1,9 +1,8 @@
-"""Content-hash cache: what an analysis's results depend on decides whether it runs again.
+"""Content-hash cache: what a stage's results depend on decides whether it runs again.
 
-The key hashes the module's source, the sources of the project modules it imports (followed
-recursively), its config slice, the keys of its upstream analyses (a Merkle chain), the dataset
-fingerprint and the library versions. Artifacts are written to a private temporary folder that
-is renamed into `.cache/<name>/<key>/` only after `manifest.json` is in it, so a killed build
+One store per stage (`.cache/compute/`, `.cache/draw/`), an entry per analysis and key
+(report/keys.py says what each key hashes). Results are written to a private temporary folder
+that is renamed into `<store>/<name>/<key>/` only after `manifest.json` is in it, so a killed build
 leaves either nothing or a complete entry, and two concurrent builds cannot mix their files.
 The manifest lists every file's size and SHA-256; an entry whose files no longer match (a figure
 deleted or edited by hand) is reported as damaged and run again instead of failing the render.
@@ -11,111 +10,17 @@ deleted or edited by hand) is reported as damaged and run again instead of faili
 
 from __future__ import annotations
 
-import ast
 import contextlib
 import hashlib
-import importlib.util
 import json
 import os
 import shutil
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 MANIFEST = "manifest.json"
-
-
-def project_imports(source_path: Path, root: Path) -> set[Path]:
-    """Source files under `root` that `source_path` imports, directly or through each other."""
-    seen: set[Path] = set()
-    stack = [source_path.resolve()]
-    root = root.resolve()
-    # Only the project's own top-level packages count; never resolve (or import) third-party
-    # names, and never wander into a virtual environment that happens to live under root.
-    packages = {p.name for p in root.iterdir()
-                if not p.name.startswith(".") and (p / "__init__.py").is_file()}
-    while stack:
-        path = stack.pop()
-        if path in seen:
-            continue
-        seen.add(path)
-        for module_name in _imported_names(path):
-            if module_name.split(".")[0] not in packages:
-                continue
-            for candidate in _module_files(module_name):
-                if candidate.is_relative_to(root) and candidate not in seen:
-                    stack.append(candidate)
-    seen.discard(source_path.resolve())
-    return seen
-
-
-def _imported_names(path: Path) -> set[str]:
-    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
-    package = _package_of(path)
-    names: set[str] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            names.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            if node.level:
-                parts = package.split(".")[: len(package.split(".")) - node.level + 1]
-                base = ".".join(p for p in [*parts, base] if p)
-            names.add(base)
-            # `from pkg import mod` may name a submodule.
-            names.update(f"{base}.{alias.name}" for alias in node.names if alias.name != "*")
-    return {n for n in names if n}
-
-
-def _package_of(path: Path) -> str:
-    parts = []
-    folder = path.parent
-    while (folder / "__init__.py").exists():
-        parts.insert(0, folder.name)
-        folder = folder.parent
-    return ".".join(parts)
-
-
-def _module_files(name: str) -> list[Path]:
-    files = []
-    parts = name.split(".")
-    for i in range(1, len(parts) + 1):
-        try:
-            spec = importlib.util.find_spec(".".join(parts[:i]))
-        except (ImportError, ValueError):
-            break
-        if spec is None:
-            break
-        if spec.origin and spec.origin.endswith(".py"):
-            files.append(Path(spec.origin).resolve())
-    return files
-
-
-def file_digest(paths: Iterable[Path], root: Path) -> dict[str, str]:
-    """SHA-256 of each file, keyed by its path relative to `root` (stable across checkouts)."""
-    return {
-        str(p.resolve().relative_to(root.resolve())): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(paths)
-    }
-
-
-def cache_key(
-    source_path: Path,
-    root: Path,
-    config_json: str,
-    upstream_keys: Mapping[str, str],
-    environment: Mapping[str, str],
-) -> str:
-    """The Merkle-chained key of one analysis (hex, 64 chars)."""
-    sources = file_digest([source_path, *project_imports(source_path, root)], root)
-    payload = {
-        "sources": sources,
-        "config": config_json,
-        "upstream": dict(sorted(upstream_keys.items())),
-        "environment": dict(sorted(environment.items())),
-    }
-    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
 def file_inventory(folder: Path) -> dict[str, dict[str, Any]]:
@@ -233,6 +138,13 @@ class Cache:
                 shutil.rmtree(staging, ignore_errors=True)
                 removed.append(staging)
         return removed
+
+    def latest(self, name: str) -> dict | None:
+        """The manifest of the most recent entry of `name` (to say what changed since), or None."""
+        folders = [p for p in (self.root / name).glob("*") if (p / MANIFEST).is_file()] \
+            if (self.root / name).is_dir() else []
+        folders.sort(key=lambda p: (p / MANIFEST).stat().st_mtime)
+        return read_manifest(folders[-1]) if folders else None
 
     def state(self, name: str, key: str) -> str:
         """'cached' or 'stale' for `--list`."""

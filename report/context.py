@@ -1,4 +1,9 @@
-"""The Context handed to each analysis's run(ctx): config, device, data and artifact writers."""
+"""The contexts an analysis's two stages see: `compute(ctx)` records results, `draw(ctx)` reads
+them back and makes what a reader sees (figures, GIFs, tables, verdicts).
+
+This is the recording API: how results are written, not what they are, so it is outside every
+compute key (report/codekeys.py).
+"""
 
 from __future__ import annotations
 
@@ -9,8 +14,9 @@ import math
 import re
 import sys
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import numpy as np
@@ -20,7 +26,8 @@ from tqdm.auto import tqdm
 from report.streams import Streams, derive_seed
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-_RESERVED_FILES = {"manifest.json", "objects"}  # written by the cache and by ctx.save
+ARRAYS, OBJECTS = "arrays", "objects"  # folders of a compute entry: ctx.array and ctx.save
+_RESERVED_FILES = {"manifest.json", ARRAYS, OBJECTS}
 
 
 class ArtifactError(ValueError):
@@ -46,37 +53,60 @@ def to_jsonable(value: Any) -> Any:
     raise ArtifactError(f"metric value of type {type(value).__name__} is not JSON-friendly")
 
 
+class Results:
+    """The read side of a compute entry: its metrics, arrays and saved objects."""
+
+    def __init__(self, owner: str, name: str, folder: Path):
+        self.owner, self.name, self.folder = owner, name, folder
+        self._manifest: dict | None = None
+
+    @property
+    def metrics(self) -> Mapping[str, Any]:
+        """The metrics compute recorded (read-only)."""
+        if self._manifest is None:
+            self._manifest = json.loads((self.folder / "manifest.json").read_text())
+        return MappingProxyType(self._manifest.get("metrics", {}))
+
+    def metric(self, name: str) -> Any:
+        """One recorded metric; a clear error when compute recorded no such metric."""
+        if name not in self.metrics:
+            raise ArtifactError(f"{self.owner}: {self.name} recorded no metric {name!r}")
+        return self.metrics[name]
+
+    def array(self, name: str) -> np.ndarray:
+        """An array compute recorded with `ctx.array(name, values)`."""
+        path = self.folder / ARRAYS / f"{name}.npy"
+        if not _NAME.match(name) or not path.is_file():
+            raise ArtifactError(f"{self.owner}: {self.name} recorded no array named {name!r}")
+        return np.load(path, allow_pickle=False)
+
+    def object(self, name: str) -> Any:
+        """An object compute saved with `ctx.save(name, obj)`."""
+        path = self.folder / OBJECTS / f"{name}.pt"
+        if not _NAME.match(name) or not path.is_file():
+            raise ArtifactError(f"{self.owner}: {self.name} saved no object named {name!r}")
+        return torch.load(path, map_location="cpu", weights_only=False)
+
+
 class Context:
-    """What an analysis sees: `cfg`, `device`, `data`, `streams` and the artifact writers.
+    """What both stages of an analysis see: config, seed, named streams, data, upstream results,
+    metrics, logging and progress."""
 
-    Figures, GIFs and tables are named, never captioned: every word a reader sees is written
-    in the section's prose (`analyses/<name>.md`), outside the cache key.
-    """
-
-    def __init__(
-        self,
-        name: str,
-        cfg: Any,
-        *,
-        seed: int,
-        device: torch.device,
-        staging: Path,
-        upstream: Mapping[str, Path],
-        data_loader: Callable[[], Any] | None = None,
-        log: Callable[[str], None] = print,
-    ):
+    def __init__(self, name: str, cfg: Any, *, seed: int, device: torch.device, staging: Path,
+                 upstream: Mapping[str, Path], data_loader: Callable[[], Any] | None = None,
+                 log: Callable[[str], None] = print):
         self.name = name
         self.cfg = cfg
         self.device = device
         self.seed = derive_seed(seed, name)
         self.streams = Streams(seed, name)
         self._staging = staging
-        self._upstream = dict(upstream)
+        self._upstream = {u: Results(name, u, path) for u, path in upstream.items()}
         self._data_loader = data_loader
         self._log = log
-        self.items: list[dict] = []  # figures, gifs, tables and assets in creation order
         self.metrics: dict[str, Any] = {}
-        self.choices: list[str] = []  # metrics that record a choice (see `choice`)
+        self.choices: list[str] = []  # metrics that record a choice (see ComputeContext.choice)
+        self.items: list[dict] = []  # figures, gifs, tables and assets, in creation order
         self._names: set[str] = set()
         self._files: set[str] = set()
 
@@ -88,37 +118,133 @@ class Context:
             raise ArtifactError(f"{self.name}: this build has no dataset")
         return self._data_loader()
 
-    def load(self, upstream: str, name: str) -> Any:
-        """An object another analysis saved with `ctx.save`; it must be in `requires`."""
+    def _up(self, upstream: str) -> Results:
         if upstream not in self._upstream:
-            raise ArtifactError(
-                f"{self.name}: ctx.load({upstream!r}, ...) but {upstream!r} is not in its "
-                f"requires {sorted(self._upstream)}"
-            )
-        path = self._upstream[upstream] / "objects" / f"{name}.pt"
-        if not path.is_file():
-            raise ArtifactError(f"{self.name}: {upstream} saved no object named {name!r}")
-        return torch.load(path, map_location="cpu", weights_only=False)
+            raise ArtifactError(f"{self.name}: {upstream!r} is not in its requires "
+                                f"{sorted(self._upstream)}")
+        return self._upstream[upstream]
+
+    def load(self, upstream: str, name: str) -> Any:
+        """An object an upstream analysis saved with `ctx.save`; it must be in `requires`."""
+        return self._up(upstream).object(name)
 
     def metric_of(self, upstream: str, name: str) -> Any:
-        """A metric another analysis recorded; it must be in `requires`."""
-        if upstream not in self._upstream:
-            raise ArtifactError(f"{self.name}: {upstream!r} is not in its requires")
-        manifest = json.loads((self._upstream[upstream] / "manifest.json").read_text())
-        return manifest["metrics"][name]
+        """A metric an upstream analysis's compute recorded; it must be in `requires`."""
+        return self._up(upstream).metric(name)
+
+    def array_of(self, upstream: str, name: str) -> np.ndarray:
+        """An array an upstream analysis's compute recorded; it must be in `requires`."""
+        return self._up(upstream).array(name)
 
     # --- outputs --------------------------------------------------------------------------
+    def metric(self, name: str, value: Any) -> None:
+        """Record a number (or short string/list) the prose and site/data/ can use."""
+        if name in self.metrics:
+            raise ArtifactError(f"{self.name}: metric {name!r} recorded twice")
+        self.metrics[name] = to_jsonable(value)
+
     def _claim(self, name: str, file: str | None = None) -> None:
         if not _NAME.match(name):
             raise ArtifactError(f"{self.name}: artifact name {name!r} must be [A-Za-z0-9_.-]")
         if name in self._names:
             raise ArtifactError(f"{self.name}: artifact {name!r} written twice")
-        # Figures, GIFs and assets share the entry folder: one file must not overwrite another.
+        # Items share the entry folder: one file must not overwrite another.
         if file is not None and (file in self._files or file in _RESERVED_FILES):
             raise ArtifactError(f"{self.name}: artifact {name!r} would overwrite file {file!r}")
         self._names.add(name)
         if file is not None:
             self._files.add(file)
+
+    # --- progress -------------------------------------------------------------------------
+    def progress(self, iterable: Iterable | None = None, *, desc: str = "",
+                 total: int | None = None, **kwargs: Any) -> Any:
+        """A tqdm bar on a terminal; elsewhere (a file, a CI log) a log line every tenth."""
+        label = f"  {self.name}: {desc}"
+        if sys.stderr.isatty():
+            return tqdm(iterable, desc=label, total=total, leave=False, file=sys.stderr,
+                        mininterval=1.0, dynamic_ncols=True, **kwargs)
+        return LineProgress(iterable, desc=label, total=total, log=self._log)
+
+    def log(self, message: str) -> None:
+        """A progress line, labelled with the analysis name."""
+        self._log(f"  {self.name}: {message}")
+
+    def timer(self) -> "Stopwatch":
+        """A stopwatch: `with ctx.timer() as t: ...; t.seconds`."""
+        return Stopwatch()
+
+
+class ComputeContext(Context):
+    """What `compute(ctx)` sees: it trains and measures, and records raw results.
+
+    It records metrics, choices, arrays (`ctx.array`) and saved objects (`ctx.save`); figures,
+    GIFs, tables and verdicts belong to `draw`, which reads these back.
+    """
+
+    def choice(self, name: str, value: Any) -> None:
+        """Record a metric that is a choice the build made (a learning rate, "the best" X).
+
+        Choices must be made on training or validation data only; a test scrambles the test
+        labels and checks that no recorded choice changes.
+        """
+        self.metric(name, value)
+        self.choices.append(name)
+
+    def array(self, name: str, values: Any) -> None:
+        """Record an array (coordinates, snapshots, samples, counts) for `draw` to read."""
+        self._claim(name)
+        if isinstance(values, torch.Tensor):
+            values = values.detach().cpu().numpy()
+        values = np.asarray(values)
+        if values.dtype == object:
+            raise ArtifactError(f"{self.name}: array {name!r} holds Python objects; record "
+                                "numbers (or use ctx.save)")
+        folder = self._staging / ARRAYS
+        folder.mkdir(exist_ok=True)
+        np.save(folder / f"{name}.npy", values, allow_pickle=False)
+        self.items.append({"kind": "array", "name": name, "shape": list(values.shape),
+                           "dtype": str(values.dtype)})
+
+    def save(self, name: str, obj: Any) -> None:
+        """Keep an object (weights) for `draw` (`ctx.saved`) and downstream `ctx.load`."""
+        if not _NAME.match(name):
+            raise ArtifactError(f"{self.name}: saved object name {name!r} must be [A-Za-z0-9_.-]")
+        folder = self._staging / OBJECTS
+        folder.mkdir(exist_ok=True)
+        torch.save(obj, folder / f"{name}.pt")
+
+
+class DrawContext(Context):
+    """What `draw(ctx)` sees: the compute results, and the writers of everything a reader sees.
+
+    It trains nothing and runs on the CPU. `ctx.results` holds compute's metrics, `ctx.array`
+    and `ctx.saved` its arrays and objects; `ctx.metric` records derived numbers and verdicts
+    (never a name compute already recorded).
+    """
+
+    def __init__(self, name: str, cfg: Any, *, results: Path, **kwargs: Any):
+        super().__init__(name, cfg, device=torch.device("cpu"), **kwargs)
+        self._results = Results(name, name, results)
+
+    @property
+    def results(self) -> Mapping[str, Any]:
+        """The metrics this analysis's compute recorded (read-only)."""
+        return self._results.metrics
+
+    def array(self, name: str) -> np.ndarray:
+        """An array this analysis's compute recorded."""
+        return self._results.array(name)
+
+    def saved(self, name: str) -> Any:
+        """An object this analysis's compute saved."""
+        return self._results.object(name)
+
+    def metric(self, name: str, value: Any) -> None:
+        """Record a derived number or verdict (its name must not be one compute recorded)."""
+        if name in self.results:
+            raise ArtifactError(f"{self.name}: draw records metric {name!r}, which compute "
+                                "already recorded")
+        super().metric(name, value)
 
     def figure(self, name: str, fig: Any, *, dpi: int = 110) -> None:
         """Save a matplotlib figure as PNG and close it (the prose gives caption and alt text)."""
@@ -186,43 +312,50 @@ class Context:
         (self._staging / name).write_bytes(payload)
         self.items.append({"kind": "asset", "name": name, "file": name, "bytes": len(payload)})
 
-    def metric(self, name: str, value: Any) -> None:
-        """Record a number (or short string/list) the prose and site/data/ can use."""
-        if name in self.metrics:
-            raise ArtifactError(f"{self.name}: metric {name!r} recorded twice")
-        self.metrics[name] = to_jsonable(value)
 
-    def choice(self, name: str, value: Any) -> None:
-        """Record a metric that is a choice the build made (a learning rate, "the best" X).
+class LineProgress:
+    """tqdm's interface for logs that are not a terminal: a line at every tenth of the total
+    (or every 100 updates without a total), never carriage-return frames."""
 
-        Choices must be made on training or validation data only; a test scrambles the test
-        labels and checks that no recorded choice changes.
-        """
-        self.metric(name, value)
-        self.choices.append(name)
+    def __init__(self, iterable: Iterable | None, *, desc: str, total: int | None,
+                 log: Callable[[str], None]):
+        self.iterable, self.desc, self.log = iterable, desc, log
+        if total is None and iterable is not None and hasattr(iterable, "__len__"):
+            total = len(iterable)
+        self.total, self.n, self._shown, self._postfix = total, 0, 0, ""
+        self._start = time.perf_counter()
 
-    def save(self, name: str, obj: Any) -> None:
-        """Keep an object (weights, arrays) for downstream analyses' `ctx.load`."""
-        if not _NAME.match(name):
-            raise ArtifactError(f"{self.name}: saved object name {name!r} must be [A-Za-z0-9_.-]")
-        folder = self._staging / "objects"
-        folder.mkdir(exist_ok=True)
-        torch.save(obj, folder / f"{name}.pt")
+    def __iter__(self) -> Iterator[Any]:
+        for value in self.iterable or ():
+            yield value
+            self.update(1)
+        self.close()
 
-    # --- progress -------------------------------------------------------------------------
-    def progress(self, iterable: Iterable | None = None, *, desc: str = "",
-                 total: int | None = None, **kwargs: Any) -> tqdm:
-        """A tqdm bar on stderr, labelled with the analysis name."""
-        return tqdm(iterable, desc=f"  {self.name}: {desc}", total=total, leave=False,
-                    file=sys.stderr, mininterval=1.0, dynamic_ncols=True, **kwargs)
+    def __enter__(self) -> "LineProgress":
+        return self
 
-    def log(self, message: str) -> None:
-        """A progress line with the time since the analysis started."""
-        self._log(f"  {self.name}: {message}")
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
 
-    def timer(self) -> "Stopwatch":
-        """A stopwatch: `with ctx.timer() as t: ...; t.seconds`."""
-        return Stopwatch()
+    def update(self, n: int = 1) -> None:
+        """Count `n` more steps; log when a new tenth is reached."""
+        self.n += n
+        step = self.n * 10 // self.total if self.total else self.n // 100
+        if step > self._shown:
+            self._shown = step
+            self._line()
+
+    def set_postfix(self, **values: Any) -> None:
+        """Values shown at the end of the next line (loss, accuracy)."""
+        self._postfix = ", ".join(f"{k} {v}" for k, v in values.items())
+
+    def close(self) -> None:
+        """Nothing to clear: lines are already written."""
+
+    def _line(self) -> None:
+        done = f"{self.n}/{self.total}" if self.total else f"{self.n}"
+        postfix = f", {self._postfix}" if self._postfix else ""
+        self.log(f"{self.desc} {done} ({time.perf_counter() - self._start:.0f} s{postfix})")
 
 
 class Stopwatch:

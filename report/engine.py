@@ -1,4 +1,5 @@
-"""The build: order analyses, run or reuse each, render the site and swap it in atomically."""
+"""The build: order analyses, compute or reuse each, draw or reuse their items, render the site
+and swap it in atomically."""
 
 from __future__ import annotations
 
@@ -23,14 +24,14 @@ from typing import Any
 import torch
 
 from report.analysis import Section, execution_order, sections_from_modules, select
-from report.cache import Cache, cache_key, pid_alive
+from report.cache import Cache, pid_alive, read_manifest
 from report.config import BuildConfig, config_json
-from report.context import Context
 from report.errors import UserError
 from report.freeze import FrozenStore, code_environment
+from report.keys import PRESENTATION_MODULES, KeyInputs, Keys, why_changed
 from report.machine import cpu_capability
 from report.render import SectionView, render_site
-from report.workers import Job, Pool, WorkerFailed, execute
+from report.workers import Job, Pool, WorkerFailed, run_job
 
 
 class BuildFailed(RuntimeError):
@@ -62,6 +63,8 @@ class BuildOptions:
     # Extra facts for the appendix (e.g. the committed benchmark results), passed through as is.
     extra_info: Mapping[str, Any] = field(default_factory=dict)
     prose_globals: Mapping[str, Any] = field(default_factory=dict)  # names every prose can use
+    # Modules that only present (plots, rendering, the comparison rule): outside compute keys.
+    presentation: tuple[str, ...] = PRESENTATION_MODULES
 
 
 def no_provenance(dataset: Any) -> dict[str, Any]:
@@ -84,15 +87,21 @@ class Outcome:
     """What happened to one analysis in this build."""
 
     name: str
-    status: str  # run | cached | frozen | failed | skipped
-    key: str = ""
+    status: str  # compute: run | cached | frozen | failed | skipped
+    key: str = ""  # the compute key ("frozen:<code key>" for frozen results)
     seconds: float = 0.0
     peak_bytes: int | None = None
     error: str = ""
-    entry: Path | None = None
+    entry: Path | None = None  # the compute results
     manifest: dict = field(default_factory=dict)
     profile: str = ""  # the profile whose config made the results
     frozen_state: str = "none"  # none | frozen (used) | stale (code changed) | damaged | unused
+    reason: str = ""  # why the results must be computed (again)
+    drawn: str = ""  # drawn | cached | frozen, once the draw stage is done
+    draw_key: str = ""
+    draw_entry: Path | None = None  # the figures, GIFs, tables and assets
+    draw_manifest: dict = field(default_factory=dict)
+    draw_reason: str = ""  # why the items must be drawn (again)
 
 
 def environment_fingerprint(device: torch.device, seed: int, data_fingerprint: str) -> dict:
@@ -158,23 +167,26 @@ class Builder:
                  profile_configs: Mapping[str, BuildConfig] | None = None):
         self.sections = sections_from_modules(modules)
         self.order = execution_order(self.sections)
+        self.by_name = {s.name: s for s in self.sections}
         self.config = config
         # The config of every profile (same seed and --set overrides), to match frozen entries
         # made with another profile than this build's.
         self.profile_configs = dict(profile_configs or {})
         self.profile_configs[config.profile] = config
         self.frozen = FrozenStore(options.frozen_dir) if options.frozen_dir else None
-        self._code_keys: dict[str, dict[str, str]] = {}
         self.options = options
         self.data = data
         self.log = log
-        self.cache = Cache(options.cache_dir)
+        self.keys = Keys(options.root, options.presentation)
+        self._code_inputs: dict[str, dict[str, KeyInputs]] = {}
+        self.cache = Cache(options.cache_dir / "compute")
+        self.drawn = Cache(options.cache_dir / "draw")
         self.wanted = select(self.sections, options.only) if options.only else \
             {s.name for s in self.sections}
-        unknown_force = set(options.force) - {s.name for s in self.sections} - {"all"}
+        unknown_force = set(options.force) - set(self.by_name) - {"all"}
         if unknown_force:
             raise ValueError(f"--force: unknown analyses {sorted(unknown_force)}")
-        self._dataset = None
+        self._datasets: dict[str, Any] = {}
 
     # --- keys ---------------------------------------------------------------------------------
     def environment(self) -> dict:
@@ -182,48 +194,60 @@ class Builder:
         return environment_fingerprint(self.options.device, self.config.seed,
                                        self.data.fingerprint)
 
-    def keys(self) -> dict[str, str]:
-        """The cache key of every analysis when every upstream runs or is cached here."""
-        return self._chain(self.config, self.environment())
-
-    def code_keys(self, profile: str) -> dict[str, str]:
-        """Frozen entries' keys under `profile`: code, config, seed and data, not the machine."""
-        # Memoised: every analysis's check asks for the whole chain, and each key hashes sources.
-        if profile not in self._code_keys:
-            self._code_keys[profile] = self._chain(self.profile_configs[profile],
-                                                   code_environment(self.environment()))
-        return self._code_keys[profile]
-
-    def _chain(self, config: BuildConfig, env: Mapping[str, str]) -> dict[str, str]:
+    def compute_keys(self) -> dict[str, str]:
+        """The compute key of every analysis when every upstream runs or is cached here."""
         keys: dict[str, str] = {}
         for section in self.order:
-            keys[section.name] = self._key(section, config, keys, env)
+            keys[section.name] = self._compute_inputs(section, keys).key()
         return keys
 
-    def _key(self, section: Section, config: BuildConfig, upstream: Mapping[str, str],
-             env: Mapping[str, str]) -> str:
-        return cache_key(section.source_path, self.options.root,
-                         config_json(config.section(section.name)),
-                         {u: upstream[u] for u in section.analysis.requires}, env)
+    def code_inputs(self, profile: str) -> dict[str, KeyInputs]:
+        """Frozen entries' key inputs under `profile`: code, config, seed and data, no machine."""
+        if profile not in self._code_inputs:  # memoised: every check asks for the whole chain
+            config, env = self.profile_configs[profile], code_environment(self.environment())
+            chain: dict[str, KeyInputs] = {}
+            for section in self.order:
+                chain[section.name] = self.keys.compute_inputs(
+                    section, config_json(config.section(section.name)),
+                    {u: chain[u].key() for u in section.analysis.requires}, env)
+            self._code_inputs[profile] = chain
+        return self._code_inputs[profile]
 
-    def _frozen(self, name: str) -> tuple[dict | None, str]:
-        """The frozen manifest this build may use for `name`, and the frozen state to report."""
+    def code_keys(self, profile: str) -> dict[str, str]:
+        """Frozen entries' code keys under `profile`."""
+        return {name: inputs.key() for name, inputs in self.code_inputs(profile).items()}
+
+    def _compute_inputs(self, section: Section, used: Mapping[str, str]) -> KeyInputs:
+        """This machine's compute key inputs, given the key of the entry each upstream used."""
+        return self.keys.compute_inputs(section, config_json(self.config.section(section.name)),
+                                        used, self.environment())
+
+    def _draw_inputs(self, section: Section, outcome: Outcome) -> KeyInputs:
+        """Draw key inputs: the drawing code, the config that made the results, the results."""
+        cfg = self.section_config(section.name, outcome)
+        return self.keys.draw_inputs(section, config_json(cfg), outcome.key, self.config.seed)
+
+    # --- deciding what runs -------------------------------------------------------------------
+    def _frozen(self, name: str) -> tuple[dict | None, str, str]:
+        """The frozen manifest this build may use for `name`, the frozen state to report, and
+        why an outdated entry no longer matches."""
         if self.frozen is None:
-            return None, "none"
+            return None, "none", ""
         manifest, problem = self.frozen.check(name)
         if problem:
             self.log(f"  {name}: frozen entry damaged ({problem}); not used")
-            return None, "damaged"
+            return None, "damaged", problem
         if manifest is None:
-            return None, "none"
+            return None, "none", ""
         profile = manifest.get("profile")
         if profile not in self.profile_configs:
-            return None, "stale"
-        if manifest["code_key"] != self.code_keys(profile)[name]:
-            return None, "stale"
+            return None, "stale", f"made with an unknown profile {profile!r}"
+        current = self.code_inputs(profile)[name]
+        if manifest["code_key"] != current.key():
+            return None, "stale", why_changed(manifest.get("inputs"), current)
         if profile not in self.options.frozen_profiles:
-            return None, "unused"
-        return manifest, "frozen"
+            return None, "unused", f"made with the {profile} profile"
+        return manifest, "frozen", ""
 
     def _decide(self, section: Section, used: Mapping[str, str]) -> Outcome:
         """Frozen, cached or to run (status "run", no entry yet), upstream's choices given.
@@ -232,9 +256,10 @@ class Builder:
         depends on which entry that was, so it enters this analysis's cache key.
         """
         name = section.name
-        key = self._key(section, self.config, used, self.environment())
+        inputs = self._compute_inputs(section, used)
+        key = inputs.key()
         forced = self._forced(name)
-        frozen, state = (None, "none") if forced else self._frozen(name)
+        frozen, state, reason = (None, "none", "") if forced else self._frozen(name)
         if frozen is not None:
             return Outcome(name, "frozen", "frozen:" + frozen["code_key"],
                            frozen.get("seconds", 0.0), frozen.get("peak_rss_bytes"),
@@ -246,77 +271,134 @@ class Builder:
         if manifest is not None:
             return Outcome(name, "cached", key, manifest.get("seconds", 0.0),
                            manifest.get("peak_rss_bytes"), entry=self.cache.entry(name, key),
-                           manifest=manifest, profile=self.config.profile, frozen_state=state)
-        return Outcome(name, "run", key, profile=self.config.profile, frozen_state=state)
+                           manifest=manifest, profile=self.config.profile, frozen_state=state,
+                           reason=reason)
+        if not reason:
+            latest = self.cache.latest(name)
+            reason = "forced" if forced else \
+                why_changed(latest.get("inputs"), inputs) if latest else "never built here"
+        return Outcome(name, "run", key, profile=self.config.profile, frozen_state=state,
+                       reason=reason)
+
+    def _reusable_drawing(self, section: Section, outcome: Outcome) -> None:
+        """Fill the outcome's drawn items when this drawing of its results is frozen or cached,
+        else say why it must be drawn (against the frozen drawing, or the latest one here)."""
+        name = section.name
+        inputs = self._draw_inputs(section, outcome)
+        outcome.draw_key = key = inputs.key()
+        if self._forced(name):
+            return
+        earlier = None
+        if outcome.status == "frozen":
+            frozen = self.frozen.check_drawn(name, key)
+            if frozen is not None:
+                outcome.drawn, outcome.draw_entry, outcome.draw_manifest = \
+                    "frozen", self.frozen.drawn(name), frozen
+                return
+            earlier = read_manifest(self.frozen.drawn(name))
+        manifest, problem = self.drawn.check(name, key)
+        if problem:
+            self.log(f"  {name}: drawn items damaged ({problem}); drawn again")
+        if manifest is not None:
+            outcome.drawn, outcome.draw_entry, outcome.draw_manifest = \
+                "cached", self.drawn.entry(name, key), manifest
+            return
+        earlier = earlier or self.drawn.latest(name)
+        outcome.draw_reason = why_changed(earlier.get("inputs"), inputs) if earlier else \
+            "never drawn here"
 
     def plan(self) -> list[dict]:
-        """For `--list`: name, requires and state (frozen, cached, stale) in article order."""
+        """For `--list`: each analysis's state (frozen, cached, stale), profile, drawing, and why
+        it must run or be drawn again, in article order."""
         used: dict[str, str] = {}
         states: dict[str, Outcome] = {}
         for section in self.order:
             states[section.name] = outcome = self._decide(section, used)
             used[section.name] = outcome.key
+            if outcome.status != "run":
+                self._reusable_drawing(section, outcome)
         rows = []
         for s in self.sections:
             outcome = states[s.name]
             state = "stale" if outcome.status == "run" else outcome.status
-            note = {"stale": "frozen entry outdated", "damaged": "frozen entry damaged",
-                    "unused": "frozen entry of another profile"}.get(outcome.frozen_state, "")
+            drawn = outcome.drawn or ("after compute" if state == "stale" else "redraw")
+            note = outcome.reason if state == "stale" else \
+                (f"redraw: {outcome.draw_reason}" if drawn == "redraw" else "")
+            if outcome.frozen_state == "unused":
+                note = "frozen entry of another profile"
             rows.append({"name": s.name, "title": s.raw_title, "requires": s.analysis.requires,
-                         "state": state, "profile": outcome.profile, "note": note})
+                         "state": state, "profile": outcome.profile, "drawn": drawn,
+                         "note": note})
         return rows
 
     # --- running ------------------------------------------------------------------------------
-    def _dataset_on_device(self) -> Any:
-        if self._dataset is None:
+    def _dataset(self, device: torch.device) -> Any:
+        """The dataset on `device`, loaded once per build (compute's device; the CPU to draw)."""
+        if str(device) not in self._datasets:
             start = time.perf_counter()
-            self._dataset = self.data.load(self.options.device)
-            self.log(f"  dataset ready on {self.options.device} "
-                     f"({time.perf_counter() - start:.1f} s)")
-        return self._dataset
+            self._datasets[str(device)] = self.data.load(device)
+            self.log(f"  dataset ready on {device} ({time.perf_counter() - start:.1f} s)")
+        return self._datasets[str(device)]
 
     def _forced(self, name: str) -> bool:
         return "all" in self.options.force or name in self.options.force
 
-    def _run_here(self, section: Section, staging: Path,
-                  entries: Mapping[str, Path]) -> dict[str, Any]:
-        """Run one analysis in this process; its recorded results (see workers.execute)."""
-        used: list[bool] = []
-
-        def data() -> Any:
-            used.append(True)
-            return self._dataset_on_device()
-
-        ctx = Context(section.name, self.config.section(section.name), seed=self.config.seed,
-                      device=self.options.device, staging=staging,
-                      upstream={u: entries[u] for u in section.analysis.requires},
-                      data_loader=data, log=self.log)
-        result = execute(section.run, ctx, self.options.profile_dir)
-        # The provenance of the data this analysis read (None when it read none), as a worker
-        # records it.
-        result["data"] = dict(self.data.describe(self._dataset)) if used else None
-        return result
-
-    def _job(self, section: Section, staging: Path, entries: Mapping[str, Path],
-             threads: int) -> Job:
-        return Job(module=section.module.__name__, name=section.name,
-                   cfg=self.config.section(section.name), seed=self.config.seed,
-                   device=str(self.options.device), staging=staging,
+    def _job(self, section: Section, stage: str, staging: Path, entries: Mapping[str, Path],
+             results: Path | None = None, threads: int = 0, cfg: Any = None) -> Job:
+        device = self.options.device if stage == "compute" else torch.device("cpu")
+        return Job(stage=stage, module=section.module.__name__, name=section.name,
+                   cfg=self.config.section(section.name) if cfg is None else cfg,
+                   seed=self.config.seed, device=str(device), staging=staging,
                    upstream={u: entries[u] for u in section.analysis.requires},
-                   load=self.data.load, describe=self.data.describe, threads=threads,
+                   results=results, load=self.data.load, describe=self.data.describe,
+                   threads=threads or torch.get_num_threads(),
                    profile_dir=self.options.profile_dir)
 
+    def _run_here(self, job: Job) -> dict[str, Any] | WorkerFailed:
+        """Run one stage in this process (the same run_job a worker calls)."""
+        try:
+            return run_job(job, lambda: self._dataset(torch.device(job.device)), self.log)
+        except Exception as exc:  # noqa: BLE001 - reported, fatal unless --keep-going
+            user = isinstance(exc, UserError)
+            return WorkerFailed(str(exc) if user else
+                                f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}", user)
+
     def _commit(self, name: str, key: str, staging: Path, result: Mapping[str, Any],
-                frozen_state: str) -> Outcome:
-        """Put a finished run's results into the cache; its outcome."""
+                outcome: Outcome, inputs: KeyInputs) -> Outcome:
+        """Put a finished compute's results into the cache; its outcome."""
         manifest = {"name": name, **result, "device": str(self.options.device),
                     "device_name": device_name(self.options.device), "versions": versions(),
-                    "profile": self.config.profile,
+                    "profile": self.config.profile, "inputs": inputs.as_dict(),
                     "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
         entry = self.cache.commit(staging, name, key, manifest, replace=self._forced(name))
-        return Outcome(name, "run", key, result["seconds"], result["peak_rss_bytes"],
-                       entry=entry, manifest=self.cache.lookup(name, key) or manifest,
-                       profile=self.config.profile, frozen_state=frozen_state)
+        return dataclasses.replace(
+            outcome, status="run", seconds=result["seconds"],
+            peak_bytes=result["peak_rss_bytes"], entry=entry,
+            manifest=self.cache.lookup(name, key) or manifest)
+
+    def _draw(self, section: Section, outcome: Outcome, entries: Mapping[str, Path],
+              prefix: str) -> Outcome:
+        """Reuse or make the drawn items of an analysis whose results are ready (in this
+        process, on the CPU: seconds)."""
+        self._reusable_drawing(section, outcome)
+        if outcome.drawn:
+            return outcome
+        name = section.name
+        staging = self.drawn.staging(name)
+        result = self._run_here(self._job(section, "draw", staging, entries, outcome.entry,
+                                          cfg=self.section_config(name, outcome)))
+        if isinstance(result, WorkerFailed):
+            self.drawn.discard(staging)
+            return self._failed(prefix, name, outcome.key, str(result), result.user)
+        inputs = self._draw_inputs(section, outcome)
+        manifest = {"name": name, **result, "inputs": inputs.as_dict(),
+                    "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+        entry = self.drawn.commit(staging, name, outcome.draw_key, manifest,
+                                  replace=self._forced(name))
+        self.log(f"{prefix}: drawn in {result['seconds']:.1f} s")
+        return dataclasses.replace(outcome, drawn="drawn", draw_entry=entry,
+                                   draw_manifest=self.drawn.lookup(name, outcome.draw_key)
+                                   or manifest)
 
     def _failed(self, prefix: str, name: str, key: str, message: str, user: bool) -> Outcome:
         """Log a failed analysis; raise BuildFailed unless --keep-going."""
@@ -333,8 +415,10 @@ class Builder:
         return Outcome(name, "failed", key, error=message if user else message.splitlines()[0])
 
     def run(self) -> dict[str, Outcome]:
-        """Run or reuse every wanted analysis, in dependency order (side by side with --jobs)."""
-        self.cache.sweep()
+        """Compute or reuse every wanted analysis in dependency order (side by side with
+        --jobs), then draw or reuse its items as soon as its results are ready."""
+        for store in (self.cache, self.drawn):
+            store.sweep()
         todo = [s for s in self.order if s.name in self.wanted]
         prefixes = {s.name: f"[{i}/{len(todo)}] {s.name}" for i, s in enumerate(todo, 1)}
         outcomes: dict[str, Outcome] = {}
@@ -343,20 +427,29 @@ class Builder:
         waiting = list(todo)
         pool = Pool(self.options.jobs, self.options.preload) if self.options.jobs > 1 else None
         decisions: dict[str, Outcome] = {}  # frozen, cached or to run, once upstream is done
-        started: dict[str, tuple[str, Path, str]] = {}  # name -> key, staging, frozen state
+        started: dict[str, tuple[Outcome, Path]] = {}  # name -> decision, staging folder
+
+        def ready(name: str, outcome: Outcome) -> None:
+            """Results are in: draw, and let downstream analyses start."""
+            outcome = self._draw(self.by_name[name], outcome, entries | {name: outcome.entry},
+                                 prefixes[name])
+            outcomes[name] = outcome
+            if outcome.status not in ("failed", "skipped"):
+                entries[name], used[name] = outcome.entry, outcome.key
 
         def finish(name: str, result: dict[str, Any] | WorkerFailed) -> None:
-            key, staging, frozen_state = started.pop(name)
+            decided, staging = started.pop(name)
             if isinstance(result, WorkerFailed):
                 self.cache.discard(staging)
-                outcomes[name] = self._failed(prefixes[name], name, key, str(result),
+                outcomes[name] = self._failed(prefixes[name], name, decided.key, str(result),
                                               result.user)
                 return
-            outcome = self._commit(name, key, staging, result, frozen_state)
-            outcomes[name], entries[name], used[name] = outcome, outcome.entry, key
+            inputs = self._compute_inputs(self.by_name[name], used)
+            outcome = self._commit(name, decided.key, staging, result, decided, inputs)
             peak = f", peak RSS {outcome.peak_bytes / 2**30:.2f} GiB" if outcome.peak_bytes \
                 else ""
-            self.log(f"{prefixes[name]}: done in {outcome.seconds:.1f} s{peak}")
+            self.log(f"{prefixes[name]}: computed in {outcome.seconds:.1f} s{peak}")
+            ready(name, outcome)
 
         try:
             while waiting or started:
@@ -381,39 +474,32 @@ class Builder:
                         continue  # every worker is busy
                     waiting.remove(section)
                     if decided.status in ("frozen", "cached"):
-                        outcomes[name], entries[name] = decided, decided.entry
-                        used[name] = decided.key
                         made = f"{decided.manifest.get('profile', '?')} profile on " \
                                f"{decided.manifest.get('device', '?')}"
-                        self.log(f"{prefix}: {decided.status} ({made}, ran in "
+                        self.log(f"{prefix}: {decided.status} ({made}, computed in "
                                  f"{decided.seconds:.1f} s)")
+                        ready(name, decided)
                         continue
                     if decided.frozen_state == "stale":
-                        self.log(f"{prefix}: frozen entry outdated (its code or config changed)")
+                        self.log(f"{prefix}: frozen entry outdated ({decided.reason})")
                     staging = self.cache.staging(name)
-                    started[name] = (decided.key, staging, decided.frozen_state)
+                    started[name] = (decided, staging)
+                    job = self._job(section, "compute", staging, entries,
+                                    threads=pool.threads() if pool else 0)
                     if pool is None:
-                        self.log(f"{prefix}: running")
-                        try:
-                            result: dict[str, Any] | WorkerFailed = \
-                                self._run_here(section, staging, entries)
-                        except Exception as exc:  # noqa: BLE001 - reported, fatal unless -k
-                            user = isinstance(exc, UserError)
-                            result = WorkerFailed(
-                                str(exc) if user else
-                                f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}", user)
-                        finish(name, result)
+                        self.log(f"{prefix}: computing")
+                        finish(name, self._run_here(job))
                     else:
-                        self.log(f"{prefix}: running in a worker process "
+                        self.log(f"{prefix}: computing in a worker process "
                                  f"({pool.threads()} threads)")
-                        pool.start(self._job(section, staging, entries, pool.threads()))
+                        pool.start(job)
                 if started and pool is not None:
                     finish(*pool.wait_any())
         finally:
             # After a failure or Ctrl-C: stop the other workers and drop their half entries.
             if pool is not None:
                 pool.stop()
-            for _, staging, _ in started.values():
+            for _, staging in started.values():
                 self.cache.discard(staging)
         return outcomes
 
@@ -446,6 +532,7 @@ class Builder:
             "built": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "wall_seconds": wall,
             "analyses": [{"name": o.name, "status": o.status, "seconds": o.seconds,
+                          "drawn": o.drawn, "draw_seconds": o.draw_manifest.get("seconds"),
                           "peak_rss_bytes": o.manifest.get("peak_rss_bytes"),
                           "peak_gpu_bytes": o.manifest.get("peak_gpu_bytes"),
                           "profile": o.profile, "frozen_state": o.frozen_state,
@@ -463,30 +550,33 @@ class Builder:
         return self.profile_configs.get(outcome.profile, self.config).section(name)
 
     def freeze(self, outcomes: Mapping[str, Outcome]) -> list[str]:
-        """Copy the entries this build ran or reused from the cache into the frozen store.
+        """Copy the results this build computed or reused from the cache into the frozen store,
+        with their drawn items; for frozen results drawn anew, store the new drawing.
 
-        Entries already frozen stay untouched, and an identical entry is not rewritten, so a
-        refreeze changes only what changed. An analysis built on an upstream of another profile
-        (a quick re-run on top of frozen full results) is not frozen: its code key would claim
-        an upstream it did not use.
+        An identical entry is not rewritten, so a refreeze changes only what changed. An
+        analysis built on an upstream of another profile (a quick re-run on top of frozen full
+        results) is not frozen: its code key would claim an upstream it did not use.
         """
         if self.frozen is None:
             raise ValueError("--freeze needs a folder for frozen results")
-        code = self.code_keys(self.config.profile)
-        sections = {s.name: s for s in self.sections}
-        loaded = {u for s in self.sections for u in s.analysis.requires}
         changed = []
         for name, outcome in outcomes.items():
+            if outcome.status == "frozen" and outcome.drawn in ("drawn", "cached"):
+                # Drawn anew from frozen results (the drawing changed): the key already names
+                # the frozen results, so the new drawing is frozen as it is.
+                if self.frozen.write_drawn(name, outcome.draw_entry, outcome.draw_manifest):
+                    changed.append(f"{name} (drawing)")
+                continue
             if outcome.status not in ("run", "cached"):
                 continue
-            mixed = [u for u in sections[name].analysis.requires
+            mixed = [u for u in self.by_name[name].analysis.requires
                      if outcomes[u].profile != self.config.profile]
             if mixed:
                 self.log(f"freeze: {name} not frozen: it used {', '.join(mixed)} of another "
                          "profile")
                 continue
-            if self.frozen.write(name, outcome.entry, outcome.manifest, code[name],
-                                 keep_objects=name in loaded):
+            if self.frozen.write(name, outcome.entry, outcome.manifest, self._frozen_code(name),
+                                 self._frozen_drawing(name, outcome)):
                 changed.append(name)
         sizes = self.frozen.size()
         listing = ", ".join(f"{n} {b / 1e6:.1f} MB" for n, b in sizes.items())
@@ -494,6 +584,21 @@ class Builder:
                  f"({', '.join(changed) or 'none changed'}); {self.frozen.root}: "
                  f"{sum(sizes.values()) / 1e6:.1f} MB ({listing})")
         return changed
+
+    def _frozen_code(self, name: str) -> dict[str, Any]:
+        inputs = self.code_inputs(self.config.profile)[name]
+        return {"code_key": inputs.key(), "inputs": inputs.as_dict()}
+
+    def _frozen_drawing(self, name: str, outcome: Outcome) -> tuple[Path, dict] | None:
+        """The drawn items with their draw key re-made for the frozen results (the same files:
+        frozen results are a byte-for-byte copy of the cached ones they were drawn from)."""
+        if outcome.draw_entry is None:
+            return None
+        frozen = dataclasses.replace(outcome, status="frozen",
+                                     key="frozen:" + self.code_keys(self.config.profile)[name])
+        inputs = self._draw_inputs(self.by_name[name], frozen)
+        return outcome.draw_entry, {**outcome.draw_manifest, "key": inputs.key(),
+                                    "inputs": inputs.as_dict()}
 
     def views(self, outcomes: Mapping[str, Outcome]) -> list[SectionView]:
         """Render inputs in article order for the analyses of this build."""
@@ -505,8 +610,9 @@ class Builder:
             cfg = self.section_config(section.name, outcome)
             result.append(SectionView(
                 name=section.name, prose=section.prose, cfg=cfg,
-                metrics=outcome.manifest.get("metrics", {}),
-                items=outcome.manifest.get("items", []), files=outcome.entry,
+                metrics={**outcome.manifest.get("metrics", {}),
+                         **outcome.draw_manifest.get("metrics", {})},
+                items=outcome.draw_manifest.get("items", []), files=outcome.draw_entry,
                 status=outcome.status, error=outcome.error,
                 reduced=reduced_settings(section.analysis.config, cfg),
                 provenance={"profile": outcome.profile, "frozen_state": outcome.frozen_state,

@@ -1,16 +1,19 @@
 """Frozen results: analyses' entries committed to the repository and reused while the code matches.
 
-The idea of Quarto's `freeze`. A cache entry's key includes the machine (device type, torch and
+The idea of Quarto's `freeze`, split in DVC's stages. A cache entry's key includes the machine (device type, torch and
 numpy versions), so a GPU's results never match a laptop's key. A frozen entry is matched by its
 *code key* instead: the module sources, the config of the profile that made it, the code keys of
 its upstream analyses and the seed and dataset, but not the machine. A fresh clone therefore
 renders a GPU's full-profile article in seconds, and an analysis whose code or config changed
 since it was frozen no longer matches and runs again with the profile the machine allows.
 
-Layout: `frozen/<analysis>/` holds one entry (figures, GIFs, tables, assets, `manifest.json`
-with its code key, profile, device and versions). Saved objects (`objects/*.pt`, e.g. model
-weights) are kept only for analyses that others require, since only those are ever loaded.
-Every entry is checked against its manifest's file sizes and SHA-256s before use.
+Layout: `frozen/<analysis>/` holds one entry: the compute results (`manifest.json` with the
+metrics, the code key and the inputs it hashes, profile, device and versions; `arrays/*.npy`;
+`objects/*.pt`, e.g. model weights) and, in `drawn/`, what the draw stage made from them
+(figures, GIFs, tables, assets, its own `manifest.json` with its draw key). The drawn items are
+used while the draw key matches; after a change to how they are drawn they are drawn again from
+the frozen results on any machine, in seconds, and `--freeze` stores the new drawing. Every
+part is checked against its manifest's file sizes and SHA-256s before use.
 """
 
 from __future__ import annotations
@@ -33,6 +36,9 @@ def code_environment(environment: Mapping[str, str]) -> dict[str, str]:
     return {k: environment[k] for k in CODE_ENVIRONMENT if k in environment}
 
 
+DRAWN = "drawn"  # the drawn items' sub-folder of a frozen entry
+
+
 class FrozenStore:
     """The committed store under `frozen/`: at most one entry per analysis."""
 
@@ -43,9 +49,13 @@ class FrozenStore:
         """Folder of an analysis's frozen entry (may not exist)."""
         return self.root / name
 
+    def drawn(self, name: str) -> Path:
+        """Folder of the drawn items of an analysis's frozen entry (may not exist)."""
+        return self.root / name / DRAWN
+
     def check(self, name: str) -> tuple[dict | None, str | None]:
-        """(manifest, None) for a readable, undamaged entry; (None, why) when damaged; else both
-        None (no entry)."""
+        """(manifest, None) for a readable, undamaged compute entry; (None, why) when damaged;
+        else both None (no entry)."""
         folder = self.entry(name)
         if not folder.is_dir():
             return None, None
@@ -55,36 +65,64 @@ class FrozenStore:
         problem = damage(folder, manifest)
         return (None, problem) if problem else (manifest, None)
 
-    def write(self, name: str, source: Path, manifest: Mapping[str, Any], code_key: str,
-              keep_objects: bool) -> bool:
-        """Freeze one entry from `source`; returns False when an identical one is already there.
+    def check_drawn(self, name: str, key: str) -> dict | None:
+        """The drawn items' manifest when it was drawn under `key` and is undamaged, else None."""
+        manifest = read_manifest(self.drawn(name))
+        if manifest is None or manifest.get("key") != key or damage(self.drawn(name), manifest):
+            return None
+        return manifest
+
+    def write(self, name: str, source: Path, manifest: Mapping[str, Any], code: Mapping[str, Any],
+              drawn: tuple[Path, Mapping[str, Any]] | None) -> bool:
+        """Freeze compute results from `source` under `code` (code_key and its inputs) with their
+        drawn items (folder, manifest with the frozen draw key); False when nothing changed.
 
         Written beside the old entry and renamed into place, so a killed freeze leaves the old
         entry or the new one, never a mix.
         """
         current = read_manifest(self.entry(name))
-        if current and current.get("code_key") == code_key and \
-                current.get("cache_key") == manifest.get("key") and \
-                damage(self.entry(name), current) is None:
-            return False
+        same_results = bool(current) and current.get("code_key") == code["code_key"] and \
+            current.get("cache_key") == manifest.get("key") and \
+            damage(self.entry(name), current) is None
+        if same_results:
+            return drawn is not None and self.write_drawn(name, *drawn)
         self.root.mkdir(parents=True, exist_ok=True)
         staging = self.root / f".tmp-{name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        ignore = None if keep_objects else shutil.ignore_patterns("objects")
         try:
-            shutil.copytree(source, staging, ignore=ignore)
+            shutil.copytree(source, staging)
             (staging / "manifest.json").unlink(missing_ok=True)
             frozen = {k: v for k, v in manifest.items() if k not in ("key", "files")}
-            frozen.update(code_key=code_key, cache_key=manifest.get("key"),
-                          files=file_inventory(staging))
+            frozen.update(code, cache_key=manifest.get("key"), files=file_inventory(staging))
             write_manifest(staging, frozen)
-            old = self.root / f".old-{name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-            if self.entry(name).exists():
-                os.rename(self.entry(name), old)
-            os.rename(staging, self.entry(name))
+            if drawn is not None:
+                _copy_drawn(*drawn, staging / DRAWN)
+            self._swap(name, staging)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        return True
+
+    def write_drawn(self, name: str, source: Path, manifest: Mapping[str, Any]) -> bool:
+        """Replace only the drawn items of a frozen entry; False when they are already these."""
+        if self.check_drawn(name, manifest["key"]) is not None:
+            return False
+        staging = self.entry(name) / f".tmp-{DRAWN}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        try:
+            _copy_drawn(source, manifest, staging)
+            old = self.entry(name) / f".old-{DRAWN}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+            if self.drawn(name).exists():
+                os.rename(self.drawn(name), old)
+            os.rename(staging, self.drawn(name))
             shutil.rmtree(old, ignore_errors=True)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
         return True
+
+    def _swap(self, name: str, staging: Path) -> None:
+        old = self.root / f".old-{name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        if self.entry(name).exists():
+            os.rename(self.entry(name), old)
+        os.rename(staging, self.entry(name))
+        shutil.rmtree(old, ignore_errors=True)
 
     def names(self) -> list[str]:
         """Analyses that have a frozen entry folder."""
@@ -97,3 +135,11 @@ class FrozenStore:
         """Bytes per frozen entry, for the freeze report."""
         return {name: sum(p.stat().st_size for p in self.entry(name).rglob("*") if p.is_file())
                 for name in self.names()}
+
+
+def _copy_drawn(source: Path, manifest: Mapping[str, Any], target: Path) -> None:
+    """Copy a draw entry's files to `target` with `manifest` (its key, items, metrics)."""
+    shutil.copytree(source, target)
+    (target / "manifest.json").unlink(missing_ok=True)
+    write_manifest(target, {**{k: v for k, v in manifest.items() if k != "files"},
+                            "files": file_inventory(target)})

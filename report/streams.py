@@ -10,6 +10,7 @@ sequence again: that is how paired runs share data order or initial weights on p
 from __future__ import annotations
 
 import hashlib
+import random
 
 import numpy as np
 import torch
@@ -48,3 +49,9 @@ class Streams:
     def seed_torch_global(self, name: str) -> None:
         """Seed torch's global generators (weight init, dropout) from stream `name`."""
         torch.manual_seed(self.seed(name))
+
+
+def seed_globals(seed: int) -> None:
+    """Seed the global generators a stage might touch (torch's, Python's) before it starts."""
+    torch.manual_seed(seed)
+    random.seed(seed)

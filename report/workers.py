@@ -1,4 +1,4 @@
-"""Running one analysis: in the build's process, or in a worker process beside others (--jobs).
+"""Running one stage of an analysis, in the build's process or in a worker process (--jobs).
 
 The engine decides what runs; this module only runs it and reports back a result that the
 engine commits to the cache. A worker is a fresh process (forked from a server that imported
@@ -17,7 +17,6 @@ import multiprocessing
 import os
 import pickle
 import pstats
-import random
 import select
 import threading
 import time
@@ -30,8 +29,9 @@ from typing import Any
 
 import torch
 
-from report.context import Context
+from report.context import ComputeContext, Context, DrawContext
 from report.errors import UserError
+from report.streams import seed_globals
 
 
 def reset_peak_memory(device: torch.device) -> None:
@@ -54,30 +54,29 @@ def peak_memory(device: torch.device) -> dict[str, int | None]:
     return {"peak_rss_bytes": rss, "peak_gpu_bytes": gpu}
 
 
-def execute(run: Callable[[Context], None], ctx: Context,
-            profile_dir: Path | None = None) -> dict[str, Any]:
-    """Seed, run and measure one analysis; what it recorded, its time and its peak memory.
+def execute(stage: Callable[[Context], None], ctx: Context,
+            profile_dir: Path | None = None, profile_name: str = "") -> dict[str, Any]:
+    """Seed, run and measure one stage; what it recorded, its time and its peak memory.
 
     With `profile_dir`, the run is also profiled (cProfile, which times torch's operators as
-    the built-in calls they are): `<name>.prof` for pstats or snakeviz, and `<name>.txt`, the
-    40 functions with the most cumulative time.
+    the built-in calls they are): `<profile_name>.prof` for pstats or snakeviz, and
+    `<profile_name>.txt`, the 40 functions with the most cumulative time.
     """
-    # Seed every generator an analysis might touch, so two builds give identical metrics.
-    torch.manual_seed(ctx.seed)
-    random.seed(ctx.seed)
+    # Seed every generator a stage might touch, so two builds give identical metrics.
+    seed_globals(ctx.seed)
     reset_peak_memory(ctx.device)
     profiler = cProfile.Profile() if profile_dir is not None else None
     start = time.perf_counter()
     if profiler is not None:
         profiler.enable()
     try:
-        run(ctx)
+        stage(ctx)
     finally:
         if profiler is not None:
             profiler.disable()
     elapsed = time.perf_counter() - start
     if profiler is not None and profile_dir is not None:
-        write_profile(profiler, profile_dir, ctx.name, elapsed)
+        write_profile(profiler, profile_dir, profile_name or ctx.name, elapsed)
     return {"metrics": ctx.metrics, "items": ctx.items, "choices": ctx.choices,
             "streams": ctx.streams.used, "seconds": elapsed, **peak_memory(ctx.device)}
 
@@ -87,7 +86,7 @@ def write_profile(profiler: cProfile.Profile, folder: Path, name: str, seconds: 
     folder.mkdir(parents=True, exist_ok=True)
     profiler.dump_stats(folder / f"{name}.prof")
     text = io.StringIO()
-    text.write(f"{name}: {seconds:.1f} s in run(ctx); top 40 by cumulative time\n")
+    text.write(f"{name}: {seconds:.1f} s; top 40 by cumulative time\n")
     pstats.Stats(profiler, stream=text).sort_stats("cumulative").print_stats(40)
     (folder / f"{name}.txt").write_text(text.getvalue())
 
@@ -97,24 +96,55 @@ def write_profile(profiler: cProfile.Profile, folder: Path, name: str, seconds: 
 
 @dataclass(frozen=True)
 class Job:
-    """Everything a worker needs to run one analysis; it must pickle."""
+    """Everything needed to run one stage of one analysis, here or in a worker; it must pickle."""
 
+    stage: str  # "compute" or "draw": the module's function of that name runs
     module: str  # the analysis module's import name, e.g. "analyses.gan"
     name: str
     cfg: Any
     seed: int
-    device: str
+    device: str  # draw always runs on the CPU
     staging: Path
-    upstream: Mapping[str, Path]
+    upstream: Mapping[str, Path]  # the compute entries of the analyses it requires
+    results: Path | None  # draw: this analysis's compute entry
     load: Callable[[torch.device], Any]  # DataSource.load
     describe: Callable[[Any], Mapping[str, Any]]  # DataSource.describe
-    threads: int  # torch's intra-op threads in this worker
+    threads: int  # torch's intra-op threads in a worker
     # The build's environment and folder now: a worker forked from the server would otherwise
     # see the server's, which were fixed when the first worker of the process started.
     environ: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
     cwd: str = field(default_factory=os.getcwd)
     build_pid: int = field(default_factory=os.getpid)
     profile_dir: Path | None = None  # --cprofile
+
+
+def run_job(job: Job, data: Callable[[], Any], log: Callable[[str], None]) -> dict[str, Any]:
+    """Run one stage: the one path used by the build's process and by worker processes alike.
+
+    `data` gives the dataset on the job's device (loaded on first use); the result records
+    the provenance of the data when the stage read it.
+    """
+    module = importlib.import_module(job.module)
+    used: list[Any] = []
+
+    def loader() -> Any:
+        if not used:
+            used.append(data())
+        return used[0]
+
+    common = {"seed": job.seed, "staging": job.staging, "upstream": job.upstream,
+              "data_loader": loader, "log": log}
+    if job.stage == "compute":
+        ctx: Context = ComputeContext(job.name, job.cfg, device=torch.device(job.device),
+                                      **common)
+    elif job.stage == "draw" and job.results is not None:
+        ctx = DrawContext(job.name, job.cfg, results=job.results, **common)
+    else:
+        raise ValueError(f"{job.name}: unknown stage {job.stage!r} (or draw without results)")
+    result = execute(getattr(module, job.stage), ctx, job.profile_dir,
+                     job.name if job.stage == "compute" else f"{job.name}.draw")
+    result["data"] = dict(job.describe(used[0])) if used else None
+    return result
 
 
 def _exit_with_build(pid: int) -> None:
@@ -148,26 +178,15 @@ def _work(job: Job, conn: Connection) -> None:
         os.environ.update(job.environ)
         os.chdir(job.cwd)
         torch.set_num_threads(job.threads)
-        device = torch.device(job.device)
-        module = importlib.import_module(job.module)
-        loaded: list[Any] = []
 
         def data() -> Any:
-            if not loaded:
-                start = time.perf_counter()
-                loaded.append(job.load(device))
-                print(f"  {job.name}: dataset ready on {device} "
-                      f"({time.perf_counter() - start:.1f} s)", flush=True)
-            return loaded[0]
+            start = time.perf_counter()
+            dataset = job.load(torch.device(job.device))
+            print(f"  {job.name}: dataset ready on {job.device} "
+                  f"({time.perf_counter() - start:.1f} s)", flush=True)
+            return dataset
 
-        def log(message: str) -> None:
-            print(message, flush=True)
-
-        ctx = Context(job.name, job.cfg, seed=job.seed, device=device, staging=job.staging,
-                      upstream=job.upstream, data_loader=data, log=log)
-        result = execute(module.run, ctx, job.profile_dir)
-        result["data"] = dict(job.describe(loaded[0])) if loaded else None
-        conn.send(("done", result))
+        conn.send(("done", run_job(job, data, lambda m: print(m, flush=True))))
     except KeyboardInterrupt:
         conn.send(("failed", False, "KeyboardInterrupt: interrupted"))
     except BaseException as exc:  # noqa: BLE001 - reported to the engine, which decides

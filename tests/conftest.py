@@ -3,6 +3,7 @@ one quick build of the real site per session (shared by the e2e and browser test
 
 from __future__ import annotations
 
+import ast
 import importlib
 import json
 import os
@@ -91,9 +92,18 @@ class ToyProject:
         return self.root / "toy" / f"{name}.py"
 
     def touch_source(self, name: str) -> None:
-        """Change a module's bytes without changing what it does."""
+        """Change a module's text without changing what it does: a comment and a docstring."""
         path = self.source(name)
-        path.write_text(path.read_text() + "\n# edited by a test\n")
+        text = path.read_text() + "\n# edited by a test\n"
+        path.write_text(text.replace('"""', '"""Reworded by a test. ', 1))
+
+    def edit_code(self, name: str, function: str = "compute") -> None:
+        """Change what one function of a toy module does (a new statement at its start)."""
+        path = self.source(name)
+        tree = ast.parse(path.read_text())
+        node = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == function)
+        node.body.insert(1 if ast.get_docstring(node) else 0, ast.parse("_edited = 1").body[0])
+        path.write_text(ast.unparse(tree) + "\n")
 
     def modules(self, names: Sequence[str]) -> list[ModuleType]:
         """Import toy.<name> for each name, from this project."""

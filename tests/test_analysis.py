@@ -25,10 +25,11 @@ class Mutable:
 
 
 def module(name: str, requires: tuple[str, ...] = ()) -> ModuleType:
-    """A throwaway module with ANALYSIS and run."""
+    """A throwaway module with ANALYSIS, compute and draw."""
     mod = ModuleType(f"fake_{name}")
     mod.ANALYSIS = Analysis(name=name, requires=requires)
-    mod.run = lambda ctx: None
+    mod.compute = lambda ctx: None
+    mod.draw = lambda ctx: None
     return mod
 
 
@@ -56,10 +57,11 @@ def test_module_without_contract_is_rejected() -> None:
     bare = ModuleType("bare")
     with pytest.raises(TypeError, match="bare: needs ANALYSIS"):
         sections_from_modules([bare])
-    no_run = ModuleType("no_run")
-    no_run.ANALYSIS = Analysis(name="x")
-    with pytest.raises(TypeError, match="run"):
-        sections_from_modules([no_run])
+    no_draw = ModuleType("no_draw")
+    no_draw.ANALYSIS = Analysis(name="x")
+    no_draw.compute = lambda ctx: None
+    with pytest.raises(TypeError, match="draw"):
+        sections_from_modules([no_draw])
 
 
 def test_order_is_topological_with_ties_in_article_order() -> None:

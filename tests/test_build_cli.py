@@ -40,12 +40,13 @@ def test_list_shows_every_analysis_with_state_and_requirements(
         analysis = section.analysis
         fields = line.split()
         assert fields[:2] == [analysis.name, "stale"], line  # an empty cache
+        assert "drawing: after compute" in line
         assert f"requires: {', '.join(analysis.requires) or '-'}" in line
         # The title is the prose's first line; one that needs metrics (Jinja) is listed by name.
         title = section.prose.lstrip().split("\n", 1)[0].removeprefix("# ").strip()
         expected = analysis.name if "{" in title else title
         assert title and section.raw_title == expected
-        assert line.rstrip().endswith(expected)
+        assert line.rstrip().endswith(f"{expected} (why: never built here)")
     assert not (tmp_path / "site").exists() and not (tmp_path / "cache").exists()
 
 

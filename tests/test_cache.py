@@ -1,4 +1,4 @@
-"""The content-hash cache (report/cache.py): keys, imports followed, atomic commit, sweep."""
+"""The content-hash cache (report/cache.py): atomic commit, lookups, damage, sweep, latest."""
 
 from __future__ import annotations
 
@@ -11,86 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from report.cache import MANIFEST, Cache, cache_key, pid_alive, project_imports
-
-ENV = {"torch": "2", "numpy": "2", "dataset": "abc"}
-
-
-@pytest.fixture
-def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """root/pkgx (a package with two modules and a subpackage), root/stray.py, importable."""
-    root = tmp_path / "root"
-    (root / "pkgx" / "sub").mkdir(parents=True)
-    (root / "pkgx" / "__init__.py").write_text("")
-    (root / "pkgx" / "sub" / "__init__.py").write_text("")
-    (root / "pkgx" / "sub" / "deep.py").write_text("VALUE = 1\n")
-    (root / "pkgx" / "util.py").write_text("from .sub import deep\nimport json\n")
-    (root / "pkgx" / "other.py").write_text("X = 2\n")
-    (root / "pkgx" / "main.py").write_text(
-        "import os\nimport numpy\nfrom pkgx import util\n\n\ndef run(ctx):\n    pass\n")
-    for name in [n for n in sys.modules if n == "pkgx" or n.startswith("pkgx.")]:
-        monkeypatch.delitem(sys.modules, name)
-    monkeypatch.syspath_prepend(str(root))
-    return root
-
-
-def rel(paths: set[Path], root: Path) -> set[str]:
-    return {str(p.relative_to(root.resolve())) for p in paths}
-
-
-def test_project_imports_follow_project_modules_only(project: Path) -> None:
-    found = rel(project_imports(project / "pkgx" / "main.py", project), project)
-    # main -> pkgx (package) -> util -> .sub -> deep; numpy, os and json are not project code.
-    assert found == {"pkgx/__init__.py", "pkgx/util.py", "pkgx/sub/__init__.py",
-                     "pkgx/sub/deep.py"}
-
-
-def key_of(project: Path, config: str = "{}", upstream: dict | None = None,
-           env: dict | None = None) -> str:
-    return cache_key(project / "pkgx" / "main.py", project, config, upstream or {}, env or ENV)
-
-
-def test_key_is_stable_and_sensitive_to_each_input(project: Path) -> None:
-    base = key_of(project)
-    assert base == key_of(project) and len(base) == 64
-    assert key_of(project, config='{"epochs": 2}') != base
-    assert key_of(project, upstream={"data": "k1"}) != key_of(project, upstream={"data": "k2"})
-    assert key_of(project, env={**ENV, "torch": "3"}) != base
-    assert key_of(project, env={**ENV, "dataset": "other"}) != base
-
-
-@pytest.mark.parametrize("path, changes", [
-    ("pkgx/main.py", True),
-    ("pkgx/sub/deep.py", True),  # imported through util's relative import
-    ("pkgx/other.py", False),  # in the package, but not imported
-])
-def test_key_follows_source_edits(project: Path, path: str, changes: bool) -> None:
-    before = key_of(project)
-    target = project / path
-    target.write_text(target.read_text() + "# edit\n")
-    assert (key_of(project) != before) is changes
-
-
-def test_key_ignores_the_prose_beside_the_module(project: Path) -> None:
-    """Words (titles, captions, alt text) live in <name>.md: editing them re-runs nothing."""
-    prose = project / "pkgx" / "main.md"
-    prose.write_text("# A title\n\nSome words.\n")
-    before = key_of(project)
-    prose.write_text("# Another title\n\nOther words, {{ m.x }}.\n")
-    assert key_of(project) == before
-    prose.unlink()
-    assert key_of(project) == before
-
-
-def test_key_does_not_depend_on_where_the_project_lives(project: Path, tmp_path: Path,
-                                                        monkeypatch: pytest.MonkeyPatch) -> None:
-    first = key_of(project)
-    moved = tmp_path / "elsewhere"
-    project.rename(moved)
-    for name in [n for n in sys.modules if n == "pkgx" or n.startswith("pkgx.")]:
-        monkeypatch.delitem(sys.modules, name)
-    monkeypatch.syspath_prepend(str(moved))
-    assert key_of(moved) == first
+from report.cache import MANIFEST, Cache, pid_alive
 
 
 def test_commit_writes_manifest_last_and_lookup_checks_key(tmp_path: Path) -> None:

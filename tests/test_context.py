@@ -11,17 +11,29 @@ import pytest
 import torch
 from matplotlib.figure import Figure
 
-from report.context import ArtifactError, Context, table_csv, to_jsonable
+from report.context import (ArtifactError, ComputeContext, DrawContext, LineProgress,
+                            table_csv, to_jsonable)
 from report.streams import Streams, derive_seed
 
 
 def make(tmp_path: Path, name: str = "sec", upstream: dict | None = None,
-         data_loader=None) -> Context:
+         data_loader=None, results: dict | None = None) -> DrawContext:
+    """A draw context over compute results holding `results` as metrics."""
     staging = tmp_path / name
     staging.mkdir(parents=True, exist_ok=True)
-    return Context(name, None, seed=7, device=torch.device("cpu"), staging=staging,
-                   upstream=upstream or {}, data_loader=data_loader,
-                   log=lambda m: None)
+    computed = tmp_path / f"{name}.computed"
+    computed.mkdir(parents=True, exist_ok=True)
+    (computed / "manifest.json").write_text(json.dumps({"metrics": results or {}}))
+    return DrawContext(name, None, seed=7, staging=staging, upstream=upstream or {},
+                       data_loader=data_loader, log=lambda m: None, results=computed)
+
+
+def compute_ctx(tmp_path: Path, name: str = "sec", upstream: dict | None = None,
+                log=lambda m: None) -> ComputeContext:
+    staging = tmp_path / name
+    staging.mkdir(parents=True, exist_ok=True)
+    return ComputeContext(name, None, seed=7, device=torch.device("cpu"), staging=staging,
+                          upstream=upstream or {}, log=log)
 
 
 def small_figure() -> Figure:
@@ -118,14 +130,45 @@ def test_table_csv() -> None:
 
 
 def test_save_and_load_through_requires(tmp_path: Path) -> None:
-    up = make(tmp_path, "up")
+    up = compute_ctx(tmp_path, "up")
     up.save("weights", {"w": torch.arange(3)})
+    up.array("coords", np.arange(6, dtype=np.float32).reshape(3, 2))
     (tmp_path / "up" / "manifest.json").write_text(json.dumps({"metrics": {"acc": 0.9}}))
-    down = make(tmp_path, "down", upstream={"up": tmp_path / "up"})
-    assert torch.equal(down.load("up", "weights")["w"], torch.arange(3))
-    assert down.metric_of("up", "acc") == 0.9
-    with pytest.raises(ArtifactError, match="saved no object named 'bias'"):
-        down.load("up", "bias")
+    for down in (compute_ctx(tmp_path, "down", upstream={"up": tmp_path / "up"}),
+                 make(tmp_path, "drawer", upstream={"up": tmp_path / "up"})):
+        assert torch.equal(down.load("up", "weights")["w"], torch.arange(3))
+        assert down.metric_of("up", "acc") == 0.9
+        assert down.array_of("up", "coords").dtype == np.float32
+        with pytest.raises(ArtifactError, match="saved no object named 'bias'"):
+            down.load("up", "bias")
+        with pytest.raises(ArtifactError, match="recorded no metric 'loss'"):
+            down.metric_of("up", "loss")
+
+
+def test_draw_reads_its_own_compute_results(tmp_path: Path) -> None:
+    computed = compute_ctx(tmp_path, "sec.computed")
+    computed.array("xy", np.ones((4, 2)))
+    computed.save("weights", [1, 2])
+    ctx = make(tmp_path, results={"acc": 0.5})  # writes sec.computed/manifest.json
+    assert ctx.results == {"acc": 0.5} and ctx.array("xy").shape == (4, 2)
+    assert ctx.saved("weights") == [1, 2]
+    with pytest.raises(ArtifactError, match="recorded no array named 'nope'"):
+        ctx.array("nope")
+    with pytest.raises(ArtifactError, match="compute already recorded"):
+        ctx.metric("acc", 0.6)
+    ctx.metric("acc_pct", 50.0)  # a derived number under a new name
+    with pytest.raises(TypeError):
+        ctx.results["acc"] = 1.0  # read-only
+
+
+def test_stages_offer_only_their_own_writers(tmp_path: Path) -> None:
+    compute, draw = compute_ctx(tmp_path), make(tmp_path, "drawer")
+    for writer in ("figure", "gif", "table", "asset"):
+        assert not hasattr(compute, writer) and hasattr(draw, writer)
+    for writer in ("choice", "save"):
+        assert hasattr(compute, writer) and not hasattr(draw, writer)
+    with pytest.raises(ArtifactError, match="Python objects"):
+        compute.array("rows", [{"a": 1}])
 
 
 def test_load_from_undeclared_upstream_is_an_error(tmp_path: Path) -> None:
@@ -138,7 +181,7 @@ def test_load_from_undeclared_upstream_is_an_error(tmp_path: Path) -> None:
 
 
 def test_save_name_cannot_escape_the_entry(tmp_path: Path) -> None:
-    ctx = make(tmp_path)
+    ctx = compute_ctx(tmp_path)
     with pytest.raises(ArtifactError):
         ctx.save("../../outside", 1)
     assert not (tmp_path / "outside.pt").exists()
@@ -191,7 +234,7 @@ def test_items_hold_no_caption_or_alt(tmp_path: Path) -> None:
 
 
 def test_choices_are_metrics_and_are_listed(tmp_path: Path) -> None:
-    ctx = make(tmp_path)
+    ctx = compute_ctx(tmp_path)
     ctx.metric("acc", 0.5)
     ctx.choice("learning_rate", np.float64(0.01))
     assert ctx.metrics == {"acc": 0.5, "learning_rate": 0.01}
@@ -227,8 +270,25 @@ def test_data_is_loaded_lazily(tmp_path: Path) -> None:
 
 
 def test_progress_and_timer(tmp_path: Path) -> None:
-    ctx = make(tmp_path)
+    lines: list[str] = []
+    ctx = compute_ctx(tmp_path, log=lines.append)
     assert list(ctx.progress(range(3), desc="steps")) == [0, 1, 2]
+    # Not a terminal (pytest captures stderr): lines, not carriage-return frames.
+    assert lines and all("\r" not in line for line in lines)
+    assert lines[-1].startswith("  sec: steps 3/3 (")
     with ctx.timer() as t:
         sum(range(1000))
     assert t.seconds >= 0
+
+
+def test_line_progress_logs_each_tenth_once() -> None:
+    lines: list[str] = []
+    bar = LineProgress(None, desc="train", total=200, log=lines.append)
+    for _ in range(200):
+        bar.update(1)
+    bar.set_postfix(loss="0.1")
+    bar.close()
+    assert len(lines) == 10 and lines[0].startswith("train 20/200 (")
+    open_ended = LineProgress(None, desc="steps", total=None, log=lines.append)
+    open_ended.update(250)
+    assert lines[-1].startswith("steps 250 (")

@@ -30,8 +30,8 @@ CHAIN = ["alpha", "beta", "gamma", "delta"]
 
 
 def entries(cache: Path, name: str) -> list[Path]:
-    """Every folder under cache/<name>/, committed entries and staging folders alike."""
-    folder = cache / name
+    """Every folder under cache/compute/<name>/: committed entries and staging folders."""
+    folder = cache / "compute" / name
     return sorted(folder.iterdir()) if folder.exists() else []
 
 
@@ -50,28 +50,104 @@ def test_first_build_runs_everything_second_reuses_everything(toy: ToyProject) -
         assert len(entries(toy.cache, name)) == 1
 
 
-def test_editing_upstream_source_reruns_it_and_its_dependents_only(toy: ToyProject) -> None:
+def test_editing_upstream_compute_reruns_it_and_its_dependents_only(toy: ToyProject) -> None:
     toy.build(CHAIN)
-    toy.touch_source("alpha")
+    toy.edit_code("alpha")
     _, outcomes = toy.build(CHAIN)
     assert statuses(outcomes) == {"alpha": "run", "beta": "run", "gamma": "run",
                                   "delta": "cached"}
 
 
-def test_editing_downstream_source_reruns_only_it(toy: ToyProject) -> None:
+def test_editing_downstream_compute_reruns_only_it(toy: ToyProject) -> None:
     toy.build(CHAIN)
-    toy.touch_source("gamma")
+    toy.edit_code("gamma")
     _, outcomes = toy.build(CHAIN)
     assert statuses(outcomes) == {"alpha": "cached", "beta": "cached", "gamma": "run",
                                   "delta": "cached"}
 
 
-def test_editing_an_imported_project_module_invalidates_the_importer(toy: ToyProject) -> None:
+def test_editing_an_imported_project_function_invalidates_the_importer(toy: ToyProject) -> None:
     toy.build(CHAIN)
-    toy.touch_source("helpers")  # imported by alpha only
+    toy.edit_code("helpers", "double")  # imported by alpha's compute only
     _, outcomes = toy.build(CHAIN)
     assert statuses(outcomes) == {"alpha": "run", "beta": "run", "gamma": "run",
                                   "delta": "cached"}
+
+
+def test_comments_and_docstrings_change_no_key(toy: ToyProject) -> None:
+    _, first = toy.build(CHAIN)
+    for name in [*CHAIN, "helpers", "plots"]:
+        toy.touch_source(name)
+    _, outcomes = toy.build(CHAIN)
+    assert statuses(outcomes) == dict.fromkeys(CHAIN, "cached")
+    assert {n: o.drawn for n, o in outcomes.items()} == dict.fromkeys(CHAIN, "cached")
+    assert {n: (o.key, o.draw_key) for n, o in outcomes.items()} == \
+        {n: (o.key, o.draw_key) for n, o in first.items()}
+
+
+def test_editing_draw_redraws_without_computing(toy: ToyProject) -> None:
+    _, first = toy.build(CHAIN)
+    toy.edit_code("alpha", "draw")
+    _, outcomes = toy.build(CHAIN)
+    assert statuses(outcomes) == dict.fromkeys(CHAIN, "cached")
+    assert {n: o.drawn for n, o in outcomes.items()} == {"alpha": "drawn", "beta": "cached",
+                                                         "gamma": "cached", "delta": "cached"}
+    assert outcomes["alpha"].key == first["alpha"].key
+    assert outcomes["alpha"].draw_key != first["alpha"].draw_key
+
+
+def test_editing_a_presentation_module_redraws_only_what_uses_it(toy: ToyProject) -> None:
+    toy.build(CHAIN)
+    toy.edit_code("plots", "line")  # drawing code of alpha: no compute stage reaches it
+    index, outcomes = toy.build(CHAIN)
+    assert statuses(outcomes) == dict.fromkeys(CHAIN, "cached")
+    assert outcomes["alpha"].drawn == "drawn"
+    assert {n for n, o in outcomes.items() if o.drawn == "drawn"} == {"alpha"}
+    assert "Alpha summed 4 values" in index.read_text()
+
+
+def test_a_failing_draw_fails_like_a_failing_compute(toy: ToyProject) -> None:
+    index, _ = toy.build(CHAIN)
+    before = index.read_bytes()
+    with pytest.raises(BuildFailed, match="drawing broke on purpose"):
+        toy.build(CHAIN, sets={"beta.draw_fail": "true"})
+    assert index.read_bytes() == before
+    assert not list(toy.cache.glob("*/*/.tmp-*"))
+    index, outcomes = toy.build(CHAIN, sets={"beta.draw_fail": "true"}, keep_going=True)
+    assert statuses(outcomes) == {"alpha": "cached", "beta": "failed", "gamma": "skipped",
+                                  "delta": "cached"}
+    assert "could not be built" in section(index.read_text(), "beta")
+
+
+def test_plan_says_why_an_entry_must_run_again(toy: ToyProject) -> None:
+    toy.build(CHAIN)
+    toy.edit_code("helpers", "double")
+    toy.edit_code("gamma", "draw")
+    modules = toy.modules(CHAIN)
+    options = BuildOptions(root=toy.root, out=toy.out, cache_dir=toy.cache,
+                           templates=toy.templates, device=torch.device("cpu"))
+    plan = {row["name"]: row for row in Builder(
+        modules, make_config([m.ANALYSIS for m in modules], "full", {"alpha.n": "5"}),
+        options, toy.data_source()).plan()}
+    assert plan["alpha"]["state"] == "stale"
+    assert "code: toy/helpers.py: double" in plan["alpha"]["note"]
+    assert "config n: 4 -> 5" in plan["alpha"]["note"]
+    assert plan["beta"]["note"] == "upstream alpha changed"
+    assert plan["gamma"]["note"] == "upstream beta changed"
+    assert (plan["delta"]["state"], plan["delta"]["drawn"]) == ("cached", "cached")
+
+
+def test_plan_names_a_changed_drawing(toy: ToyProject) -> None:
+    toy.build(CHAIN)
+    toy.edit_code("alpha", "draw")
+    modules = toy.modules(CHAIN)
+    options = BuildOptions(root=toy.root, out=toy.out, cache_dir=toy.cache,
+                           templates=toy.templates, device=torch.device("cpu"))
+    plan = {row["name"]: row for row in Builder(
+        modules, make_config([m.ANALYSIS for m in modules], "full"), options,
+        toy.data_source()).plan()}
+    assert (plan["alpha"]["state"], plan["alpha"]["drawn"]) == ("cached", "redraw")
+    assert plan["alpha"]["note"] == "redraw: code: toy/alpha.py: draw"
 
 
 def test_editing_prose_or_templates_rerenders_without_running(toy: ToyProject) -> None:
@@ -136,13 +212,13 @@ def test_force_one_reruns_only_it(toy: ToyProject) -> None:
 
 def test_forced_results_replace_the_cached_entry(toy: ToyProject) -> None:
     toy.build(CHAIN)
-    manifest = toy.cache.glob("beta/*/manifest.json").__next__()
+    manifest = toy.cache.glob("compute/beta/*/manifest.json").__next__()
     stale = json.loads(manifest.read_text())
     stale["metrics"]["sum"] = -1  # what a previous, different run might have left
     manifest.write_text(json.dumps(stale))
     _, outcomes = toy.build(CHAIN, force=("beta",))
     assert outcomes["beta"].manifest["metrics"]["sum"] != -1
-    entry = Cache(toy.cache).lookup("beta", outcomes["beta"].key)
+    entry = Cache(toy.cache / "compute").lookup("beta", outcomes["beta"].key)
     assert entry is not None and entry["metrics"]["sum"] != -1
     assert [p.name for p in entries(toy.cache, "beta") if p.name.startswith(".")] == []
 
@@ -161,7 +237,7 @@ def test_force_unknown_name_is_rejected(toy: ToyProject) -> None:
 def test_only_runs_the_named_analysis_and_its_requirements(toy: ToyProject) -> None:
     index, outcomes = toy.build(CHAIN, only=("gamma",))
     assert statuses(outcomes) == {"alpha": "run", "beta": "run", "gamma": "run"}
-    assert not (toy.cache / "delta").exists()
+    assert not (toy.cache / "compute" / "delta").exists()
     page = index.read_text()
     assert 'id="gamma"' in page and 'id="delta"' not in page
 
@@ -175,7 +251,7 @@ def test_execution_follows_dependencies_then_article_order(toy: ToyProject) -> N
     # Article order puts gamma first, but it needs beta, which needs alpha.
     _, outcomes = toy.build(["gamma", "delta", "beta", "alpha"])
     assert list(outcomes) == ["delta", "alpha", "beta", "gamma"]
-    running = [line.split("] ")[1].split(":")[0] for line in toy.logs if line.endswith("running")]
+    running = [line.split("] ")[1].split(":")[0] for line in toy.logs if line.endswith("computing")]
     assert running == ["delta", "alpha", "beta", "gamma"]
 
 
@@ -198,7 +274,7 @@ def test_failing_analysis_raises_leaves_old_site_and_no_cache_entry(toy: ToyProj
     assert index.read_bytes() == before
     # Only the entry of the earlier, successful build: no new key, no staging folder.
     assert len(entries(toy.cache, "beta")) == 1
-    assert not list(toy.cache.glob("*/.tmp-*"))
+    assert not list(toy.cache.glob("*/*/.tmp-*"))
     assert not list(toy.out.parent.glob("site.tmp-*"))
 
 
@@ -237,10 +313,10 @@ def test_dead_staging_folder_is_swept_and_live_one_kept(toy: ToyProject) -> None
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
                           capture_output=True, text=True, check=True)
     dead_pid = int(dead.stdout)
-    stale = toy.cache / "alpha" / f".tmp-{dead_pid}-deadbeef"
+    stale = toy.cache / "compute" / "alpha" / f".tmp-{dead_pid}-deadbeef"
     stale.mkdir(parents=True)
     (stale / "line.png").write_bytes(b"half a figure")
-    live = toy.cache / "alpha" / f".tmp-{os.getppid()}-cafecafe"  # another build, still alive
+    live = toy.cache / "compute" / "alpha" / f".tmp-{os.getppid()}-cafecafe"  # another build, still alive
     live.mkdir()
     _, outcomes = toy.build(["alpha"])
     assert outcomes["alpha"].status == "run"
@@ -254,7 +330,7 @@ def test_keyboard_interrupt_keeps_old_site_and_cache_usable(toy: ToyProject) -> 
     with pytest.raises(KeyboardInterrupt):
         toy.build(CHAIN, sets={"beta.interrupt": "on"})
     assert index.read_bytes() == before
-    assert not list(toy.cache.glob("*/.tmp-*"))
+    assert not list(toy.cache.glob("*/*/.tmp-*"))
     assert not list(toy.out.parent.glob("site.tmp-*"))
     _, outcomes = toy.build(CHAIN)
     assert statuses(outcomes) == dict.fromkeys(CHAIN, "cached")
@@ -629,10 +705,10 @@ def test_killed_build_leaves_site_and_cache_usable(toy: ToyProject, tmp_path: Pa
     if how == "SIGKILL":
         assert proc.returncode == -signal.SIGKILL
         # The killed process left its half-written staging folder (swept by the next build).
-        assert list(toy.cache.glob(f"slow/.tmp-{proc.pid}-*"))
+        assert list(toy.cache.glob(f"compute/slow/.tmp-{proc.pid}-*"))
     else:
         assert proc.returncode == 130, stderr
-        assert not list(toy.cache.glob("slow/.tmp-*"))  # discarded on the way out
+        assert not list(toy.cache.glob("compute/slow/.tmp-*"))  # discarded on the way out
     assert index.read_bytes() == before, "the previous site was touched"
     assert not list(toy.out.parent.glob("site.tmp-*"))  # it died before rendering
 
@@ -642,7 +718,7 @@ def test_killed_build_leaves_site_and_cache_usable(toy: ToyProject, tmp_path: Pa
     assert outcomes["beta"].status in beta
     assert statuses(outcomes) | {"beta": "cached"} == \
         {"alpha": "cached", "beta": "cached", "slow": "run"}
-    assert not list(toy.cache.glob("*/.tmp-*"))
+    assert not list(toy.cache.glob("*/*/.tmp-*"))
     assert "Slow ran version 2." in index.read_text()
 
 
@@ -662,7 +738,7 @@ def test_two_concurrent_builds_do_not_corrupt_the_cache(toy: ToyProject, tmp_pat
                 proc.communicate()
     for proc, (_, stderr) in zip(procs, results):
         assert proc.returncode == 0, stderr
-    cache = Cache(toy.cache)
+    cache = Cache(toy.cache / "compute")
     for name in names:
         found = entries(toy.cache, name)
         assert len(found) == 1 and not found[0].name.startswith("."), found
@@ -707,11 +783,13 @@ def toy_source() -> DataSource:
 
 
 def comparable(outcome: Outcome) -> dict:
-    """What an analysis computed, without its timings and memory."""
-    m = outcome.manifest
-    return {"metrics": m["metrics"], "items": m["items"], "choices": m["choices"],
-            "streams": m["streams"], "data": m["data"],
-            "files": {k: v["sha256"] for k, v in m["files"].items() if not k.endswith(".png")}}
+    """What an analysis computed and drew, without its timings and memory."""
+    m, d = outcome.manifest, outcome.draw_manifest
+    files = {**m["files"], **{f"drawn/{k}": v for k, v in d["files"].items()}}
+    return {"metrics": m["metrics"], "arrays": m["items"], "choices": m["choices"],
+            "streams": m["streams"], "data": m["data"], "drawn": d["metrics"],
+            "items": d["items"],
+            "files": {k: v["sha256"] for k, v in files.items() if not k.endswith(".png")}}
 
 
 def test_workers_compute_what_the_build_process_computes(toy: ToyProject) -> None:
@@ -722,9 +800,9 @@ def test_workers_compute_what_the_build_process_computes(toy: ToyProject) -> Non
     assert {n: comparable(o) for n, o in workers.items()} == \
         {n: comparable(o) for n, o in here.items()}
     assert workers["delta"].manifest["data"] == {"source": "read from the toy files"}
-    assert any("running in a worker process" in line for line in toy.logs)
+    assert any("computing in a worker process" in line for line in toy.logs)
     assert "read from the toy files" in index.read_text()
-    assert not list(toy.cache.glob("*/.tmp-*"))
+    assert not list(toy.cache.glob("*/*/.tmp-*"))
     # The cache made by workers serves a one-at-a-time build.
     _, again = build_with(toy, names, toy_source())
     assert statuses(again) == dict.fromkeys(names, "cached")
@@ -761,7 +839,7 @@ def test_a_failing_worker_fails_the_build_and_keeps_the_old_site(toy: ToyProject
     with pytest.raises(BuildFailed, match="beta broke on purpose"):
         build_with(toy, names, toy_source(), {"beta.fail": "true"}, jobs=2)
     assert index.read_bytes() == before
-    assert not list(toy.cache.glob("*/.tmp-*"))
+    assert not list(toy.cache.glob("*/*/.tmp-*"))
     with pytest.raises(BuildFailed, match="pass --data-dir TOY") as caught:
         build_with(toy, names, toy_source(), {"beta.user_error": "true"}, jobs=2)
     assert "Traceback" not in str(caught.value)
@@ -780,8 +858,10 @@ def test_cprofile_writes_a_profile_per_analysis_that_ran(toy: ToyProject, tmp_pa
     build_with(toy, ["alpha", "beta"], toy_source(), jobs=jobs, profile_dir=profiles)
     for name in ("alpha", "beta"):
         text = (profiles / f"{name}.txt").read_text()
-        assert text.startswith(f"{name}: ") and f"toy/{name}.py" in text and "(run)" in text
+        assert text.startswith(f"{name}: ") and f"toy/{name}.py" in text and "(compute)" in text
         assert pstats.Stats(str(profiles / f"{name}.prof")).total_calls > 0
+        drawn = (profiles / f"{name}.draw.txt").read_text()  # the draw stage, in this process
+        assert drawn.startswith(f"{name}.draw: ") and "(draw)" in drawn
     # Cached analyses do not run, so they leave no profile.
     shutil.rmtree(profiles)
     build_with(toy, ["alpha", "beta"], toy_source(), profile_dir=profiles)

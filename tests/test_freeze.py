@@ -72,7 +72,7 @@ def test_a_frozen_entry_from_another_device_renders_the_same_page(toy: ToyProjec
 def test_changing_one_analysis_reruns_it_and_its_dependents_only(toy: ToyProject,
                                                                  tmp_path: Path) -> None:
     frozen_build(toy, freeze=True)
-    toy.touch_source("beta")
+    toy.edit_code("beta")
     builder_logs = len(toy.logs)
     _, outcomes = frozen_build(toy, profile="quick", cache=tmp_path / "empty-cache")
     assert statuses(outcomes) == {"alpha": "frozen", "beta": "run", "gamma": "run",
@@ -97,10 +97,39 @@ def test_changing_one_analysis_reruns_it_and_its_dependents_only(toy: ToyProject
 def test_a_damaged_frozen_entry_is_reported_and_run_again(toy: ToyProject,
                                                           tmp_path: Path) -> None:
     frozen_build(toy, freeze=True)
-    next((toy.root / "frozen" / "alpha").glob("*.png")).unlink()
+    (toy.root / "frozen" / "alpha" / "arrays" / "values.npy").unlink()
     _, outcomes = frozen_build(toy, cache=tmp_path / "empty-cache")
     assert outcomes["alpha"].status == "run" and outcomes["alpha"].frozen_state == "damaged"
     assert any("alpha: frozen entry damaged" in line and "missing" in line for line in toy.logs)
+
+
+def test_damaged_frozen_drawings_are_drawn_again_from_the_frozen_results(
+        toy: ToyProject, tmp_path: Path) -> None:
+    frozen_build(toy, freeze=True)
+    next((toy.root / "frozen" / "alpha" / "drawn").glob("*.png")).unlink()
+    _, outcomes = frozen_build(toy, cache=tmp_path / "empty-cache")
+    assert (outcomes["alpha"].status, outcomes["alpha"].drawn) == ("frozen", "drawn")
+    assert {n: o.drawn for n, o in outcomes.items() if n != "alpha"} == \
+        dict.fromkeys(["beta", "gamma", "delta"], "frozen")
+
+
+def test_a_drawing_change_redraws_frozen_results_and_freeze_keeps_only_it(
+        toy: ToyProject, tmp_path: Path) -> None:
+    """The durable-results promise: a presentation change never un-publishes a section."""
+    frozen_build(toy, freeze=True)
+    store = toy.root / "frozen"
+    stamps = {p.relative_to(store): p.stat().st_mtime_ns for p in store.rglob("*") if p.is_file()}
+    toy.edit_code("plots", "line")  # how alpha's figure is drawn
+    index, outcomes = frozen_build(toy, cache=tmp_path / "fresh-clone", freeze=True)
+    assert statuses(outcomes) == dict.fromkeys(CHAIN, "frozen")  # nothing computed
+    assert outcomes["alpha"].drawn == "drawn" and outcomes["alpha"].profile == "full"
+    assert toy.data_loads == 1  # only the first build's delta read the data
+    changed = sorted(str(p) for p, t in stamps.items()
+                     if not (store / p).exists() or (store / p).stat().st_mtime_ns != t)
+    assert changed and all(p.startswith("alpha/drawn/") for p in changed), changed
+    _, again = frozen_build(toy, cache=tmp_path / "another-clone")
+    assert {n: (o.status, o.drawn) for n, o in again.items()} == \
+        dict.fromkeys(CHAIN, ("frozen", "frozen"))
 
 
 def test_an_explicit_profile_uses_only_its_own_frozen_entries(toy: ToyProject,
@@ -120,28 +149,33 @@ def test_refreezing_rewrites_only_what_changed(toy: ToyProject) -> None:
     after = {p: p.stat().st_mtime_ns for p in store.rglob("manifest.json")}
     changed = sorted(p.parent.name for p in stamps if stamps[p] != after[p])
     assert changed == []  # every entry was frozen and still matches: nothing rewritten
-    toy.touch_source("delta")
+    toy.edit_code("delta")
     _, outcomes = frozen_build(toy, freeze=True)
     assert outcomes["delta"].status == "run"
     after = {p: p.stat().st_mtime_ns for p in store.rglob("manifest.json")}
-    assert sorted(p.parent.name for p in stamps if stamps[p] != after[p]) == ["delta"]
+    assert sorted(str(p.relative_to(store)) for p in stamps if stamps[p] != after.get(p)) == \
+        ["delta/drawn/manifest.json", "delta/manifest.json"]
 
 
-def test_saved_objects_are_kept_only_where_another_analysis_loads_them(toy: ToyProject) -> None:
+def test_a_frozen_entry_holds_results_objects_and_drawn_items(toy: ToyProject) -> None:
     store = toy.root / "frozen"
     frozen_build(toy, freeze=True, names=("alpha",))
-    assert not (store / "alpha" / "objects").exists()  # no analysis of this project loads it
-    shutil.rmtree(store)
-    frozen_build(toy, freeze=True)
-    assert (store / "alpha" / "objects" / "vector.pt").is_file()  # beta loads it
+    # Saved objects are frozen with the results: draw (ctx.saved) and downstream read them.
+    assert (store / "alpha" / "objects" / "vector.pt").is_file()
+    assert (store / "alpha" / "arrays" / "values.npy").is_file()
     manifest = json.loads((store / "alpha" / "manifest.json").read_text())
     assert manifest["profile"] == "full" and manifest["device"] == "cpu"
-    assert {"code_key", "cache_key", "files", "versions"} <= set(manifest)
+    assert {"code_key", "cache_key", "files", "versions", "inputs"} <= set(manifest)
+    assert not any(f.startswith("drawn/") for f in manifest["files"])  # each part its own list
+    drawn = json.loads((store / "alpha" / "drawn" / "manifest.json").read_text())
+    assert set(drawn["files"]) == {"line.png"} and drawn["metrics"] == {"squares_total": 14}
+    assert drawn["inputs"]["upstream"] == {"compute": "frozen:" + manifest["code_key"]}
 
 
 def test_plan_lists_frozen_cached_and_stale(toy: ToyProject) -> None:
     frozen_build(toy, freeze=True)
-    toy.touch_source("gamma")
+    toy.edit_code("gamma")
+    toy.edit_code("delta", "draw")
     modules = toy.modules(CHAIN)
     configs = {p: make_config([m.ANALYSIS for m in modules], p, {}) for p in PROFILES}
     options = BuildOptions(root=toy.root, out=toy.out, cache_dir=toy.cache,
@@ -149,20 +183,27 @@ def test_plan_lists_frozen_cached_and_stale(toy: ToyProject) -> None:
                            frozen_dir=toy.root / "frozen", frozen_profiles=PROFILES)
     plan = Builder(modules, configs["full"], options, toy.data_source(),
                    profile_configs=configs).plan()
-    assert [(row["name"], row["state"], row["note"]) for row in plan] == [
-        ("alpha", "frozen", ""), ("beta", "frozen", ""),
-        ("gamma", "stale", "frozen entry outdated"), ("delta", "frozen", "")]
+    assert [(row["name"], row["state"], row["drawn"], row["note"]) for row in plan] == [
+        ("alpha", "frozen", "frozen", ""), ("beta", "frozen", "frozen", ""),
+        ("gamma", "stale", "after compute", "code: toy/gamma.py: compute"),
+        ("delta", "frozen", "redraw", "redraw: code: toy/delta.py: draw")]
 
 
 def test_a_damaged_cache_entry_is_reported_and_run_again(toy: ToyProject) -> None:
     toy.build(CHAIN)
-    figure = next(toy.cache.glob("alpha/*/*.png"))
+    figure = next(toy.cache.glob("draw/alpha/*/*.png"))
     figure.unlink()  # a figure deleted by hand
     _, outcomes = toy.build(CHAIN)
-    assert outcomes["alpha"].status == "run"
-    assert any("alpha: cached entry damaged" in line and figure.name in line
+    assert (outcomes["alpha"].status, outcomes["alpha"].drawn) == ("cached", "drawn")
+    assert any("alpha: drawn items damaged" in line and figure.name in line
                for line in toy.logs)
     assert figure.is_file()  # the entry was replaced by a complete one
+    array = next(toy.cache.glob("compute/alpha/*/arrays/values.npy"))
+    array.write_bytes(b"not an array")  # a result file edited by hand
+    _, outcomes = toy.build(CHAIN)
+    assert outcomes["alpha"].status == "run"
+    assert any("alpha: cached entry damaged" in line and "values.npy" in line
+               for line in toy.logs)
 
 
 def test_frozen_store_copy_is_independent_of_the_cache(toy: ToyProject, tmp_path: Path) -> None:

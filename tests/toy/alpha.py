@@ -1,13 +1,13 @@
-"""Toy root analysis: a figure, a table, metrics and a saved object; imports toy.helpers."""
+"""Toy root analysis: metrics, an array and a saved object; drawn as a figure and a table.
+
+Its compute imports toy.helpers; its draw imports toy.plots (a presentation module)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from matplotlib.figure import Figure
-
-from report import Analysis, Context
-from toy import helpers
+from report import Analysis, ComputeContext, DrawContext
+from toy import helpers, plots
 
 
 @dataclass(frozen=True)
@@ -21,8 +21,8 @@ class Config:
 ANALYSIS = Analysis(name="alpha", config=Config(), quick={"n": 2})
 
 
-def run(ctx: Context) -> None:
-    """Record n, a sum, a draw, a choice, one small figure and a table; save a vector for beta."""
+def compute(ctx: ComputeContext) -> None:
+    """Record n, a sum, a draw and a choice; keep the values as an array and a saved object."""
     cfg: Config = ctx.cfg
     values = list(range(cfg.n))
     ctx.metric("n", cfg.n)
@@ -30,8 +30,13 @@ def run(ctx: Context) -> None:
     ctx.metric("label", cfg.label)
     ctx.metric("draw", int(ctx.streams.numpy("draw").integers(0, 1_000_000)))
     ctx.choice("threshold", cfg.n // 2)  # a choice the build made, listed in the manifest
-    fig = Figure(figsize=(1, 1))  # no pyplot: nothing global is touched
-    fig.add_subplot().plot(values)
-    ctx.figure("line", fig, dpi=20)
-    ctx.table("values", [{"i": i, "square": i * i} for i in values])
+    ctx.array("values", values)
     ctx.save("vector", values)
+
+
+def draw(ctx: DrawContext) -> None:
+    """One small figure and a table of the values, and a derived number."""
+    values = ctx.array("values")
+    ctx.figure("line", plots.line(values), dpi=20)
+    ctx.table("values", [{"i": int(i), "square": int(i * i)} for i in values])
+    ctx.metric("squares_total", int((values ** 2).sum()))

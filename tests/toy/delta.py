@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-from report import Analysis, Context
+from report import Analysis, ComputeContext, DrawContext
 
 ANALYSIS = Analysis(name="delta")
 
 
-def run(ctx: Context) -> None:
+def compute(ctx: ComputeContext) -> None:
     """Record the size of the (toy) dataset."""
     ctx.metric("data_size", len(ctx.data))
+
+
+def draw(ctx: DrawContext) -> None:
+    """Nothing to draw."""

@@ -1,6 +1,6 @@
 """Toy analysis that can block mid-run, to kill or interrupt a build while it works.
 
-With $TOY_BLOCK_DIR set it writes an asset (a partial artifact in its staging folder), then
+With $TOY_BLOCK_DIR set it writes an array (a partial result in its staging folder), then
 `started-<pid>` in that folder, and waits until a file `release` appears there (60 s at most).
 """
 
@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from report import Analysis, Context
+from report import Analysis, ComputeContext, DrawContext
 
 
 @dataclass(frozen=True)
@@ -24,9 +24,9 @@ class Config:
 ANALYSIS = Analysis(name="slow", requires=("alpha",), config=Config())
 
 
-def run(ctx: Context) -> None:
+def compute(ctx: ComputeContext) -> None:
     """Optionally block until released, then record the version."""
-    ctx.asset("partial.txt", "written before blocking")
+    ctx.array("partial", [1])  # written before blocking
     block = os.environ.get("TOY_BLOCK_DIR")
     if block:
         Path(block, f"started-{os.getpid()}").write_text("")
@@ -37,3 +37,7 @@ def run(ctx: Context) -> None:
             time.sleep(0.02)
     ctx.metric("version", ctx.cfg.version)
     ctx.metric("n_alpha", ctx.metric_of("alpha", "n"))
+
+
+def draw(ctx: DrawContext) -> None:
+    """Nothing to draw."""

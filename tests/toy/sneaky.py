@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-from report import Analysis, Context
+from report import Analysis, ComputeContext, DrawContext
 
 ANALYSIS = Analysis(name="sneaky")
 
 
-def run(ctx: Context) -> None:
+def compute(ctx: ComputeContext) -> None:
     """Load an undeclared upstream's object."""
     ctx.metric("vector", ctx.load("alpha", "vector"))
+
+
+def draw(ctx: DrawContext) -> None:
+    """Nothing to draw."""
