@@ -22,7 +22,6 @@ load average ~7.5, so absolute numbers are low and noisy; the ratios held across
 from __future__ import annotations
 
 import copy
-import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -31,7 +30,7 @@ from torch import nn
 from torch.func import functional_call, vmap
 from torch.nn import functional as F
 
-from digits.training import (History, TrainSpec, autocast, evaluate, make_optimizer,
+from digits.training import (EpochLog, History, TrainSpec, autocast, make_optimizer,
                              make_scheduler, to_input, train)
 
 MODES = ("auto", "sequential", "concurrent")
@@ -125,77 +124,59 @@ def train_concurrently(
     optimizers = [make_optimizer(s, m.parameters()) for s, m in zip(specs, models)]
     steps_per_epoch = -(-n // batch_size)
     schedulers = [make_scheduler(s, o, epochs * steps_per_epoch) for s, o in zip(specs, optimizers)]
-    smoothing = torch.tensor([s.label_smoothing for s in specs])
-    same_smoothing = bool((smoothing == smoothing[0]).all())
 
     def forward(params: dict, buffers: dict, x: torch.Tensor) -> torch.Tensor:
         return functional_call(skeleton, (params, buffers), (x,))
 
     batched = vmap(forward)
-    histories = [History() for _ in models]
+    log = EpochLog(k, n, device)
     bar = progress(total=epochs * steps_per_epoch, desc=desc) if progress else None
-    step, seen, seconds = 0, 0, 0.0
     for epoch in range(1, epochs + 1):
         for model in models:
             model.train()
-        loss_sum = torch.zeros(k, device=device)
-        correct = torch.zeros(k, device=device, dtype=torch.long)
         # The permutation each model's `train` call would draw: same generator, same order.
         order = torch.stack([torch.randperm(n, generator=g) for g in generators]).to(device)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        for first in range(0, n, batch_size):
-            index = order[:, first:first + batch_size]  # [K, b]
-            b = index.shape[1]
-            x = to_input(images[index].flatten(0, 1)).reshape(k, b, 1, *images.shape[1:])
-            y = labels[index]
-            params = {name: torch.stack(p) for name, p in param_lists.items()}
-            buffers = {name: torch.stack(v) for name, v in buffer_lists.items()}
-            with autocast(device):
-                logits = batched(params, buffers, x).float()  # [K, b, 10]
-            if same_smoothing:
-                losses = F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none",
-                                         label_smoothing=specs[0].label_smoothing)
-                losses = losses.view(k, b).mean(1)
-            else:
-                losses = torch.stack([F.cross_entropy(logits[i], y[i],
-                                                      label_smoothing=specs[i].label_smoothing)
-                                      for i in range(k)])
-            for optimizer in optimizers:
-                optimizer.zero_grad(set_to_none=True)
-            # The models are independent, so d(sum)/d(theta_i) = d(loss_i)/d(theta_i).
-            losses.sum().backward()
-            for optimizer in optimizers:
-                optimizer.step()
-            for scheduler in schedulers:
-                if scheduler is not None:
-                    scheduler.step()
-            loss_sum += losses.detach() * b
-            correct += (logits.argmax(2) == y).sum(1)
-            seen += b
-            step += 1
-            if bar is not None:
-                bar.update(1)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        seconds += time.perf_counter() - start
-        losses_cpu, correct_cpu = loss_sum.tolist(), correct.tolist()
-        for i, (model, history) in enumerate(zip(models, histories)):
-            history.epochs.append(epoch)
-            history.train_loss.append(losses_cpu[i] / n)
-            history.train_acc.append(correct_cpu[i] / n)
-            for name, (eval_x, eval_y) in (eval_sets or {}).items():
-                result = evaluate(model, eval_x, eval_y, specs[i].eval_batch_size)
-                history.eval_loss.setdefault(name, []).append(result.loss)
-                history.eval_acc.setdefault(name, []).append(result.accuracy)
+        with log.epoch(epoch):
+            for first in range(0, n, batch_size):
+                index = order[:, first:first + batch_size]  # [K, b]
+                b = index.shape[1]
+                x = to_input(images[index].flatten(0, 1)).reshape(k, b, 1, *images.shape[1:])
+                y = labels[index]
+                params = {name: torch.stack(p) for name, p in param_lists.items()}
+                buffers = {name: torch.stack(v) for name, v in buffer_lists.items()}
+                with autocast(device):
+                    logits = batched(params, buffers, x).float()  # [K, b, 10]
+                losses = _losses(logits, y, specs)
+                for optimizer in optimizers:
+                    optimizer.zero_grad(set_to_none=True)
+                # The models are independent, so d(sum)/d(theta_i) = d(loss_i)/d(theta_i).
+                losses.sum().backward()
+                for optimizer in optimizers:
+                    optimizer.step()
+                for scheduler in schedulers:
+                    if scheduler is not None:
+                        scheduler.step()
+                log.step(losses, logits, y)
+                if bar is not None:
+                    bar.update(1)
+        log.evaluate(models, eval_sets, [s.eval_batch_size for s in specs])
         if bar is not None:
-            bar.set_postfix(loss=f"{sum(losses_cpu) / (k * n):.4f}")
+            mean = sum(h.train_loss[-1] for h in log.histories) / k
+            bar.set_postfix(loss=f"{mean:.4f}")
     if bar is not None:
         bar.close()
-    for history in histories:
-        # Wall time is shared by the group; images/s is per model (x K for the group's total).
-        history.seconds = seconds
-        history.steps = step
-        history.images_per_second = seen / seconds if seconds else 0.0
-    return histories
+    # Wall time is shared by the group; images/s is per model (x K for the group's total).
+    return log.finish()
+
+
+def _losses(logits: torch.Tensor, labels: torch.Tensor,
+            specs: Sequence[TrainSpec]) -> torch.Tensor:
+    """Each model's mean cross-entropy [K] of logits [K, b, C] against labels [K, b]."""
+    smoothing = {s.label_smoothing for s in specs}
+    if len(smoothing) == 1:  # one call for the group
+        losses = F.cross_entropy(logits.flatten(0, 1), labels.flatten(), reduction="none",
+                                 label_smoothing=smoothing.pop())
+        return losses.view(labels.shape).mean(1)
+    return torch.stack([F.cross_entropy(logits[i], labels[i],
+                                        label_smoothing=spec.label_smoothing)
+                        for i, spec in enumerate(specs)])

@@ -1,18 +1,31 @@
 """The training core: batches from tensors on the device, per-epoch curves, hooks for later sections.
 
+Every training loop of the project runs through here: `train` for networks on uint8 images and,
+with an `inputs` transform, a given optimizer and `amp`/`train_mode` switches, the transfer
+section's heads on stored features, its fine-tuning on stored trunk maps and its recomputing
+epoch (digits.features); `digits.parallel` fills its curves through the same `EpochLog`. All of
+them score through one evaluator, `predict_logits` then `score`.
+
 Images stay uint8 on the device (47 MB for the training set) and are converted per batch, which
 on 2 CPU cores trained the two-conv network 1.7x faster than a DataLoader (ARCHITECTURE.md,
 "Facts"). On CUDA the step runs under bf16 autocast with channels-last tensors. On a CPU with
 native bf16 (AVX512-BF16 or AMX) it runs under bf16 autocast too (1.65-2.07x the training
 throughput of float32 on 2 cores: `python -m bench --only precision`); elsewhere in float32.
 Either way a CPU run is bit-reproducible on the same machine.
+
+A step reads nothing back from the device: the running loss and accuracy stay there and are
+read once per epoch, so on a GPU the host queues step after step without waiting. Per step of
+`train` (`python bench/launches.py`: torch.profiler on the CPU, bf16 autocast), Model2 at
+batch 32 makes 255 aten calls of which 45 launch kernels, BestCNN at batch 128 with
+RandomAffine 555 and 98; neither reads a value back. The same before and after the loops
+below were merged into this one.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
-from contextlib import nullcontext
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,8 +57,9 @@ class TrainSpec:
 class History:
     """Per-epoch curves of one run, plus timing.
 
-    train_loss/train_acc are running means over the epoch's batches as trained (train mode:
-    dropout on, augmented inputs); eval_* come from `evaluate` after the epoch, in eval mode.
+    train_loss/train_acc are running means over the epoch's batches as trained (train mode,
+    unless `train(train_mode=False)`: dropout on, augmented inputs); eval_* come from `evaluate`
+    after the epoch, in eval mode.
     `seconds` and `images_per_second` count the training steps only, not the evaluations.
     """
 
@@ -136,9 +150,10 @@ def bf16(device: torch.device) -> bool:
     return device.type == "cuda" or (device.type == "cpu" and cpu_bf16())
 
 
-def autocast(device: torch.device) -> Any:
-    """bf16 autocast on CUDA and on CPUs with native bf16; nothing (float32) elsewhere."""
-    if bf16(device):
+def autocast(device: torch.device, enabled: bool = True) -> Any:
+    """bf16 autocast on CUDA and on CPUs with native bf16; nothing (float32) elsewhere or when
+    not `enabled`."""
+    if enabled and bf16(device):
         return torch.autocast(device.type, dtype=torch.bfloat16)
     return nullcontext()
 
@@ -154,15 +169,21 @@ class Evaluation:
 
 
 @torch.no_grad()
-def predict_logits(model: nn.Module, images: torch.Tensor, batch_size: int = 2_000) -> torch.Tensor:
-    """Logits for every image, in eval mode, as float32 [N, 10] on the images' device."""
+def predict_logits(model: nn.Module, images: torch.Tensor, batch_size: int = 2_000, *,
+                   inputs: Callable[[torch.Tensor], torch.Tensor] = to_input,
+                   amp: bool = True) -> torch.Tensor:
+    """Logits for every example, in eval mode, as float32 [N, C] on the examples' device.
+
+    `inputs` turns a batch into the model's input: `to_input` for uint8 images, `nn.Identity()`
+    for stored features or trunk maps. `amp=False` runs in float32 even where `autocast` is bf16.
+    """
     was_training = model.training
     model.eval()
     device = images.device
     out = []
     for start in range(0, images.shape[0], batch_size):
-        with autocast(device):
-            out.append(model(to_input(images[start:start + batch_size])).float())
+        with autocast(device, amp):
+            out.append(model(inputs(images[start:start + batch_size])).float())
     model.train(was_training)
     return torch.cat(out) if out else torch.empty(0, 10, device=device)
 
@@ -176,9 +197,82 @@ def score(logits: torch.Tensor, labels: torch.Tensor) -> Evaluation:
 
 
 def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
-             batch_size: int = 2_000) -> Evaluation:
+             batch_size: int = 2_000, *, inputs: Callable[[torch.Tensor], torch.Tensor] = to_input,
+             amp: bool = True) -> Evaluation:
     """Mean cross-entropy and accuracy over all `images` (no batch-count rounding)."""
-    return score(predict_logits(model, images, batch_size), labels)
+    return score(predict_logits(model, images, batch_size, inputs=inputs, amp=amp), labels)
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work (CUDA), so that wall time covers it; no-op elsewhere."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class EpochLog:
+    """Fills the Histories of K models trained side by side (K = 1 for `train`), epoch by epoch.
+
+    Each step adds its mean loss(es) and correct counts to sums held on the device; they are
+    read once per epoch, since a read per step would make the host wait for the device every
+    batch. Seconds and images/s count the steps inside `epoch()` only, not the evaluations.
+    """
+
+    def __init__(self, k: int, n: int, device: torch.device) -> None:
+        self.histories = [History() for _ in range(k)]
+        self.n, self.device = n, device
+        self.seconds, self.seen, self.steps = 0.0, 0, 0
+        self.loss_sum = torch.zeros(k, device=device)
+        self.correct = torch.zeros(k, device=device, dtype=torch.long)
+
+    @contextmanager
+    def epoch(self, number: int) -> Iterator[None]:
+        """Time the steps run inside; then append epoch `number`'s train loss and accuracy."""
+        self.loss_sum.zero_()
+        self.correct.zero_()
+        synchronize(self.device)
+        start = time.perf_counter()
+        yield
+        synchronize(self.device)
+        self.seconds += time.perf_counter() - start
+        for history, loss, correct in zip(self.histories, self.loss_sum.tolist(),
+                                          self.correct.tolist()):
+            history.epochs.append(number)
+            history.train_loss.append(loss / self.n)
+            history.train_acc.append(correct / self.n)
+
+    def step(self, loss: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor) -> None:
+        """Add one step: mean losses [K] (or one, []), logits [K, B, C] or [B, C], labels."""
+        batch = labels.shape[-1]
+        self.loss_sum += loss.detach() * batch
+        self.correct += (logits.argmax(-1) == labels).sum(-1)
+        self.seen += batch
+        self.steps += 1
+
+    def evaluate(self, models: Sequence[nn.Module],
+                 eval_sets: Mapping[str, tuple[torch.Tensor, torch.Tensor]] | None,
+                 batch_sizes: Sequence[int], **kwargs: Any) -> None:
+        """Score every eval set with each model (kwargs go to `evaluate`) into its History."""
+        for model, history, batch_size in zip(models, self.histories, batch_sizes):
+            for name, (eval_x, eval_y) in (eval_sets or {}).items():
+                result = evaluate(model, eval_x, eval_y, batch_size, **kwargs)
+                history.eval_loss.setdefault(name, []).append(result.loss)
+                history.eval_acc.setdefault(name, []).append(result.accuracy)
+
+    def finish(self) -> list[History]:
+        """The histories, with the steps' wall time, step count and images/s (per model)."""
+        for history in self.histories:
+            history.seconds = self.seconds
+            history.steps = self.steps
+            history.images_per_second = self.seen / self.seconds if self.seconds else 0.0
+        return self.histories
+
+
+def _call(callbacks: Sequence[Any], hook: str, *args: Any) -> None:
+    """Call `hook(*args)` on every callback that defines it."""
+    for callback in callbacks:
+        method = getattr(callback, hook, None)
+        if method is not None:
+            method(*args)
 
 
 def train(
@@ -188,88 +282,66 @@ def train(
     spec: TrainSpec,
     *,
     generator: torch.Generator,
-    eval_sets: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None,
+    eval_sets: Mapping[str, tuple[torch.Tensor, torch.Tensor]] | None = None,
     callbacks: Sequence[Any] = (),
     augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None,
     progress: Callable[..., Any] | None = None,
     desc: str = "train",
+    optimizer: torch.optim.Optimizer | None = None,
+    inputs: Callable[[torch.Tensor], torch.Tensor] = to_input,
+    amp: bool = True,
+    train_mode: bool = True,
 ) -> History:
-    """Train `model` in place on uint8 images held on their device; evaluate after each epoch.
+    """Train `model` in place on examples held on their device; evaluate after each epoch.
 
-    `augment` maps a float batch [B, 1, 28, 28] to an augmented one on the same device.
-    `callbacks` may define any of `after_backward(step, epoch, model)` (gradients populated,
-    before the optimizer steps), `after_step(step, epoch, model)` and
-    `on_epoch_end(epoch, model, history)`; `step` counts from 1 and `epoch` is fractional.
-    `progress` is a tqdm-like factory (e.g. ctx.progress) given total steps and desc.
+    `inputs` turns a batch of `images` into the model's input (`to_input` for uint8 images;
+    `nn.Identity()` for stored features; any frozen transform), `augment` then maps it to an
+    augmented one on the same device. `optimizer` replaces `make_optimizer(spec, ...)` (spec's
+    optimizer, lr, momentum and weight decay are then not read). `amp=False` keeps float32 where
+    `autocast` would be bf16. `train_mode=False` trains in eval mode (dropout off: the
+    original's mistake with its head). `callbacks` may define any of `after_backward(step,
+    epoch, model)` (gradients populated, before the optimizer steps), `after_step(step, epoch,
+    model)` and `on_epoch_end(epoch, model, history)`; `step` counts from 1 and `epoch` is
+    fractional. `progress` is a tqdm-like factory (e.g. ctx.progress) given total steps and desc.
     """
     device = images.device
     model.to(device)
     if device.type == "cuda":
         model.to(memory_format=torch.channels_last)
-    optimizer = make_optimizer(spec, model.parameters())
+    if optimizer is None:
+        optimizer = make_optimizer(spec, model.parameters())
     steps_per_epoch = -(-images.shape[0] // spec.batch_size)
     scheduler = make_scheduler(spec, optimizer, spec.epochs * steps_per_epoch)
-    history = History()
+    log = EpochLog(1, images.shape[0], device)
+    history = log.histories[0]
     bar = progress(total=spec.epochs * steps_per_epoch, desc=desc) if progress else None
-    step = 0
-    seen = 0
-    train_seconds = 0.0
     for epoch in range(1, spec.epochs + 1):
-        model.train()
-        loss_sum = torch.zeros((), device=device)
-        correct = torch.zeros((), device=device, dtype=torch.long)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        for batch_images, batch_labels in iterate_batches(images, labels, spec.batch_size,
-                                                          generator=generator):
-            x = to_input(batch_images)
-            if augment is not None:
-                x = augment(x, generator)
-            with autocast(device):
-                logits = model(x)
-                loss = F.cross_entropy(logits.float(), batch_labels,
-                                       label_smoothing=spec.label_smoothing)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            step += 1
-            for callback in callbacks:
-                hook = getattr(callback, "after_backward", None)
-                if hook is not None:
-                    hook(step, step / steps_per_epoch, model)
-            optimizer.step()
-            if scheduler is not None:
-                scheduler.step()
-            for callback in callbacks:
-                hook = getattr(callback, "after_step", None)
-                if hook is not None:
-                    hook(step, step / steps_per_epoch, model)
-            # Accumulate on the device: a .item() per step would synchronise every batch.
-            loss_sum += loss.detach() * batch_labels.shape[0]
-            correct += (logits.argmax(1) == batch_labels).sum()
-            seen += batch_labels.shape[0]
-            if bar is not None:
-                bar.update(1)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        train_seconds += time.perf_counter() - start
-        history.epochs.append(epoch)
-        history.train_loss.append(loss_sum.item() / images.shape[0])
-        history.train_acc.append(correct.item() / images.shape[0])
-        for name, (eval_x, eval_y) in (eval_sets or {}).items():
-            result = evaluate(model, eval_x, eval_y, spec.eval_batch_size)
-            history.eval_loss.setdefault(name, []).append(result.loss)
-            history.eval_acc.setdefault(name, []).append(result.accuracy)
-        for callback in callbacks:
-            hook = getattr(callback, "on_epoch_end", None)
-            if hook is not None:
-                hook(epoch, model, history)
+        model.train(train_mode)
+        with log.epoch(epoch):
+            for batch_images, batch_labels in iterate_batches(images, labels, spec.batch_size,
+                                                              generator=generator):
+                x = inputs(batch_images)
+                if augment is not None:
+                    x = augment(x, generator)
+                with autocast(device, amp):
+                    logits = model(x)
+                    loss = F.cross_entropy(logits.float(), batch_labels,
+                                           label_smoothing=spec.label_smoothing)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                log.step(loss, logits, batch_labels)
+                _call(callbacks, "after_backward", log.steps, log.steps / steps_per_epoch, model)
+                optimizer.step()
+                if scheduler is not None:
+                    scheduler.step()
+                _call(callbacks, "after_step", log.steps, log.steps / steps_per_epoch, model)
+                if bar is not None:
+                    bar.update(1)
+        log.evaluate([model], eval_sets, [spec.eval_batch_size], inputs=inputs, amp=amp)
+        _call(callbacks, "on_epoch_end", epoch, model, history)
         if bar is not None:
             shown = {k: f"{v[-1]:.4f}" for k, v in history.eval_acc.items()}
             bar.set_postfix(loss=f"{history.train_loss[-1]:.4f}", **shown)
     if bar is not None:
         bar.close()
-    history.seconds = train_seconds
-    history.steps = step
-    history.images_per_second = seen / train_seconds if train_seconds else 0.0
-    return history
+    return log.finish()[0]

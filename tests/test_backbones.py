@@ -6,10 +6,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from torch.nn import functional as F
 
 from digits import backbones as b
 from digits import features as f
-from digits.training import autocast
+from digits.data import iterate_batches
+from digits.training import TrainSpec, autocast, train
 from report.errors import UserError
 
 
@@ -157,10 +159,12 @@ def test_extractor_parameters_do_not_change_in_training(lite: b.Backbone) -> Non
     images, labels = digits(40)
     before = {k: v.clone() for k, v in lite.extractor.state_dict().items()}
     head = f.make_head(lite.extractor.feature_dim, lite.head_dropout)
+    head_before = [p.clone() for p in head.parameters()]
     seconds = f.recompute_epoch(lite.extractor, head, images, labels, size=32, normalise=True,
                                 batch_size=16, lr=1e-3,
                                 generator=torch.Generator().manual_seed(0))
     assert seconds > 0
+    assert not all(torch.equal(a, b) for a, b in zip(head_before, head.parameters()))
     features = f.extract(lite.extractor, images, 32)
     f.train_head(head, features, labels, epochs=2, batch_size=16, lr=1e-3,
                  generator=torch.Generator().manual_seed(1))
@@ -186,6 +190,70 @@ def test_train_head_learns_and_eval_mode_switches_dropout_off() -> None:
     assert f.epochs_for(100, 128, 10, 300) == 300 and f.epochs_for(60_000, 128, 10, 300) == 10
 
 
+def separable(n: int = 200, dim: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
+    """Feature vectors whose label is the coordinate raised by 1, plus noise."""
+    g = torch.Generator().manual_seed(0)
+    labels = torch.arange(n) % 10
+    features = torch.randn(n, dim, generator=g) * 0.5
+    features[torch.arange(n), labels] += 1.0
+    return features, labels
+
+
+def test_train_head_is_the_training_core_and_matches_a_plain_loop() -> None:
+    features, labels = separable()
+    sets = {"test": (features[:50], labels[:50])}
+    torch.manual_seed(0)
+    head = f.make_head(16, 0.5)
+    got = f.train_head(head, features, labels, epochs=3, batch_size=32, lr=0.01,
+                       generator=torch.Generator().manual_seed(1), eval_sets=sets)
+    # The same run through `train` directly fills History identically.
+    torch.manual_seed(0)
+    core_head = f.make_head(16, 0.5)
+    core = train(core_head, features, labels,
+                 TrainSpec(epochs=3, batch_size=32, eval_batch_size=f.HEAD_EVAL_BATCH),
+                 generator=torch.Generator().manual_seed(1), eval_sets=sets,
+                 optimizer=torch.optim.Adam(core_head.parameters(), lr=0.01),
+                 inputs=torch.nn.Identity(), amp=False)
+    timing = ("seconds", "images_per_second")
+    assert {k: v for k, v in got.as_dict().items() if k not in timing} == \
+        {k: v for k, v in core.as_dict().items() if k not in timing}
+    # And both are what a plain Adam loop over the same batches gives.
+    torch.manual_seed(0)
+    plain = f.make_head(16, 0.5)
+    optimizer = torch.optim.Adam(plain.parameters(), lr=0.01)
+    order = torch.Generator().manual_seed(1)
+    for epoch in range(3):
+        total = 0.0
+        for x, y in iterate_batches(features, labels, 32, generator=order):
+            loss = F.cross_entropy(plain(x), y)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            total += loss.item() * y.shape[0]
+        assert got.train_loss[epoch] == pytest.approx(total / 200, rel=1e-6)
+    assert all(torch.equal(a, b) for a, b in zip(head.parameters(), plain.parameters()))
+    plain.eval()
+    with torch.no_grad():
+        accuracy = (plain(features[:50]).argmax(1) == labels[:50]).sum().item() / 50
+    assert got.eval_acc["test"][-1] == accuracy
+    assert got.steps == 3 * 7  # ceil(200 / 32) steps an epoch
+
+
+def test_train_head_eval_mode_really_keeps_dropout_off() -> None:
+    features, labels = separable()
+    gaps = {}
+    for eval_mode in (False, True):
+        torch.manual_seed(0)
+        head = f.make_head(16, 0.9)
+        # lr 0: the weights never move, so only dropout can part the running train loss
+        # from the loss the same weights give in eval mode.
+        history = f.train_head(head, features, labels, epochs=1, batch_size=32, lr=0.0,
+                               generator=torch.Generator().manual_seed(1),
+                               eval_sets={"train": (features, labels)}, eval_mode=eval_mode)
+        gaps[eval_mode] = abs(history.train_loss[0] - history.eval_loss["train"][0])
+    assert gaps[True] < 1e-5 and gaps[False] > 0.1
+
+
 def test_fine_tuning_changes_only_the_last_block(lite: b.Backbone) -> None:
     import copy
 
@@ -193,12 +261,18 @@ def test_fine_tuning_changes_only_the_last_block(lite: b.Backbone) -> None:
     extractor = copy.deepcopy(lite.extractor)
     block = {id(p) for p in extractor.last_block()}
     before = {n: p.clone() for n, p in extractor.named_parameters()}
+    statistics = {n: v.clone() for n, v in extractor.named_buffers()}
+    assert any("running_var" in n for n in statistics)  # it has batch norms to keep
     maps = f.trunk_maps(extractor, images, 32)
     model = f.FineTuned(extractor, f.make_head(1280, 0.2))
     history = f.fine_tune(model, maps, labels, epochs=1, batch_size=10, lr=1e-3, block_lr=1e-3,
                           generator=torch.Generator().manual_seed(0),
                           eval_sets={"test": (maps, labels)})
-    assert len(history.eval_acc["test"]) == 1
+    assert len(history.eval_acc["test"]) == 1 and history.steps == 2
+    # Batch norms in eval mode throughout: every running statistic is the ImageNet one.
+    for name, value in extractor.named_buffers():
+        assert torch.equal(statistics[name], value), name
+    assert model.head.training and not extractor.training
     for name, p in extractor.named_parameters():
         if id(p) not in block:  # everything before the last block is untouched
             assert torch.equal(before[name], p), name

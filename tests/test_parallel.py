@@ -66,6 +66,10 @@ def test_concurrent_matches_sequential(monkeypatch: pytest.MonkeyPatch) -> None:
             torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-5, msg=name)
     for a, b in zip(seq_hist, con_hist):
         assert a.epochs == b.epochs == [1, 2]
+        # The same bookkeeping (digits.training.EpochLog): 8 steps of 16 (the last 8) an epoch.
+        assert a.steps == b.steps == 16
+        assert len(b.eval_loss["val"]) == 2 and b.seconds > 0
+        assert b.images_per_second == pytest.approx(2 * 120 / b.seconds)
         assert a.train_loss == pytest.approx(b.train_loss, rel=1e-4)
         assert a.train_acc == pytest.approx(b.train_acc, abs=1 / 120 + 1e-9)
         assert a.eval_acc["val"] == pytest.approx(b.eval_acc["val"], abs=1 / 40 + 1e-9)

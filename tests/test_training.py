@@ -1,4 +1,5 @@
-"""digits.training: loss goes down, counts are exact, seeds reproduce, hooks and schedules work."""
+"""digits.training: loss goes down, counts are exact, seeds reproduce, hooks and schedules work,
+the per-epoch bookkeeping is right and a step reads nothing back from the device."""
 
 from __future__ import annotations
 
@@ -6,11 +7,12 @@ import pytest
 import torch
 from torch import nn
 from torch.nn import functional as F
+from torch.profiler import ProfilerActivity, profile
 
 from digits import training
 from digits.augment import RandomAffine
 from digits.models import BestCNN
-from digits.training import (TrainSpec, evaluate, make_optimizer, make_scheduler,
+from digits.training import (EpochLog, TrainSpec, evaluate, make_optimizer, make_scheduler,
                              predict_logits, to_input, train)
 
 
@@ -78,6 +80,100 @@ def test_predict_logits_uses_eval_mode_and_restores_it() -> None:
     b = predict_logits(model, images)
     assert torch.equal(a, b)  # dropout off: deterministic
     assert model.training
+
+
+def test_predict_logits_takes_any_input_transform_and_precision(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(training, "cpu_bf16", lambda: True)  # autocast would be bf16
+    torch.manual_seed(0)
+    layer = nn.Linear(16, 10)
+    features = torch.randn(50, 16)
+    with torch.no_grad():
+        expected = layer(features)
+    # One batch: a float32 matmul's last bits can depend on the number of rows.
+    plain = predict_logits(layer, features, batch_size=64, inputs=nn.Identity(), amp=False)
+    assert torch.equal(plain, expected)
+    mixed = predict_logits(layer, features, batch_size=64, inputs=nn.Identity())
+    assert mixed.dtype == torch.float32 and not torch.equal(mixed, expected)  # bf16 rounding
+    result = evaluate(layer, features, expected.argmax(1), inputs=nn.Identity(), amp=False)
+    assert (result.correct, result.total, result.accuracy) == (50, 50, 1.0)
+
+
+def test_epoch_log_fills_histories_from_device_sums() -> None:
+    log = EpochLog(2, n=5, device=torch.device("cpu"))
+    labels = torch.tensor([[0, 1, 2], [0, 1, 2]])
+    hit = torch.eye(3).expand(2, 3, 3)  # logits whose argmax is each label
+    miss = hit.roll(1, dims=2)
+    with log.epoch(1):
+        log.step(torch.tensor([1.0, 2.0]), torch.stack([hit[0], miss[1]]), labels)
+        log.step(torch.tensor([4.0, 0.5]), hit[:, :2], labels[:, :2])
+    with log.epoch(2):
+        log.step(torch.tensor([0.0, 1.0]), hit, labels)
+    first, second = log.finish()
+    assert first.epochs == second.epochs == [1, 2]
+    # Means weighted by batch size over the n = 5 examples: (1 * 3 + 4 * 2) / 5, ...
+    assert first.train_loss == pytest.approx([11 / 5, 0.0])
+    assert second.train_loss == pytest.approx([7 / 5, 3 / 5])
+    assert first.train_acc == [1.0, 3 / 5] and second.train_acc == [2 / 5, 3 / 5]
+    assert first.steps == second.steps == 3
+    assert first.seconds == second.seconds > 0
+    assert first.images_per_second == pytest.approx(8 / first.seconds)
+
+
+def reads_per_epoch(steps: int, monkeypatch: pytest.MonkeyPatch) -> int:
+    """Reads of tensor values (.item(), `if tensor`, .tolist(), .cpu(), .numpy()) in one epoch
+    of `train`: the profiler sees the first two, and counting wrappers the last three, which
+    copy nothing from a CPU tensor."""
+    calls = []
+    for name in ("tolist", "cpu", "numpy"):
+        original = getattr(torch.Tensor, name)
+
+        def counted(self: torch.Tensor, *args: object, _original=original, **kwargs: object):
+            calls.append(1)
+            return _original(self, *args, **kwargs)
+
+        monkeypatch.setattr(torch.Tensor, name, counted)
+    images, labels = toy_task(16 * steps)
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        train(tiny_mlp(), images, labels, TrainSpec(epochs=1, batch_size=16),
+              generator=torch.Generator().manual_seed(0))
+    monkeypatch.undo()
+    return len(calls) + sum(e.name == "aten::_local_scalar_dense" for e in prof.events())
+
+
+def test_a_step_reads_nothing_back_from_the_device(monkeypatch: pytest.MonkeyPatch) -> None:
+    # On a GPU each read waits for every queued step; per-epoch reads cancel in the difference.
+    assert reads_per_epoch(6, monkeypatch) == reads_per_epoch(3, monkeypatch) > 0
+
+
+def test_a_given_optimizer_and_input_transform_replace_the_defaults() -> None:
+    torch.manual_seed(0)
+    layer = nn.Linear(16, 4)
+    before = [p.clone() for p in layer.parameters()]
+    features, labels = torch.randn(40, 16), torch.arange(40) % 4
+    spec = TrainSpec(epochs=1, batch_size=8, lr=0.5)  # spec's SGD at 0.5 would move the weights
+    frozen = torch.optim.SGD(layer.parameters(), lr=0.0)
+    history = train(layer, features, labels, spec, generator=torch.Generator().manual_seed(0),
+                    optimizer=frozen, inputs=nn.Identity(), amp=False,
+                    eval_sets={"train": (features, labels)})
+    assert all(torch.equal(a, b) for a, b in zip(before, layer.parameters()))
+    # Unchanged weights, no dropout: the running train loss is the evaluated loss.
+    assert history.train_loss[0] == pytest.approx(history.eval_loss["train"][0], rel=1e-6)
+
+
+def test_train_mode_false_trains_with_dropout_off() -> None:
+    images, labels = toy_task(64)
+    losses = {}
+    for train_mode in (True, False):
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Flatten(), nn.Dropout(0.9), nn.Linear(784, 10))
+        history = train(model, images, labels, TrainSpec(epochs=1, batch_size=16, lr=0.0),
+                        generator=torch.Generator().manual_seed(0),
+                        eval_sets={"train": (images, labels)}, train_mode=train_mode)
+        assert model.training is train_mode
+        losses[train_mode] = (history.train_loss[0], history.eval_loss["train"][0])
+    assert losses[False][0] == pytest.approx(losses[False][1], rel=1e-5)
+    assert losses[True][0] != pytest.approx(losses[True][1], rel=1e-2)  # dropout was on
 
 
 def train_small(seed: int, data_seed: int = 0) -> dict[str, torch.Tensor]:

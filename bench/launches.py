@@ -1,0 +1,130 @@
+"""Operator calls and host reads per training step of `digits.training.train`, on the CPU.
+
+A GPU runs one batch of 32 through Model2 in microseconds of arithmetic, so its step time is
+set by how many kernels the host launches and whether it waits for the device in between. This
+counts both with torch.profiler on the CPU (no GPU needed), for Model2 at batch 32 and BestCNN
+at batch 128 with RandomAffine augmentation, under the autocast the build uses on this machine:
+
+- `ops`: every aten operator call (outer calls and the calls they make);
+- `launches`: the outermost aten calls (those Python or the autograd engine make) less views,
+  metadata and allocations: each launches at least one kernel on a GPU, most exactly one;
+- `reads`: aten::_local_scalar_dense, what .item() and `if tensor:` run: on a GPU each one
+  waits for the device. Reads of CPU tensors (optimizer step counters) count too but do not
+  wait for a GPU; .tolist() and .cpu() copy nothing from a CPU tensor and are not seen here
+  (tests/test_training.py counts them with wrappers).
+
+Per step = (an epoch of 2S steps - an epoch of S steps) / S, so per-epoch work cancels.
+
+Measured with torch 2.14.1 on 2 CPU cores with AVX512-BF16, the same before and after
+digits.training took over the head, fine-tuning and concurrent loops (bf16 autocast; float32
+with --float32 in brackets):
+
+    model                ops        launches   reads
+    Model2, batch 32     255 (176)  45 (36)    0
+    BestCNN, batch 128   555 (480)  98 (90)    0
+
+`train` reads nothing back per step, before and after: its sums stay on the device and are read
+once per epoch. Run: `python bench/launches.py [--steps S] [--float32]` (about 10 s).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.profiler import ProfilerActivity, profile
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from digits import training  # noqa: E402
+from digits.augment import RandomAffine  # noqa: E402
+from digits.models import BestCNN, Model2  # noqa: E402
+from digits.training import TrainSpec, train  # noqa: E402
+
+# Calls that launch no kernel: views, metadata and allocations.
+NO_KERNEL = frozenset({
+    "aten::empty", "aten::empty_strided", "aten::empty_like", "aten::view", "aten::_unsafe_view",
+    "aten::as_strided", "aten::t", "aten::transpose", "aten::permute", "aten::expand",
+    "aten::unsqueeze", "aten::squeeze", "aten::slice", "aten::select", "aten::detach",
+    "aten::alias", "aten::_reshape_alias", "aten::reshape", "aten::lift_fresh",
+    "aten::resolve_conj", "aten::resolve_neg", "aten::result_type", "aten::numpy_T",
+    "aten::flatten", "aten::resize_", "aten::set_", "aten::contiguous"})
+
+CASES: dict[str, tuple[Callable[[], nn.Module], int, Callable | None]] = {
+    "Model2, batch 32": (Model2, 32, None),
+    "BestCNN, batch 128": (BestCNN, 128, RandomAffine()),
+}
+
+
+def outermost(event: Any) -> bool:
+    """Whether no aten call encloses `event`."""
+    parent = event.cpu_parent
+    while parent is not None:
+        if parent.name.startswith("aten::"):
+            return False
+        parent = parent.cpu_parent
+    return True
+
+
+def tally(events: list) -> Counter:
+    """ops, launches and reads among the profiler's events of one run."""
+    counts: Counter = Counter()
+    for event in events:
+        if not event.name.startswith("aten::"):
+            continue
+        counts["ops"] += 1
+        if event.name not in NO_KERNEL and outermost(event):
+            counts["launches"] += 1
+        if event.name == "aten::_local_scalar_dense":
+            counts["reads"] += 1
+    return counts
+
+
+def epoch_counts(make: Callable[[], nn.Module], batch: int, augment: Callable | None,
+                 steps: int) -> Counter:
+    """The tally of one epoch of `steps` steps of `train` (SGD, the default spec)."""
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (steps * batch, 28, 28), generator=g, dtype=torch.uint8)
+    labels = torch.randint(0, 10, (steps * batch,), generator=g)
+    torch.manual_seed(0)
+    model = make()
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        train(model, images, labels, TrainSpec(epochs=1, batch_size=batch),
+              generator=torch.Generator().manual_seed(1), augment=augment)
+    return tally(prof.events())
+
+
+def per_step(make: Callable[[], nn.Module], batch: int, augment: Callable | None,
+             steps: int) -> dict[str, float]:
+    """Counts per step: the difference between epochs of 2S and S steps, over S."""
+    short = epoch_counts(make, batch, augment, steps)
+    long = epoch_counts(make, batch, augment, 2 * steps)
+    return {key: (long[key] - short[key]) / steps for key in ("ops", "launches", "reads")}
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Print the per-step counts for each case."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--steps", type=int, default=4, help="S: steps in the shorter epoch")
+    parser.add_argument("--float32", action="store_true",
+                        help="train without bf16 autocast even where the CPU has native bf16")
+    args = parser.parse_args(argv)
+    if args.float32:
+        training.cpu_bf16 = lambda: False
+    torch.set_num_threads(1)
+    precision = "bf16 autocast" if training.bf16(torch.device("cpu")) else "float32"
+    print(f"per training step, CPU, {precision}, torch {torch.__version__}")
+    print(f"{'model':20} {'ops':>6} {'launches':>8} {'reads':>6}")
+    for name, (make, batch, augment) in CASES.items():
+        counts = per_step(make, batch, augment, args.steps)
+        print(f"{name:20} {counts['ops']:6g} {counts['launches']:8g} {counts['reads']:6g}")
+
+
+if __name__ == "__main__":
+    main()
