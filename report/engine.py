@@ -30,7 +30,7 @@ from report.errors import UserError
 from report.freeze import FrozenStore, code_environment
 from report.keys import PRESENTATION_MODULES, KeyInputs, Keys, why_changed
 from report.machine import cpu_capability
-from report.render import SectionView, render_site
+from report.render import SectionView, listing_title, render_site
 from report.workers import Job, Pool, WorkerFailed, run_job
 
 
@@ -326,7 +326,11 @@ class Builder:
                 (f"redraw: {outcome.draw_reason}" if drawn == "redraw" else "")
             if outcome.frozen_state == "unused":
                 note = "frozen entry of another profile"
-            rows.append({"name": s.name, "title": s.raw_title, "requires": s.analysis.requires,
+            metrics = {**outcome.manifest.get("metrics", {}),
+                       **outcome.draw_manifest.get("metrics", {})}
+            title = listing_title(s.prose, s.name, metrics,
+                                  self.section_config(s.name, outcome))
+            rows.append({"name": s.name, "title": title, "requires": s.analysis.requires,
                          "state": state, "profile": outcome.profile, "drawn": drawn,
                          "note": note})
         return rows

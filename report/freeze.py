@@ -1,9 +1,10 @@
 """Frozen results: analyses' entries committed to the repository and reused while the code matches.
 
-The idea of Quarto's `freeze`, split in DVC's stages. A cache entry's key includes the machine (device type, torch and
-numpy versions), so a GPU's results never match a laptop's key. A frozen entry is matched by its
-*code key* instead: the module sources, the config of the profile that made it, the code keys of
-its upstream analyses and the seed and dataset, but not the machine. A fresh clone therefore
+The idea of Quarto's `freeze`, split into DVC-like stages. A cache entry's key includes the
+machine (device type, torch and numpy versions), so a GPU's results never match a laptop's key.
+A frozen entry is matched by its *code key* instead (report/keys.py): the code its compute
+stage can run, the config of the profile that made it, the code keys of its upstream analyses
+and the seed and dataset, but not the machine. A fresh clone therefore
 renders a GPU's full-profile article in seconds, and an analysis whose code or config changed
 since it was frozen no longer matches and runs again with the profile the machine allows.
 

@@ -27,7 +27,13 @@ from pathlib import Path
 from typing import Any
 
 import markdown
-from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+from jinja2 import (
+    ChainableUndefined,
+    Environment,
+    FileSystemLoader,
+    StrictUndefined,
+    select_autoescape,
+)
 from markupsafe import Markup, escape
 
 from report.compare import AHEAD, BEHIND
@@ -188,6 +194,24 @@ def split_title(prose: str) -> tuple[str, str]:
     if first.startswith("# "):
         return first[2:].strip(), rest
     return "", prose
+
+
+def listing_title(prose: str, name: str, metrics: Mapping[str, Any] | None = None,
+                  cfg: Any = None) -> str:
+    """A section's title as plain text for `--list`: rendered from its metrics when they are
+    known, else with each expression shown as '…' and every condition taken as false."""
+    title, _ = split_title(prose)
+    if not title:
+        return name
+    if metrics:
+        strict = Environment(undefined=StrictUndefined)
+        strict.filters.update(FILTERS)
+        try:
+            return strict.from_string(title).render(m=metrics, cfg=cfg).strip() or name
+        except Exception:  # noqa: BLE001 - a title that needs more than the metrics
+            pass
+    loose = Environment(undefined=ChainableUndefined)
+    return loose.from_string(re.sub(r"\{\{.*?\}\}", "…", title)).render().strip() or name
 
 
 def reduced_text(view: SectionView, keys: Sequence[str]) -> str:

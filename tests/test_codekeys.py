@@ -95,7 +95,8 @@ def test_closure_follows_names_across_modules_and_nothing_else(root: Path) -> No
 @pytest.mark.parametrize("path, old, new", [
     ("pkgx/core.py", '"""Scale x."""', '"""Multiply x by the scale, then offset it."""'),
     ("pkgx/core.py", "def helper(x: int) -> int:", "def helper(x: float) -> float:"),
-    ("pkgx/core.py", "    return x * SCALE", "    # a comment\n    return (x *\n            SCALE)"),
+    ("pkgx/core.py", "    return x * SCALE",
+     "    # a comment\n    return (x *\n            SCALE)"),
     ("pkgx/stage.py", "def compute(ctx):", "\n\ndef compute(ctx):  # spaced out"),
     ("pkgx/core.py", "def unused() -> int:\n    return 1", "def unused() -> int:\n    return 5"),
     ("pkgx/consts.py", "OTHER = 2\n", "OTHER = 2\nNEW = 9\n"),  # a new, unused constant

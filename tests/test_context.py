@@ -11,8 +11,14 @@ import pytest
 import torch
 from matplotlib.figure import Figure
 
-from report.context import (ArtifactError, ComputeContext, DrawContext, LineProgress,
-                            table_csv, to_jsonable)
+from report.context import (
+    ArtifactError,
+    ComputeContext,
+    DrawContext,
+    LineProgress,
+    table_csv,
+    to_jsonable,
+)
 from report.streams import Streams, derive_seed
 
 

@@ -120,7 +120,7 @@ def test_a_drawing_change_redraws_frozen_results_and_freeze_keeps_only_it(
     store = toy.root / "frozen"
     stamps = {p.relative_to(store): p.stat().st_mtime_ns for p in store.rglob("*") if p.is_file()}
     toy.edit_code("plots", "line")  # how alpha's figure is drawn
-    index, outcomes = frozen_build(toy, cache=tmp_path / "fresh-clone", freeze=True)
+    _, outcomes = frozen_build(toy, cache=tmp_path / "fresh-clone", freeze=True)
     assert statuses(outcomes) == dict.fromkeys(CHAIN, "frozen")  # nothing computed
     assert outcomes["alpha"].drawn == "drawn" and outcomes["alpha"].profile == "full"
     assert toy.data_loads == 1  # only the first build's delta read the data
