@@ -547,7 +547,7 @@ def check_tooltip(tip: dict, point: dict, labels: np.ndarray, images: np.ndarray
 def open_map(page: Page, quick_site_dir: Path) -> tuple:
     """The map's root, a handle on it, its data decoded by Python, and one point per digit to
     point at, with the map scrolled to the middle of the window."""
-    from analyses.embeddings import decode_map_data
+    from digits.tsne_map import decode_map_data
 
     root = page.locator("div.tsne-map[data-ready='true']")
     assert root.count() == 1, "the t-SNE map did not start"

@@ -1,20 +1,25 @@
-"""The data section (analyses/dataset.py): its helpers, then the whole section on synthetic data."""
+"""The data section (analyses/dataset.py): its helpers, its two stages' reach, then the whole
+section on synthetic data, drawn again from the recorded results."""
 
 from __future__ import annotations
 
 import json
 import math
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from analyses import dataset
+from analyses import PRESENTATION, dataset
 from digits import original
 from digits.data import MNIST
+from report.analysis import Section
 from report.config import make_config
+from report.context import DrawContext
 from report.engine import BuildOptions, DataSource, build
+from report.keys import PRESENTATION_MODULES, Keys
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -71,6 +76,22 @@ def test_dark_ink_share_counts_only_non_zero_pixels_above_half() -> None:
     assert overall == pytest.approx(6 / 9)  # the zeros of the background never count
     per_class, overall = dataset.dark_ink_share(images, labels, half=99, n_classes=2)
     assert per_class[0] == pytest.approx(1.0)
+
+
+def test_value_histograms_count_non_zero_values_per_class() -> None:
+    images = torch.zeros(4, 28, 28, dtype=torch.uint8)
+    images[0, 0, :3] = torch.tensor([1, 9, 255])  # class 0; bins 7.97 wide from 1 to 256
+    images[1, 0, :2] = torch.tensor([17, 17])  # class 1, twice the same value
+    images[3, 0, 0] = 200  # class 1 again
+    labels = torch.tensor([0, 1, 0, 1])
+    bins = dataset.histogram_bins(32)
+    assert bins[0] == 1 and bins[-1] == 256 and len(bins) == 33
+    counts, zeros = dataset.value_histograms(images, labels, bins, n_classes=2)
+    assert counts.dtype == np.int64 and counts.shape == (2, 32)
+    assert counts[0].sum() == 3 and counts[1].sum() == 3  # the zeros are not counted
+    assert counts[0, 0] == counts[0, 1] == counts[0, 31] == 1
+    assert counts[1, 2] == 2 and counts[1, 24] == 1  # 17 in [16.9, 24.9), 200 in [192.3, 200.2)
+    np.testing.assert_allclose(zeros, [1 - 3 / (2 * 784), 1 - 3 / (2 * 784)])
 
 
 def test_border_mask_and_share_on_border() -> None:
@@ -170,12 +191,47 @@ def synthetic_mnist(n_train: int = 200, n_test: int = 100, border: int = 2) -> M
     return MNIST(*images(n_train), *images(n_test), source="synthetic")
 
 
+def test_compute_reaches_no_drawing_and_draw_measures_nothing() -> None:
+    keys = Keys(REPO, (*PRESENTATION_MODULES, *PRESENTATION))
+    section = Section(dataset.ANALYSIS, dataset)
+    compute = keys.closure(section, "compute")
+    assert not compute.excluded  # report.compare, digits.plots, ...
+    files = {name.split(":")[0] for name in compute.symbols}
+    assert "digits/plots.py" not in files and "report/compare.py" not in files
+    mine = {name.split(":")[1] for name in compute.symbols
+            if name.startswith("analyses/dataset.py:")}
+    assert {"compute", "pixel_values", "value_histograms", "ink_baseline"} <= mine
+    assert not mine & {"draw", "plot_pixel_histograms", "ink_verdict", "class_counts_table"}
+    drawn = {name.split(":")[1] for name in keys.closure(section, "draw").symbols
+             if name.startswith("analyses/dataset.py:")}
+    assert "ink_verdict" in drawn and not drawn & {"fit_ink_classifier", "pixel_stats",
+                                                   "dark_ink_share", "value_histograms"}
+
+
+def entry(cache: Path) -> Path:
+    """The one compute entry of the data section in a fresh build's cache."""
+    (folder,) = [p for p in (cache / "compute" / "dataset").iterdir()
+                 if not p.name.startswith(".")]
+    return folder
+
+
+def redraw(tmp_path: Path, results: Path, run: str) -> DrawContext:
+    """The section's draw once more over recorded compute results."""
+    staging = tmp_path / run
+    staging.mkdir()
+    ctx = DrawContext("dataset", dataset.ANALYSIS.config, seed=0, staging=staging,
+                      results=results, upstream={}, log=lambda m: None)
+    dataset.draw(ctx)
+    return ctx
+
+
 def test_whole_section_on_synthetic_data(tmp_path: Path) -> None:
     config = make_config([dataset.ANALYSIS], "quick")
     options = BuildOptions(root=REPO, out=tmp_path / "site", cache_dir=tmp_path / "cache",
                            templates=REPO / "templates", device=torch.device("cpu"),
                            prose_globals={"original": original.facts()})
-    source = DataSource(fingerprint="synthetic", load=lambda device: synthetic_mnist())
+    data = synthetic_mnist()
+    source = DataSource(fingerprint="synthetic", load=lambda device: data)
     index, outcomes = build([dataset], config, options, source, log=lambda m: None)
     assert outcomes["dataset"].status == "run"
     metrics = json.loads((tmp_path / "site" / "data" / "dataset" / "metrics.json").read_text())
@@ -197,9 +253,41 @@ def test_whole_section_on_synthetic_data(tmp_path: Path) -> None:
     assert "could tell some classes apart from the amount of ink alone" in text
     assert "All of them lie in the outermost ring 4 pixels wide" in text
     assert "@@ITEM" not in page
-    for item in outcomes["dataset"].manifest["items"]:
+    for item in outcomes["dataset"].draw_manifest["items"]:
         if item["kind"] == "figure":
             assert (tmp_path / "site" / "figures" / "dataset" / item["file"]).stat().st_size > 0
             assert f'id="dataset-{item["name"]}"' in page
     assert (tmp_path / "site" / "data" / "dataset" / "class_counts.csv").read_text().startswith(
         "digit,train,train share,test,test share\n")
+
+    # Compute recorded the raw results; the verdict is draw's.
+    results = entry(tmp_path / "cache")
+    recorded = json.loads((results / "manifest.json").read_text())["metrics"]
+    assert "ink_vs_chance" not in recorded and len(recorded["ink_part_accuracies"]) == 10
+    arrays = {p.stem: np.load(p) for p in (results / "arrays").glob("*.npy")}
+    assert arrays["class_means"].shape == (10, 28, 28) and arrays["class_means"].dtype == np.float32
+    train_x, train_y = data.train_images.numpy(), data.train_labels.numpy()
+    np.testing.assert_allclose(arrays["class_means"][3], train_x[train_y == 3].mean(0) / 255,
+                               rtol=1e-5)
+    assert arrays["pixel_histograms"].shape == (10, 32)
+    assert [int(arrays["pixel_histograms"][d].sum()) for d in range(10)] == [
+        int((train_x[train_y == d] > 0).sum()) for d in range(10)]
+    assert arrays["never_ink"].dtype == bool and arrays["never_ink"].sum() == 28 * 28 - 24 * 24
+    assert arrays["std_map"].shape == (28, 28) and arrays["std_map"][0, 0] == 0
+    assert arrays["sample_images"].dtype == np.uint8 and arrays["sample_images"].shape == (
+        25, 28, 28) and len(arrays["sample_labels"]) == 25
+
+    # Draw alone, twice from the same results: the same metrics and items as the build's.
+    first, second = redraw(tmp_path, results, "a"), redraw(tmp_path, results, "b")
+    assert first.metrics == second.metrics == {"ink_vs_chance": metrics["ink_vs_chance"]}
+    assert [i["name"] for i in first.items] == [i["name"] for i in second.items]
+    assert {i["name"] for i in first.items} >= {"samples", "class_counts", "pixel_histograms",
+                                                "dead_pixels"}
+    # Results where the ink classifier is at chance in every part: draw's verdict follows.
+    doctored = tmp_path / "doctored"
+    shutil.copytree(results, doctored)
+    manifest = json.loads((doctored / "manifest.json").read_text())
+    manifest["metrics"]["ink_part_accuracies"] = [0.1] * 10
+    (doctored / "manifest.json").write_text(json.dumps(manifest))
+    verdict = redraw(tmp_path, doctored, "c").metrics["ink_vs_chance"]
+    assert verdict["verdict"] == "cannot separate" and verdict["difference"] == pytest.approx(0)

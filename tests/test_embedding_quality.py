@@ -121,3 +121,82 @@ def test_cumulative_variance_counts() -> None:
     assert quality.cumulative_variance_counts(ratio, (0.5, 0.8)) == {0.5: 1, 0.8: 2}
     with pytest.raises(ValueError, match="explain only"):
         quality.cumulative_variance_counts(np.array([0.5, 0.3]), (0.9,))
+
+
+# --- the shared way to make and score a map (used by the embeddings and transfer sections) ------
+
+
+def test_map_scoring_is_one_fixed_set_of_settings() -> None:
+    scoring = quality.MAP_SCORING
+    assert (scoring.pca_dims, scoring.perplexity, scoring.knn_k, scoring.knn_folds,
+            scoring.trust_k) == (50, 30.0, 10, 5, 10)
+    with pytest.raises(AttributeError):
+        scoring.knn_k = 5  # frozen: a section cannot change it for itself
+
+
+def test_fit_pca_and_project() -> None:
+    x, _ = blobs(n_per_class=30, dims=12)
+    x = x.astype(np.float32)
+    pca = quality.fit_pca(x)
+    assert pca.components_.shape == (12, 12)  # every component, not just the leading ones
+    assert pca.explained_variance_ratio_.sum() == pytest.approx(1.0, abs=1e-5)
+    z = quality.project(pca, x, 3)
+    assert z.shape == (len(x), 3) and z.dtype == np.float32
+    np.testing.assert_allclose(z, (x - x.mean(0)) @ pca.components_[:3].T, atol=1e-3)
+    assert np.array_equal(quality.project(quality.fit_pca(x), x, 3), z)  # nothing random
+
+
+class Counter:
+    """An openTSNE callback that counts its calls."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def optimization_about_to_start(self) -> None:
+        """Called at the start of each phase."""
+
+    def __call__(self, iteration: int, error: float, embedding: np.ndarray) -> bool:
+        self.calls += 1
+        return False
+
+
+def test_tsne_map_is_deterministic_keeps_clusters_and_calls_back() -> None:
+    x, y = blobs(n_per_class=30, classes=4, dims=10)
+    counter = Counter()
+    first = quality.tsne_map(x, seed=1, threads=1, gradients="bh", callbacks=counter, every=50)
+    assert first.shape == (len(x), 2) and first.dtype == np.float64
+    assert counter.calls == (250 + 500) // 50  # early exaggeration, then the normal phase
+    assert np.array_equal(first, quality.tsne_map(x, seed=1, threads=1, gradients="bh"))
+    assert accuracy(y, quality.knn_cv_predict(first, y, k=5, seed=0)) == 1.0
+    # Fewer points than 3 x perplexity: the perplexity is capped instead of failing.
+    assert quality.tsne_map(x[:40], seed=1, threads=1, gradients="auto").shape == (40, 2)
+    with pytest.raises(ValueError, match="gradients"):
+        quality.tsne_map(x, seed=1, threads=1, gradients="exact")
+
+
+def test_knn_scores_share_one_set_of_folds() -> None:
+    x, y = blobs(n_per_class=40, classes=4, dims=6, spread=4.0)
+    seen = []
+    scores = quality.knn_scores({"all": x, "first2": x[:, :2]}, y, seed=4,
+                                each=lambda name, acc: seen.append((name, len(acc))))
+    assert seen == [("all", 5), ("first2", 5)]  # MAP_SCORING's 5 folds, in the spaces' order
+    assert np.array_equal(scores.folds, quality.stratified_folds(y, 5, 4))
+    for name, features in (("all", x), ("first2", x[:, :2])):
+        expected = quality.knn_cv_predict(features, y, k=10, folds=5, seed=4)
+        assert np.array_equal(scores.predictions[name], expected)
+        np.testing.assert_allclose(scores.accuracies[name],
+                                   quality.fold_accuracies(y, expected, scores.folds))
+    small = quality.knn_scores({"all": x}, y, seed=4,
+                               scoring=quality.MapScoring(knn_k=1, knn_folds=2))
+    assert len(small.accuracies["all"]) == 2
+
+
+def test_trustworthiness_samples_score_each_map_on_each_sample() -> None:
+    x, _ = blobs(n_per_class=40, dims=10)
+    noise = np.random.default_rng(0).normal(size=(len(x), 2))
+    samples = [np.arange(0, 100), np.arange(100, 200)]
+    trust = quality.trustworthiness_samples(x, {"same": x, "noise": noise}, samples)
+    assert set(trust) == {"same", "noise"} and trust["same"].shape == (2,)
+    np.testing.assert_allclose(trust["same"], 1.0)
+    assert trust["noise"][1] == pytest.approx(
+        quality.trustworthiness(x[100:200], noise[100:200], k=10))

@@ -1,10 +1,14 @@
-"""The embeddings section (analyses/embeddings.py): map data formats, then the whole section."""
+"""The embeddings section (analyses/embeddings.py): the interactive map's file format
+(digits/tsne_map.py), the section's two stages and their reach, then the whole section, drawn
+again from its recorded results."""
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -13,11 +17,15 @@ import torch
 from PIL import Image
 from threadpoolctl import threadpool_limits
 
-from analyses import dataset, embeddings
-from digits import original
+from analyses import PRESENTATION, dataset, embeddings
+from digits import original, tsne_map
 from digits.data import MNIST
+from digits.embedding_quality import MAP_SCORING
+from report.analysis import Section
 from report.config import make_config
+from report.context import DrawContext
 from report.engine import BuildOptions, DataSource, build
+from report.keys import PRESENTATION_MODULES, Keys
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -27,7 +35,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 def test_quantize_keeps_the_aspect_ratio() -> None:
     xy = np.array([[-10.0, 5.0], [30.0, 5.0], [10.0, 25.0]])  # 40 wide, 20 tall
-    q, (x0, y0, span) = embeddings.quantize_xy(xy)
+    q, (x0, y0, span) = tsne_map.quantize_xy(xy)
     assert (x0, y0, span) == (-10.0, 5.0, 40.0)
     assert q.dtype == np.uint16
     assert q[:, 0].tolist() == [0, 65535, 32768]
@@ -41,13 +49,13 @@ def test_map_data_round_trip() -> None:
     labels = rng.integers(0, 10, n)
     index = np.sort(rng.choice(70_000, n, replace=False))
     colors = [f"#{d}{d}{d}{d}{d}{d}" for d in range(10)]
-    text = embeddings.encode_map_data(xy, labels, index, sheets=["a.png", "b.png"],
+    text = tsne_map.encode_map_data(xy, labels, index, sheets=["a.png", "b.png"],
                                       sheet_size=600, n_train=60_000, colors=colors)
     assert text.startswith("window.mnistMapData=window.mnistMapData||{};")
-    decoded = embeddings.decode_map_data(text)
+    decoded = tsne_map.decode_map_data(text)
     assert decoded["n"] == n and decoded["n_train"] == 60_000
     assert decoded["sheets"] == ["a.png", "b.png"] and decoded["sheet_size"] == 600
-    assert decoded["colors"] == colors and decoded["sheet_columns"] == embeddings.SHEET_COLUMNS
+    assert decoded["colors"] == colors and decoded["sheet_columns"] == tsne_map.SHEET_COLUMNS
     assert np.array_equal(decoded["labels"], labels)
     assert np.array_equal(decoded["index"], index)
     span = decoded["bounds"][2]
@@ -58,23 +66,23 @@ def test_map_data_round_trip() -> None:
 
 
 def test_decode_rejects_a_damaged_file() -> None:
-    text = embeddings.encode_map_data(np.zeros((3, 2)), [1, 2, 3], [0, 1, 2], sheets=[],
+    text = tsne_map.encode_map_data(np.zeros((3, 2)), [1, 2, 3], [0, 1, 2], sheets=[],
                                       sheet_size=10, n_train=2, colors=[])
     with pytest.raises(ValueError, match="bytes"):
-        embeddings.decode_map_data(text.replace('"n":3', '"n":4'))
+        tsne_map.decode_map_data(text.replace('"n":3', '"n":4'))
     with pytest.raises(ValueError, match="not a map"):
-        embeddings.decode_map_data("var x = 1;")
+        tsne_map.decode_map_data("var x = 1;")
 
 
 def test_sprite_sheet_is_a_4_bit_png_that_round_trips() -> None:
     rng = np.random.default_rng(1)
     images = rng.integers(0, 256, size=(130, 28, 28), dtype=np.uint8)
-    png = embeddings.sprite_sheet_png(images)
+    png = tsne_map.sprite_sheet_png(images)
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
     assert png[24] == 4 and png[25] == 3  # IHDR: bit depth 4, colour type 3 (palette)
     sheet = Image.open(io.BytesIO(png))
-    assert sheet.size == (embeddings.SHEET_COLUMNS * 28, 2 * 28)  # 130 images = 2 rows
-    decoded = embeddings.decode_sprite_sheet(png, len(images))
+    assert sheet.size == (tsne_map.SHEET_COLUMNS * 28, 2 * 28)  # 130 images = 2 rows
+    decoded = tsne_map.decode_sprite_sheet(png, len(images))
     levels = (images.astype(np.int64) * 15 + 127) // 255  # the nearest of 16 grey levels
     assert np.array_equal(decoded, levels * 17)
     assert np.abs(decoded.astype(int) - images).max() <= 255 // 15 // 2 + 1
@@ -99,16 +107,60 @@ def test_thumbnail_map_places_each_image_in_its_cell() -> None:
 def test_morton_order_keeps_neighbours_together() -> None:
     # A 4 x 4 grid of points: Z-order visits each 2 x 2 quadrant before the next one.
     xy = np.array([(x, y) for y in range(4) for x in range(4)], dtype=float)
-    order = embeddings.morton_order(xy)
+    order = tsne_map.morton_order(xy)
     assert sorted(order.tolist()) == list(range(16))
     quadrants = [(int(xy[i, 0]) // 2, int(xy[i, 1]) // 2) for i in order]
     assert quadrants == [(0, 0)] * 4 + [(1, 0)] * 4 + [(0, 1)] * 4 + [(1, 1)] * 4
     assert xy[order[0]].tolist() == [0, 0] and xy[order[-1]].tolist() == [3, 3]
     # Random points: consecutive points in Z-order are far closer than in random order.
     pts = np.random.default_rng(0).random((2000, 2))
-    z = pts[embeddings.morton_order(pts)]
+    z = pts[tsne_map.morton_order(pts)]
     assert np.linalg.norm(np.diff(z, axis=0), axis=1).mean() < 0.2 * np.linalg.norm(
         np.diff(pts, axis=0), axis=1).mean()
+
+
+def test_the_script_reads_only_fields_the_format_writes() -> None:
+    script = (REPO / "templates" / "static" / "tsne_map.js").read_text()
+    text = tsne_map.encode_map_data(np.zeros((2, 2)), [0, 1], [0, 1], sheets=["s.png"],
+                                    sheet_size=10, n_train=1, colors=["#000000"] * 10)
+    header = json.loads(re.search(r"\]=(\{.*\});", text).group(1))
+    read = set(re.findall(r"\braw\.(\w+)", script))
+    assert read and read <= set(header), read - set(header)
+    assert f"window.{tsne_map.MAP_GLOBAL}" in script and "digits/tsne_map.py" in script
+    assert header["thumb"] == 28 and "28" in script  # the script assumes 28-pixel thumbnails
+
+
+# --- the section's two stages -------------------------------------------------------------------
+
+
+def test_contract_scoring_is_shared_not_configured() -> None:
+    fields = {f.name for f in dataclasses.fields(embeddings.Config)}
+    assert not fields & {"pca_dims", "perplexity", "knn_k", "knn_folds", "trust_k"}
+    quick = dataclasses.replace(embeddings.ANALYSIS.config, **embeddings.ANALYSIS.quick)
+    assert quick.tsne_points < embeddings.ANALYSIS.config.tsne_points == 70_000
+    assert not any(isinstance(getattr(quick, f), str) and "," in getattr(quick, f)
+                   for f in fields)  # lists are tuples
+
+
+def test_compute_reaches_no_drawing_and_draw_embeds_nothing() -> None:
+    keys = Keys(REPO, (*PRESENTATION_MODULES, *PRESENTATION))
+    section = Section(embeddings.ANALYSIS, embeddings)
+    compute = keys.closure(section, "compute")
+    assert not compute.excluded  # report.compare, digits.plots, ...
+    files = {name.split(":")[0] for name in compute.symbols}
+    assert not files & {"digits/plots.py", "digits/tsne_map.py", "report/compare.py"}
+    assert {"digits/embedding_quality.py:tsne_map", "digits/embedding_quality.py:knn_scores",
+            "digits/embedding_quality.py:MAP_SCORING"} <= set(compute.symbols)
+    mine = {name.split(":")[1] for name in compute.symbols
+            if name.startswith("analyses/embeddings.py:")}
+    assert {"compute", "pca_step", "tsne_step", "knn_step", "trust_step", "TsneLogger"} <= mine
+    assert not mine & {"draw", "map_assets", "confusions", "mean_scores", "class_scatter",
+                       "VARIANCE_LEVELS"}
+    drawn = set(keys.closure(section, "draw").symbols)
+    assert "digits/tsne_map.py:encode_map_data" in drawn
+    assert not drawn & {"digits/embedding_quality.py:tsne_map",
+                        "digits/embedding_quality.py:knn_scores",
+                        "digits/embedding_quality.py:fit_pca", "analyses/embeddings.py:compute"}
 
 
 # --- the whole section -------------------------------------------------------------------------
@@ -169,18 +221,18 @@ def test_whole_section_on_synthetic_clusters(tmp_path: Path) -> None:
     assert all(" ± " in row["kNN accuracy"] for row in table["rows"])
     # The map data decodes to the right labels for the right images.
     script = (site / "assets" / "embeddings" / "map_points.js").read_text()
-    decoded = embeddings.decode_map_data(script)
+    decoded = tsne_map.decode_map_data(script)
     all_labels = torch.cat([data.train_labels, data.test_labels]).numpy()
     assert decoded["n"] == 500 and np.array_equal(decoded["labels"], all_labels[decoded["index"]])
     png = (site / "assets" / "embeddings" / decoded["sheets"][0]).read_bytes()
-    thumbs = embeddings.decode_sprite_sheet(png, 500)
+    thumbs = tsne_map.decode_sprite_sheet(png, 500)
     all_images = torch.cat([data.train_images, data.test_images]).numpy()
     # Pixels are 0 or 255 here, which 16 grey levels keep exactly.
     assert np.array_equal(thumbs, all_images[decoded["index"]])
     assert m["map_sprite_bytes"] == len(png) and m["map_points_bytes"] == len(script.encode())
     # The page holds every figure, the tables and the widget pointing at the data.
     page = index.read_text()
-    for item in outcomes["embeddings"].manifest["items"]:
+    for item in outcomes["embeddings"].draw_manifest["items"]:
         if item["kind"] == "figure":
             assert (site / "figures" / "embeddings" / item["file"]).stat().st_size > 0
             assert f'id="embeddings-{item["name"]}"' in page
@@ -190,6 +242,63 @@ def test_whole_section_on_synthetic_clusters(tmp_path: Path) -> None:
     assert (site / "data" / "embeddings" / "confused_pairs.csv").is_file()
     assert "@@ITEM" not in page
     assert "Maps of 500 digits: PCA and t-SNE" in page  # the title follows the count
+    assert "from their first 50 principal components, with perplexity 30" in " ".join(
+        page.split())  # MAP_SCORING's settings, as recorded by compute
+
+    # Compute recorded raw results: coordinates, per-fold and per-sample scores, predictions.
+    results = entry(tmp_path / "cache")
+    recorded = json.loads((results / "manifest.json").read_text())["metrics"]
+    assert {k: recorded[k] for k in dataclasses.asdict(MAP_SCORING)} == dataclasses.asdict(
+        MAP_SCORING)
+    assert not set(recorded) & {"knn_tsne", "trust_tsne", "tsne_vs_raw", "pca_n90",
+                                "tsne_worst_class", "map_sprite_bytes", "thumb_rows"}
+    arrays = {p.stem: np.load(p) for p in (results / "arrays").glob("*.npy")}
+    assert arrays["tsne_xy"].shape == (500, 2) and arrays["tsne_xy"].dtype == np.float32
+    assert arrays["pca_coordinates"].shape == (500, 3)
+    assert arrays["pca_coordinates"].dtype == np.float32
+    assert arrays["pca_components"].shape == (12, 784)
+    assert arrays["pca_explained_ratio"].sum() == pytest.approx(1.0, abs=1e-4)
+    assert np.array_equal(arrays["tsne_index"], np.arange(500))
+    assert arrays["knn_confusion_tsne"].sum() == 500 and arrays["knn_fold_of"].max() == 4
+    assert arrays["pixel_value_counts"].sum() == 500 * 784
+    assert np.array_equal(np.bincount(arrays["knn_tsne_predictions"], minlength=10),
+                          arrays["knn_confusion_tsne"].sum(axis=0))
+
+    # Draw alone, twice from the same results: the build's metrics, items and map files.
+    cfg = config.section("embeddings")
+    first = redraw(tmp_path, cfg, results, data, "a")
+    second = redraw(tmp_path, cfg, results, data, "b")
+    assert first.metrics == second.metrics == outcomes["embeddings"].draw_manifest["metrics"]
+    assert (tmp_path / "a" / "map_points.js").read_text() == script
+    assert (tmp_path / "b" / decoded["sheets"][0]).read_bytes() == png
+    # Doctored results, where t-SNE wins every fold against raw pixels: draw's verdicts follow.
+    doctored = tmp_path / "doctored"
+    shutil.copytree(results, doctored)
+    manifest = json.loads((doctored / "manifest.json").read_text())
+    manifest["metrics"]["knn_tsne_folds"] = [1.0] * 5
+    manifest["metrics"]["knn_raw_folds"] = [0.5, 0.52, 0.48, 0.5, 0.5]
+    (doctored / "manifest.json").write_text(json.dumps(manifest))
+    again = redraw(tmp_path, cfg, doctored, data, "c").metrics
+    assert again["knn_tsne"] == 1.0 and again["knn_raw"] == pytest.approx(0.5)
+    assert again["tsne_vs_raw"]["verdict"] == "ahead"
+
+
+def entry(cache: Path, name: str = "embeddings") -> Path:
+    """The one compute entry of `name` in a fresh build's cache."""
+    (folder,) = [p for p in (cache / "compute" / name).iterdir() if not p.name.startswith(".")]
+    return folder
+
+
+def redraw(tmp_path: Path, cfg: object, results: Path, data: MNIST, run: str) -> DrawContext:
+    """The section's draw once more over recorded compute results (into its own folder)."""
+    staging = tmp_path / run
+    staging.mkdir()
+    ctx = DrawContext("embeddings", cfg, seed=0, staging=staging, results=results,
+                      upstream={"dataset": entry(tmp_path / "cache", "dataset")},
+                      data_loader=lambda: data, log=lambda m: None)
+    with threadpool_limits(1):
+        embeddings.draw(ctx)
+    return ctx
 
 
 @pytest.mark.e2e
@@ -210,7 +319,7 @@ def test_quick_build_of_the_section_on_real_mnist(tmp_path: Path) -> None:
     # Facts about MNIST that any correct PCA finds (87 / 154 / 331 with every image).
     assert 80 <= m["pca_n90"] <= 95 and 140 <= m["pca_n95"] <= 170
     assert m["knn_tsne"] > 0.8 and m["tsne_vs_pca2"]["verdict"] == "ahead"
-    decoded = embeddings.decode_map_data((out / "assets" / "embeddings" /
+    decoded = tsne_map.decode_map_data((out / "assets" / "embeddings" /
                                           "map_points.js").read_text())
     mnist = load_mnist(None, log=lambda message: None)
     labels = torch.cat([mnist.train_labels, mnist.test_labels]).numpy()

@@ -5,9 +5,10 @@
  *        data-figure="id-of-the-static-figure"></div>
  * This script loads the data with a <script> tag (fetch() of local files fails on file:// pages),
  * then shows the map in place of the figure's image. Without JavaScript, or if the data does not
- * load, the static figure stays. The data file (see analyses/embeddings.py, encode_map_data)
- * stores, little-endian and base64-encoded: index uint32[n], x uint16[n], y uint16[n],
- * label uint8[n]; thumbnails come from 4-bit PNG sprite sheets, loaded on first hover.
+ * load, the static figure stays. The files' format is defined in digits/tsne_map.py (its module
+ * docstring; encode_map_data writes the points): the data file stores, little-endian and
+ * base64-encoded, index uint32[n], x uint16[n], y uint16[n], label uint8[n]; thumbnails come
+ * from 4-bit PNG sprite sheets, loaded on first hover.
  * A page without such a div costs nothing but this download.
  */
 (function () {
