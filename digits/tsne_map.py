@@ -138,7 +138,9 @@ def sprite_sheet_png(images: np.ndarray) -> bytes:
     step = 255 // (GREY_LEVELS - 1)
     image.putpalette([255 - i * step for i in range(GREY_LEVELS) for _ in range(3)])
     buffer = io.BytesIO()
-    image.save(buffer, "PNG", optimize=True, bits=4)
+    # zlib level 6, not optimize=True (level 9): 0.2 s of CPU per 10,000-thumbnail sheet against
+    # 2.1 s, for files 3.3 % larger; it keeps the full map's draw stage near 9 s on two cores.
+    image.save(buffer, "PNG", compress_level=6, bits=4)
     return buffer.getvalue()
 
 

@@ -85,6 +85,12 @@ def _is_main_guard(node: ast.stmt) -> bool:
         isinstance(test.left, ast.Name) and test.left.id == "__name__"
 
 
+def _is_type_checking(node: ast.stmt) -> bool:
+    test = getattr(node, "test", None)
+    return isinstance(node, ast.If) and not node.orelse and \
+        attribute_chain(test)[-1:] == ["TYPE_CHECKING"] if test is not None else False
+
+
 def _bound_names(target: ast.AST) -> Iterator[str]:
     for sub in ast.walk(target):
         if isinstance(sub, ast.Name):
@@ -144,6 +150,9 @@ class CodeIndex:
                     info.loose.append(node)
             elif _is_main_guard(node):
                 continue
+            elif _is_type_checking(node):
+                # Imports for annotations only: they never run, so they are in no key.
+                self._collect(info, node.body, package)
             elif isinstance(node, (ast.If, ast.Try, ast.With)):
                 # Definitions inside (e.g. `if TYPE_CHECKING:` imports) count as top level;
                 # the statement itself is kept whole as a loose statement too.

@@ -165,3 +165,15 @@ def test_digest_ignores_docstrings_and_hints_but_not_defaults() -> None:
     base = dig("def f(a: int = 1) -> int:\n    'doc'\n    return a\n")
     assert dig("def f(a: str = 1):\n    return a\n") == base
     assert dig("def f(a: int = 2) -> int:\n    return a\n") != base
+
+
+def test_imports_for_annotations_only_change_no_key(root: Path) -> None:
+    edit(root, "pkgx/core.py", "SCALE = 3\n",
+         "SCALE = 3\n\nif TYPE_CHECKING:\n    from pkgx.consts import OTHER\n")
+    edit(root, "pkgx/core.py", "import numpy as np\n",
+         "import numpy as np\nfrom typing import TYPE_CHECKING\n")
+    before = symbols(root)
+    edit(root, "pkgx/core.py", "    from pkgx.consts import OTHER\n",
+         "    from pkgx.consts import OFFSET, OTHER\n")
+    assert symbols(root) == before
+    assert "pkgx/core.py:<module>" not in before
