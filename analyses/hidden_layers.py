@@ -1,4 +1,9 @@
-"""Visualizing the trained hidden layers: filters, feature maps of one digit, saliency per class."""
+"""Visualizing the trained hidden layers: filters, feature maps of one digit, saliency per class.
+
+`compute` loads the classifiers section's model 2 and records its filters, the feature maps of
+a right and a wrong test digit, saliency maps and the shares of saliency on ink; `draw` makes
+the figures and the verdict from them.
+"""
 
 from __future__ import annotations
 
@@ -14,10 +19,11 @@ from digits.plots import new_figure
 from digits.recording import capture_activations
 from digits.sampling import subset_index
 from digits.training import predict_logits, to_input
-from report import Analysis, Context
+from report import Analysis, ComputeContext, DrawContext
 from report.compare import compare
 
 LAYERS = ("conv1", "conv2", "fc1", "fc2")
+EXAMPLES = ("correct", "wrong")  # the two digits followed through every layer
 
 
 @dataclass(frozen=True)
@@ -39,7 +45,10 @@ ANALYSIS = Analysis(
 )
 
 
-def load_model2(ctx: Context) -> Model2:
+# --- helpers (pure, tested in tests/test_hidden_layers.py) -------------------------------------
+
+
+def load_model2(ctx: ComputeContext) -> Model2:
     """The two-conv network as trained by the classifiers section, in eval mode on the CPU."""
     saved = ctx.load("classifiers", "model2")
     model = Model2(saved["mean"], saved["std"])
@@ -53,6 +62,151 @@ def layer_kernels(model: Model2, layer: str) -> np.ndarray:
     if weight.dim() != 4:
         raise ValueError(f"{layer} is not a convolution (weight {tuple(weight.shape)})")
     return weight.detach().cpu().numpy()
+
+
+@torch.no_grad()
+def activations(model: Model2, image: torch.Tensor) -> dict[str, np.ndarray]:
+    """What each layer passes on for one uint8 image [28, 28]: ReLU maps, fc1 units, class probs."""
+    with capture_activations(model, LAYERS) as capture:
+        model(to_input(image[None]))
+    out = {name: F.relu(capture.outputs[name][0]).cpu().numpy() for name in LAYERS[:3]}
+    out["fc2"] = F.softmax(capture.outputs["fc2"][0], dim=0).cpu().numpy()
+    return out
+
+
+def true_class_saliency(model: Model2, images: torch.Tensor, labels: torch.Tensor,
+                        batch_size: int = 500) -> np.ndarray:
+    """d logit_label / d pixel of each uint8 image [N, 28, 28] for its own label -> [N, 28, 28]."""
+    out = []
+    for start in range(0, len(labels), batch_size):
+        x = to_input(images[start:start + batch_size]).requires_grad_(True)
+        rows = torch.arange(x.shape[0])
+        # Image i's input only influences row i's logits, so one backward gives all gradients
+        # (autograd.grad: the gradient of the input only, none left on the weights).
+        (grad,) = torch.autograd.grad(model(x)[rows, labels[start:start + batch_size]].sum(), x)
+        out.append(grad[:, 0].detach().cpu().numpy())
+    return np.concatenate(out) if out else np.empty((0, 28, 28), np.float32)
+
+
+def ink_shares(images: np.ndarray, saliency: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per image: the share of |saliency| on ink pixels (> 0), and the share of pixels inked.
+
+    If the network's sensitivity were spread evenly, the first would equal the second.
+    """
+    ink = images.reshape(len(images), -1) > 0
+    weight = np.abs(saliency.reshape(len(saliency), -1)).astype(np.float64)
+    total = np.maximum(weight.sum(1), 1e-30)
+    return (weight * ink).sum(1) / total, ink.mean(1)
+
+
+def input_saliency(model: Model2, image: torch.Tensor) -> np.ndarray:
+    """d logit_c / d pixel for every class c [10, 28, 28] (pixels scaled to [0, 1])."""
+    x = to_input(image[None]).repeat(10, 1, 1, 1).requires_grad_(True)
+    logits = model(x)
+    # Row c's input only influences row c's logits, so one backward gives all ten gradients.
+    (grad,) = torch.autograd.grad(logits[torch.arange(10), torch.arange(10)].sum(), x)
+    return grad[:, 0].detach().cpu().numpy()
+
+
+# --- compute -----------------------------------------------------------------------------------
+
+
+def compute(ctx: ComputeContext) -> None:
+    """Filters, a right and a wrong test image through every layer, and saliency."""
+    model = load_model2(ctx)
+    test_x, test_y = ctx.data.test_images.cpu(), ctx.data.test_labels.cpu()
+    probs = F.softmax(predict_logits(model, test_x), dim=1)
+    ctx.metric("test_accuracy", accuracy(test_y, probs.argmax(1)))
+    record_weights(ctx, model)
+    record_digits_through_layers(ctx, model, test_x, test_y, probs)
+    measured = measure_saliency(ctx, model, test_x, test_y)
+    record_saliency_maps(ctx, model, test_x, probs.argmax(1),
+                         example_images(ctx, measured, test_y))
+
+
+def record_weights(ctx: ComputeContext, model: Model2) -> None:
+    """conv1's and conv2's kernels and fc2's weight matrix.
+
+    float16: model 2 is saved in half precision (analyses/classifiers.py), so its weights are
+    float16 values and these arrays hold them exactly.
+    """
+    for layer in ("conv1", "conv2"):
+        ctx.array(f"{layer}_kernels", layer_kernels(model, layer).astype(np.float16))
+    ctx.array("fc2_weights", model.fc2.weight.detach().cpu().numpy().astype(np.float16))
+
+
+def record_digits_through_layers(ctx: ComputeContext, model: Model2, test_x: torch.Tensor,
+                                 test_y: torch.Tensor, probs: torch.Tensor) -> None:
+    """One digit through every layer: a correct one and the most confident mistake."""
+    cfg: Config = ctx.cfg
+    predicted = probs.argmax(1)
+    right = torch.nonzero(predicted[cfg.example:] == test_y[cfg.example:])
+    if not len(right):
+        raise RuntimeError("model 2 classified no test image correctly from cfg.example on")
+    correct = int(right[0, 0]) + cfg.example
+    wrong_mask = predicted != test_y
+    if not wrong_mask.any():
+        raise RuntimeError("model 2 made no mistake on the test set: there is no wrong example")
+    wrong = int(torch.argmax(torch.where(wrong_mask, probs.max(1).values, -1.0)))
+    ctx.metric("mistakes", int(wrong_mask.sum()))
+    for key, index in zip(EXAMPLES, (correct, wrong)):
+        acts = activations(model, test_x[index])
+        label, pred = int(test_y[index]), int(predicted[index])
+        for name, value in {"index": index, "label": label, "predicted": pred,
+                            "probability": float(probs[index, pred]),
+                            "true_probability": float(probs[index, label])}.items():
+            ctx.metric(f"{key}_{name}", value)
+        for layer in LAYERS[:3]:
+            # Measured on the float32 maps: the float16 arrays below could round a tiny
+            # positive value to zero.
+            ctx.metric(f"{key}_{layer}_active", float((acts[layer] > 0).mean()))
+        # The conv maps (58 K values per digit) in half precision, for pictures only; fc1's
+        # 128 units and fc2's 10 probabilities as they are.
+        for layer, values in acts.items():
+            dtype = np.float16 if layer.startswith("conv") else np.float32
+            ctx.array(f"{key}_{layer}", values.astype(dtype))
+
+
+def measure_saliency(ctx: ComputeContext, model: Model2, test_x: torch.Tensor,
+                     test_y: torch.Tensor) -> np.ndarray:
+    """Share of the true class's |saliency| on ink and the share of ink, per test image.
+
+    Returns the indices of the measured images (a seeded subset of the test set).
+    """
+    cfg: Config = ctx.cfg
+    index = subset_index(len(test_y), cfg.saliency_images, ctx.streams.torch("saliency_images"))
+    maps = true_class_saliency(model, test_x[index], test_y[index])
+    on_ink, ink = ink_shares(test_x[index].numpy(), maps)
+    ctx.metric("saliency_images", len(index))
+    ctx.array("saliency_on_ink_shares", on_ink)
+    ctx.array("ink_shares", ink)
+    return index
+
+
+def example_images(ctx: ComputeContext, candidates: np.ndarray,
+                   test_y: torch.Tensor) -> list[int]:
+    """The first image of each of a few distinct, seeded digits (from `candidates` if there)."""
+    cfg: Config = ctx.cfg
+    labels = test_y.numpy()
+    digits = np.sort(ctx.streams.numpy("saliency_digits").choice(
+        10, size=cfg.saliency_examples, replace=False))
+    chosen = []
+    for d in digits:
+        pool = candidates[labels[candidates] == d]
+        chosen.append(int(pool[0]) if len(pool) else int(np.flatnonzero(labels == d)[0]))
+    return chosen
+
+
+def record_saliency_maps(ctx: ComputeContext, model: Model2, test_x: torch.Tensor,
+                         predicted: torch.Tensor, chosen: list[int]) -> None:
+    """All ten classes' saliency maps for a few test digits, and what the model predicts."""
+    ctx.metric("saliency_indices", chosen)
+    # float32: gradients can be small enough for half precision to lose them (125 KB for 4).
+    ctx.array("saliency_maps", np.stack([input_saliency(model, test_x[i]) for i in chosen]))
+    ctx.array("saliency_predicted", predicted[chosen].numpy().astype(np.uint8))
+
+
+# --- draw: figures (pure, tested in tests/test_hidden_layers.py) -------------------------------
 
 
 def mosaic(tiles: np.ndarray, ncols: int, gap: int = 1) -> np.ndarray:
@@ -114,16 +268,6 @@ def fc_weights_figure(weight: np.ndarray, layer: str):
     return fig
 
 
-@torch.no_grad()
-def activations(model: Model2, image: torch.Tensor) -> dict[str, np.ndarray]:
-    """What each layer passes on for one uint8 image [28, 28]: ReLU maps, fc1 units, class probs."""
-    with capture_activations(model, LAYERS) as capture:
-        model(to_input(image[None]))
-    out = {name: F.relu(capture.outputs[name][0]).cpu().numpy() for name in LAYERS[:3]}
-    out["fc2"] = F.softmax(capture.outputs["fc2"][0], dim=0).cpu().numpy()
-    return out
-
-
 def feature_map_figure(image: np.ndarray, acts: dict[str, np.ndarray], title: str):
     """Input, conv1 and conv2 maps, fc1 units and class probabilities of one image."""
     fig, _ = new_figure(9, 6.6)
@@ -154,40 +298,6 @@ def feature_map_figure(image: np.ndarray, acts: dict[str, np.ndarray], title: st
     return fig
 
 
-def true_class_saliency(model: Model2, images: torch.Tensor, labels: torch.Tensor,
-                        batch_size: int = 500) -> np.ndarray:
-    """d logit_label / d pixel of each uint8 image [N, 28, 28] for its own label -> [N, 28, 28]."""
-    out = []
-    for start in range(0, len(labels), batch_size):
-        x = to_input(images[start:start + batch_size]).requires_grad_(True)
-        rows = torch.arange(x.shape[0])
-        # Image i's input only influences row i's logits, so one backward gives all gradients
-        # (autograd.grad: the gradient of the input only, none left on the weights).
-        (grad,) = torch.autograd.grad(model(x)[rows, labels[start:start + batch_size]].sum(), x)
-        out.append(grad[:, 0].detach().cpu().numpy())
-    return np.concatenate(out) if out else np.empty((0, 28, 28), np.float32)
-
-
-def ink_shares(images: np.ndarray, saliency: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per image: the share of |saliency| on ink pixels (> 0), and the share of pixels inked.
-
-    If the network's sensitivity were spread evenly, the first would equal the second.
-    """
-    ink = images.reshape(len(images), -1) > 0
-    weight = np.abs(saliency.reshape(len(saliency), -1)).astype(np.float64)
-    total = np.maximum(weight.sum(1), 1e-30)
-    return (weight * ink).sum(1) / total, ink.mean(1)
-
-
-def input_saliency(model: Model2, image: torch.Tensor) -> np.ndarray:
-    """d logit_c / d pixel for every class c [10, 28, 28] (pixels scaled to [0, 1])."""
-    x = to_input(image[None]).repeat(10, 1, 1, 1).requires_grad_(True)
-    logits = model(x)
-    # Row c's input only influences row c's logits, so one backward gives all ten gradients.
-    (grad,) = torch.autograd.grad(logits[torch.arange(10), torch.arange(10)].sum(), x)
-    return grad[:, 0].detach().cpu().numpy()
-
-
 def saliency_figure(images: np.ndarray, maps: np.ndarray, labels, predicted):
     """Rows: examples; columns: the image, then the saliency map of each class."""
     n = len(images)
@@ -209,8 +319,6 @@ def saliency_figure(images: np.ndarray, maps: np.ndarray, labels, predicted):
     return fig
 
 
-
-
 def shares_figure(ink: np.ndarray, on_ink: np.ndarray):
     """Per image: share of |saliency| on ink against share of pixels inked, and y = x."""
     fig, axes = new_figure(4.2, 3.6)
@@ -226,101 +334,54 @@ def shares_figure(ink: np.ndarray, on_ink: np.ndarray):
     return fig
 
 
-# --- the run ----------------------------------------------------------------------------------
+# --- draw --------------------------------------------------------------------------------------
 
 
-def show_filters(ctx: Context, model: Model2) -> None:
+def draw(ctx: DrawContext) -> None:
+    """The filter, feature-map and saliency figures and the saliency-on-ink verdict."""
+    draw_filters(ctx)
+    draw_digits_through_layers(ctx)
+    draw_saliency(ctx)
+
+
+def draw_filters(ctx: DrawContext) -> None:
     """Trained filters: conv1, conv2 (the original showed conv1 under conv2's title), fc2."""
     for layer in ("conv1", "conv2"):
-        kernels = layer_kernels(model, layer)
+        kernels = ctx.array(f"{layer}_kernels").astype(np.float32)
         ctx.metric(f"{layer}_kernel_shape", list(kernels.shape))
         ctx.metric(f"{layer}_max_abs", float(np.abs(kernels).max()))
         # 150 dpi: conv2's 64 x 32 kernels are 4 pixels a weight at the column width.
         ctx.figure(f"{layer}_filters", conv_filters_figure(kernels, layer), dpi=150)
-    fc2 = model.fc2.weight.detach().numpy()
+    fc2 = ctx.array("fc2_weights").astype(np.float32)
     ctx.metric("fc2_shape", list(fc2.shape))
     ctx.figure("fc2_weights", fc_weights_figure(fc2, "fc1"))
 
 
-def show_digits_through_layers(ctx: Context, model: Model2, test_x: torch.Tensor,
-                               test_y: torch.Tensor, probs: torch.Tensor) -> None:
-    """One digit through every layer: a correct one and the most confident mistake."""
-    cfg: Config = ctx.cfg
-    predicted = probs.argmax(1)
-    right = torch.nonzero(predicted[cfg.example:] == test_y[cfg.example:])
-    if not len(right):
-        raise RuntimeError("model 2 classified no test image correctly from cfg.example on")
-    correct = int(right[0, 0]) + cfg.example
-    wrong_mask = predicted != test_y
-    if not wrong_mask.any():
-        raise RuntimeError("model 2 made no mistake on the test set: there is no wrong example")
-    wrong = int(torch.argmax(torch.where(wrong_mask, probs.max(1).values, -1.0)))
-    ctx.metric("mistakes", int(wrong_mask.sum()))
-    for key, index in (("correct", correct), ("wrong", wrong)):
-        acts = activations(model, test_x[index])
-        label, pred = int(test_y[index]), int(predicted[index])
-        for name, value in {"index": index, "label": label, "predicted": pred,
-                            "probability": float(probs[index, pred]),
-                            "true_probability": float(probs[index, label])}.items():
-            ctx.metric(f"{key}_{name}", value)
-        for layer in LAYERS[:3]:
-            ctx.metric(f"{key}_{layer}_active", float((acts[layer] > 0).mean()))
+def draw_digits_through_layers(ctx: DrawContext) -> None:
+    """The right and the wrong digit's maps, each titled with its label and prediction."""
+    results = ctx.results
+    images = ctx.data.test_images.cpu()
+    for key in EXAMPLES:
+        acts = {layer: ctx.array(f"{key}_{layer}").astype(np.float32) for layer in LAYERS}
         if key == "correct":
             ctx.metric("activation_shapes", {k: list(v.shape) for k, v in acts.items()})
-        title = (f"test image {index}: label {label}, predicted {pred} "
-                 f"({float(probs[index, pred]):.1%})")
-        ctx.figure(f"feature_maps_{key}", feature_map_figure(test_x[index].numpy(), acts, title))
+        index, label = results[f"{key}_index"], results[f"{key}_label"]
+        pred, probability = results[f"{key}_predicted"], results[f"{key}_probability"]
+        title = (f"test image {index}: label {label}, predicted {pred} ({probability:.1%})")
+        ctx.figure(f"feature_maps_{key}",
+                   feature_map_figure(images[index].numpy(), acts, title))
 
 
-def measure_saliency(ctx: Context, model: Model2, test_x: torch.Tensor,
-                     test_y: torch.Tensor) -> np.ndarray:
-    """Share of the true class's |saliency| on ink against the share of ink, per test image.
-
-    Returns the indices of the measured images (a seeded subset of the test set).
-    """
-    cfg: Config = ctx.cfg
-    index = subset_index(len(test_y), cfg.saliency_images, ctx.streams.torch("saliency_images"))
-    maps = true_class_saliency(model, test_x[index], test_y[index])
-    on_ink, ink = ink_shares(test_x[index].numpy(), maps)
-    ctx.metric("saliency_images", len(index))
+def draw_saliency(ctx: DrawContext) -> None:
+    """Saliency on ink against ink over the measured images, and the per-class maps."""
+    on_ink, ink = ctx.array("saliency_on_ink_shares"), ctx.array("ink_shares")
     ctx.metric("saliency_on_ink", float(on_ink.mean()))
     ctx.metric("ink_share", float(ink.mean()))
     ctx.metric("saliency_vs_ink", compare(on_ink.tolist(), ink.tolist()).as_metric())
     ctx.metric("saliency_above_diagonal", float((on_ink > ink).mean()))
     ctx.figure("saliency_shares", shares_figure(ink, on_ink))
-    return index
-
-
-def example_images(ctx: Context, candidates: np.ndarray, test_y: torch.Tensor) -> list[int]:
-    """The first image of each of a few distinct, seeded digits (from `candidates` if there)."""
-    cfg: Config = ctx.cfg
-    labels = test_y.numpy()
-    digits = np.sort(ctx.streams.numpy("saliency_digits").choice(
-        10, size=cfg.saliency_examples, replace=False))
-    chosen = []
-    for d in digits:
-        pool = candidates[labels[candidates] == d]
-        chosen.append(int(pool[0]) if len(pool) else int(np.flatnonzero(labels == d)[0]))
-    return chosen
-
-
-def show_saliency(ctx: Context, model: Model2, test_x: torch.Tensor, test_y: torch.Tensor,
-                  predicted: torch.Tensor, chosen: list[int]) -> None:
-    """All ten classes' saliency maps for a few test digits."""
-    maps = np.stack([input_saliency(model, test_x[i]) for i in chosen])
-    ctx.metric("saliency_indices", chosen)
-    ctx.figure("saliency", saliency_figure(test_x[chosen].numpy(), maps, test_y[chosen].tolist(),
-                                           predicted[chosen].tolist()))
-
-
-def run(ctx: Context) -> None:
-    """Filters, feature maps of a right and a wrong test image, and saliency."""
-    model = load_model2(ctx)
-    test_x, test_y = ctx.data.test_images.cpu(), ctx.data.test_labels.cpu()
-    probs = F.softmax(predict_logits(model, test_x), dim=1)
-    ctx.metric("test_accuracy", accuracy(test_y, probs.argmax(1)))
-    show_filters(ctx, model)
-    show_digits_through_layers(ctx, model, test_x, test_y, probs)
-    measured = measure_saliency(ctx, model, test_x, test_y)
-    show_saliency(ctx, model, test_x, test_y, probs.argmax(1),
-                  example_images(ctx, measured, test_y))
+    chosen = ctx.results["saliency_indices"]
+    data = ctx.data
+    ctx.figure("saliency", saliency_figure(
+        data.test_images.cpu()[chosen].numpy(), ctx.array("saliency_maps"),
+        data.test_labels.cpu()[chosen].tolist(), ctx.array("saliency_predicted").tolist()))

@@ -1,24 +1,34 @@
-"""analyses.classifiers: helpers, the contract, and the whole section on synthetic digits."""
+"""analyses.classifiers: helpers, the contract, and compute and draw on synthetic digits."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import types
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
-
-from analyses import classifiers as c
-from analyses import dataset
-from digits import original
-from digits.data import MNIST
-from digits.models import Model2
-from report.config import make_config
-from report.engine import BuildOptions, DataSource, build
 from synthetic import blobs
 
+from analyses import PRESENTATION
+from analyses import classifiers as c
+from analyses.gan import load_judge
+from digits import original
+from digits.data import MNIST
+from digits.models import BestCNN, Model2
+from digits.recipes import BEST_CNN, eval_batch_size
+from digits.training import predict_logits
+from report.analysis import sections_from_modules
+from report.context import ComputeContext, DrawContext
+from report.keys import PRESENTATION_MODULES, Keys
+from report.render import SectionView, make_environment, render_sections
+from report.workers import execute
+
 REPO = Path(__file__).resolve().parent.parent
+ITEMS = {"architectures", "curves_original", "reproduction", "denominator", "curves_best",
+         "best_seeds", "confusion", "per_class", "mistakes", "confident_mistakes"}
 
 
 def test_most_confident_mistakes() -> None:
@@ -47,8 +57,14 @@ def test_lead_from_arithmetic_is_min_of_lead_and_bias() -> None:
     assert c.lead_from_arithmetic(-0.002, 0.0016) == 0.0  # no lead, nothing to explain
 
 
-def test_layer_description_matches_the_original() -> None:
-    assert c.describe_layers(Model2()) == \
+def test_layer_shapes_and_their_description_match_the_original() -> None:
+    shapes = c.layer_shapes(Model2())
+    assert [row["name"] for row in shapes] == ["conv1", "conv2", "fc1", "fc2"]
+    assert shapes[0] == {"name": "conv1", "kind": "Conv2d", "shape": [32, 26, 26],
+                         "parameters": 32 * 9 + 32, "kernel": [3, 3]}
+    assert shapes[2]["kernel"] is None and shapes[2]["parameters"] == 64 * 24 * 24 * 128 + 128
+    json.dumps(shapes)  # recorded as a metric: plain JSON types only
+    assert c.describe_layers(shapes) == \
         "conv 3×3 → 32×26×26 · conv 3×3 → 64×24×24 · fc → 128 · fc → 10"
 
 
@@ -61,6 +77,12 @@ def test_contract() -> None:
         (0, original.EPOCHS, original.BATCH_SIZE, original.LR, original.MOMENTUM)
     assert full.seeds >= 3
     assert full.best_seeds >= 3 and full.target >= 0.996
+    # The stronger CNN's recipe is digits.recipes.BEST_CNN, not copied into the config: a
+    # profile changes only its epochs and seeds.
+    fields = {f.name for f in dataclasses.fields(full)}
+    assert {f for f in fields if f.startswith("best_")} == {"best_epochs", "best_seeds"}
+    assert not fields & {"max_shift", "max_degrees", "dropout"}
+    assert full.best_epochs == BEST_CNN.epochs
     quick = dataclasses.replace(full, **analysis.quick)
     assert 0 < quick.train_subset <= 15_000 and quick.best_seeds >= 1
 
@@ -83,46 +105,157 @@ def test_test_logits_callback_matches_evaluate() -> None:
     assert callback.logits is not None and callback.logits.shape == (50, 10)
 
 
+def test_compute_reaches_no_presentation_module_and_draw_does_the_verdicts() -> None:
+    keys = Keys(REPO, (*PRESENTATION_MODULES, *PRESENTATION))
+    (section,) = sections_from_modules([c])
+    compute = keys.closure(section, "compute")
+    assert compute.excluded == frozenset()
+    assert not any(s.startswith(("report/compare.py", "digits/plots.py"))
+                   for s in compute.symbols)
+    draw = set(keys.symbols(section, "draw"))
+    assert {"report/compare.py:compare", "report/compare.py:summarize"} <= draw
+    # Training code is compute's alone: an edit to it never re-draws, and the reverse.
+    assert "analyses/classifiers.py:train_one" not in draw
+    assert "analyses/classifiers.py:most_confident_mistakes" not in compute.symbols
 
 
-def test_whole_section_on_synthetic_digits(tmp_path: Path) -> None:
-    sets = {"classifiers.epochs": "1", "classifiers.seeds": "2", "classifiers.best_epochs": "1",
-            "classifiers.best_seeds": "2", "classifiers.train_subset": "0",
-            "classifiers.gallery": "4"}
-    modules = [dataset, c]
-    config = make_config([m.ANALYSIS for m in modules], "quick", sets)
-    options = BuildOptions(root=REPO, out=tmp_path / "site", cache_dir=tmp_path / "cache",
-                           templates=REPO / "templates", device=torch.device("cpu"),
-                           prose_globals={"original": original.facts()})
+# --- compute and draw on synthetic digits -------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def computed(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """compute on 200 training and 100 test blobs: 2 seeds of everything, 1 epoch."""
+    tmp = tmp_path_factory.mktemp("classifiers")
     data = MNIST(*blobs(200, 1), *blobs(100, 2), source="synthetic")
-    source = DataSource(fingerprint="synthetic", load=lambda device: data)
-    index, outcomes = build(modules, config, options, source, log=lambda m: None)
-    assert outcomes["classifiers"].status == "run", outcomes["classifiers"].error
-    metrics = json.loads((tmp_path / "site" / "data" / "classifiers" / "metrics.json")
-                         .read_text())
+    dataset = tmp / "dataset"
+    dataset.mkdir()
+    pixels = data.train_images.float() / 255
+    dataset_metrics = {"train_mean": pixels.mean().item(), "train_std": pixels.std().item()}
+    (dataset / "manifest.json").write_text(json.dumps({"metrics": dataset_metrics}))
+    cfg = dataclasses.replace(c.ANALYSIS.config, epochs=1, seeds=2, best_epochs=1, best_seeds=2,
+                              train_subset=0, gallery=4)
+    staging = tmp / "compute"
+    staging.mkdir()
+    ctx = ComputeContext("classifiers", cfg, seed=7, device=torch.device("cpu"),
+                         staging=staging, upstream={"dataset": dataset},
+                         data_loader=lambda: data, log=lambda m: None)
+    result = execute(c.compute, ctx)
+    (staging / "manifest.json").write_text(json.dumps({"metrics": result["metrics"]}))
+    return {"ctx": ctx, "folder": staging, "dataset": dataset, "data": data, "cfg": cfg,
+            "dataset_metrics": dataset_metrics, "tmp": tmp}
+
+
+def draw_from(computed: dict, folder: Path, name: str) -> DrawContext:
+    """Run draw over the compute results in `folder`, into a fresh staging folder `name`."""
+    staging = computed["tmp"] / name
+    staging.mkdir()
+    ctx = DrawContext("classifiers", computed["cfg"], seed=7, staging=staging,
+                      upstream={"dataset": computed["dataset"]},
+                      data_loader=lambda: computed["data"], log=lambda m: None, results=folder)
+    execute(c.draw, ctx)
+    return ctx
+
+
+def test_compute_records_raw_results_and_no_verdict(computed: dict) -> None:
+    ctx, folder = computed["ctx"], computed["folder"]
+    m = ctx.metrics
     for key in ("model1", "model2"):
         for scaling in ("plain", "standardised"):
-            assert len(metrics[f"{key}_{scaling}_test_accs"]) == 2
-        assert metrics[f"{key}_vs_original"]["verdict"] in ("ahead", "behind", "cannot separate")
-        assert metrics[f"{key}_standardised_vs_plain"]["b"]["n"] == 2
-    assert metrics["model2_vs_model1"]["a"]["mean"] == metrics["model2_plain_test_mean"]
-    assert metrics["original_model2_true_acc"] == original.true_accuracy(original.MODEL2_TEST_ACC,
-                                                                         100)
-    assert metrics["same_budget_as_original"] is False
+            correct = m[f"{key}_{scaling}_test_correct"]
+            assert len(correct) == 2 and len(m[f"{key}_{scaling}_histories"]) == 2
+            assert m[f"{key}_{scaling}_test_accs"] == [k / 100 for k in correct]
+    assert len(m["best_test_accs"]) == len(m["best_histories"]) == 2
+    assert m["n_train_used"] == 200 and m["n_test"] == 100
+    assert m["best_recipe"] == {**dataclasses.asdict(BEST_CNN), "epochs": 1}
+    assert np.array(m["best_confusion"]).sum() == 100
+    # Summaries and verdicts are draw's: nothing compute records is one.
+    assert not [k for k, v in m.items() if isinstance(v, dict) and "verdict" in v]
+    assert not [k for k in m if k.endswith(("_test_mean", "_test_std", "_acc_mean"))]
+    assert [i["kind"] for i in ctx.items] == ["array", "array"]
+    logits = np.load(folder / "arrays" / "best_seed0_logits.npy")
+    predictions = np.load(folder / "arrays" / "model2_seed0_predictions.npy")
+    assert (logits.dtype, logits.shape) == (np.float32, (100, 10))
+    assert (predictions.dtype, predictions.shape) == (np.uint8, (100,))
+    # The recorded logits are seed 0's: their argmax gives its correct count.
+    labels = computed["data"].test_labels.numpy()
+    assert int((logits.argmax(1) == labels).sum()) == m["best_test_correct"][0]
+    assert int((predictions == labels).sum()) == m["model2_plain_test_correct"][0]
+
+
+def test_saved_models_load_where_they_are_used(computed: dict) -> None:
+    folder, data = computed["folder"], computed["data"]
     # The reproduction trains on [0, 1] pixels, as the original: its saved model 2 says so.
-    saved = torch.load(next((tmp_path / "cache" / "classifiers").glob("*/objects/model2.pt")),
-                       weights_only=False)
-    assert (saved["mean"], saved["std"]) == (0.0, 1.0)
-    # Saved in half precision (the largest frozen file otherwise), and it loads into Model2.
-    assert saved["state_dict"]["fc1.weight"].dtype == torch.float16
-    Model2().load_state_dict(saved["state_dict"])
-    reproduction = json.loads((tmp_path / "site" / "data" / "classifiers" / "reproduction.json")
-                              .read_text())
-    assert [r["step"] for r in reproduction["rows"][:4]] == [
+    model2 = torch.load(folder / "objects" / "model2.pt", weights_only=False)
+    assert (model2["mean"], model2["std"]) == (0.0, 1.0)
+    assert model2["state_dict"]["fc1.weight"].dtype == torch.float16
+    Model2().load_state_dict(model2["state_dict"])
+    # The stronger CNN in float32: the GAN section's judge loads it and gives the recorded
+    # test logits of seed 0.
+    best = torch.load(folder / "objects" / "best.pt", weights_only=False)
+    assert best["state_dict"]["classifier.1.weight"].dtype == torch.float32
+    assert best["dropout"] == BEST_CNN.dropout
+    assert (best["mean"], best["std"]) == (computed["dataset_metrics"]["train_mean"],
+                                          computed["dataset_metrics"]["train_std"])
+    upstream = types.SimpleNamespace(device=torch.device("cpu"),
+                                     load=lambda up, name: torch.load(
+                                         folder / "objects" / f"{name}.pt", weights_only=False))
+    judge = load_judge(upstream)
+    assert isinstance(judge, BestCNN) and not judge.training
+    logits = predict_logits(judge, data.test_images, eval_batch_size(torch.device("cpu")))
+    recorded = np.load(folder / "arrays" / "best_seed0_logits.npy")
+    np.testing.assert_array_equal(logits.numpy(), recorded)
+
+
+def test_draw_makes_every_item_and_verdict_from_the_results(computed: dict) -> None:
+    first = draw_from(computed, computed["folder"], "draw1")
+    again = draw_from(computed, computed["folder"], "draw2")
+    assert first.metrics == again.metrics  # draw reads results; it trains nothing
+    assert {i["name"] for i in first.items} == ITEMS
+    m, r = first.metrics, computed["ctx"].metrics
+    assert not set(m) & set(r)
+    for key in ("model1", "model2"):
+        assert m[f"{key}_vs_original"]["verdict"] in ("ahead", "behind", "cannot separate")
+        assert m[f"{key}_standardised_vs_plain"]["b"]["n"] == 2
+    assert m["model2_vs_model1"]["a"]["mean"] == m["model2_plain_test_mean"]
+    assert m["original_model2_true_acc"] == original.true_accuracy(original.MODEL2_TEST_ACC, 100)
+    assert m["same_budget_as_original"] is False
+    assert m["best_seed0_errors"] == 100 - r["best_test_correct"][0]
+    assert m["model2_seed0_correct"] == r["model2_plain_test_correct"][0]
+    assert m["gallery_size"] == min(4, m["best_seed0_errors"])
+    tables = {i["name"]: i["rows"] for i in first.items if i["kind"] == "table"}
+    assert [row["step"] for row in tables["reproduction"][:4]] == [
         "original, as reported", "original, correct / test images",
         "this build, [0, 1] pixels", "this build, standardised"]
-    page = index.read_text()
-    for name in ("architectures", "curves_original", "reproduction", "denominator",
-                 "curves_best", "best_seeds", "confusion", "per_class", "mistakes",
-                 "confident_mistakes"):
-        assert f'id="classifiers-{name}"' in page
+
+
+def test_verdicts_follow_the_recorded_results(computed: dict) -> None:
+    """Edited results (model 2 always right, model 1 never) turn draw's verdict around."""
+    folder = computed["tmp"] / "edited"
+    folder.mkdir()
+    for part in ("arrays", "objects"):
+        (folder / part).symlink_to(computed["folder"] / part)
+    metrics = dict(computed["ctx"].metrics)
+    metrics["model2_plain_test_accs"] = [1.0, 0.99]
+    metrics["model1_plain_test_accs"] = [0.1, 0.11]
+    (folder / "manifest.json").write_text(json.dumps({"metrics": metrics}))
+    m = draw_from(computed, folder, "draw_edited").metrics
+    assert m["model2_vs_model1"]["verdict"] == "ahead"
+    assert m["model2_plain_test_mean"] == pytest.approx(0.995)
+
+
+def test_prose_renders_from_compute_and_draw_metrics(computed: dict) -> None:
+    ctx = draw_from(computed, computed["folder"], "draw_prose")
+    metrics = {**computed["ctx"].metrics, **ctx.metrics}
+    view = SectionView("classifiers", (REPO / "analyses" / "classifiers.md").read_text(),
+                       computed["cfg"], metrics, ctx.items, ctx._staging, "run")
+    render_sections(make_environment(REPO / "templates"), [view], {
+        "metrics": {"classifiers": metrics, "dataset": computed["dataset_metrics"]},
+        "build": {"profile": "quick", "reduced": {}, "device": "cpu"},
+        "original": original.facts()})
+    plain = " ".join(view.html.split())
+    for name in ITEMS:
+        assert f'id="classifiers-{name}"' in plain
+    # The recipe's settings come from the recorded recipe, not from the config.
+    assert f"(p = {BEST_CNN.dropout})" in plain
+    assert f"Nesterov momentum {BEST_CNN.momentum}, weight decay {BEST_CNN.weight_decay}" \
+        in plain

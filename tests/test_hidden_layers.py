@@ -4,18 +4,22 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 
-from analyses import hidden_layers
+from analyses import PRESENTATION, hidden_layers
 from digits import original
 from digits.data import MNIST
 from digits.models import Model2
+from report.analysis import sections_from_modules
 from report.compare import AHEAD, BEHIND, UNSEPARATED, compare
-from report.context import Context
+from report.context import ComputeContext, DrawContext
+from report.keys import PRESENTATION_MODULES, Keys
 from report.render import SectionView, make_environment, render_sections
+from report.workers import execute
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -127,13 +131,9 @@ def test_saliency_claim_is_ahead_only_when_saliency_favours_ink() -> None:
 # --- the whole section --------------------------------------------------------------------------
 
 
-
-
-
-
 @pytest.fixture(scope="module")
-def section(tmp_path_factory) -> tuple[Context, Path]:
-    """run(ctx) on synthetic test images with a random (untrained) model 2 on [0, 1] pixels."""
+def computed(tmp_path_factory) -> dict:
+    """compute on synthetic test images with a random (untrained) model 2 on [0, 1] pixels."""
     tmp = tmp_path_factory.mktemp("hidden")
     data = MNIST(inked_images(20, seed=1), torch.arange(20) % 10, inked_images(100, seed=2),
                  torch.arange(100) % 10, source="synthetic")
@@ -142,22 +142,45 @@ def section(tmp_path_factory) -> tuple[Context, Path]:
     classifiers = tmp / "classifiers"
     (classifiers / "objects").mkdir(parents=True)
     (classifiers / "manifest.json").write_text(json.dumps({"metrics": {}}))
-    torch.save({"state_dict": model2.state_dict(), "mean": 0.0, "std": 1.0},
-               classifiers / "objects" / "model2.pt")
+    # Saved as the classifiers section saves it: every float tensor in half precision.
+    torch.save({"state_dict": {k: v.half() for k, v in model2.state_dict().items()},
+                "mean": 0.0, "std": 1.0}, classifiers / "objects" / "model2.pt")
     dataset = tmp / "dataset"
     dataset.mkdir()
     (dataset / "manifest.json").write_text(json.dumps({"metrics": {}}))
-    staging = tmp / "out"
+    staging = tmp / "compute"
     staging.mkdir()
     cfg = hidden_layers.Config(saliency_images=40)
-    ctx = Context("hidden_layers", cfg, seed=3, device=torch.device("cpu"), staging=staging,
-                  upstream={"dataset": dataset, "classifiers": classifiers},
-                  data_loader=lambda: data, log=lambda m: None)
-    hidden_layers.run(ctx)
-    return ctx, staging
+    upstream = {"dataset": dataset, "classifiers": classifiers}
+    ctx = ComputeContext("hidden_layers", cfg, seed=3, device=torch.device("cpu"),
+                         staging=staging, upstream=upstream, data_loader=lambda: data,
+                         log=lambda m: None)
+    result = execute(hidden_layers.compute, ctx)
+    (staging / "manifest.json").write_text(json.dumps({"metrics": result["metrics"]}))
+    return {"ctx": ctx, "folder": staging, "upstream": upstream, "data": data, "tmp": tmp}
 
 
-def render(ctx: Context, staging: Path, metrics: dict | None = None,
+def draw_from(computed: dict, name: str, folder: Path | None = None) -> DrawContext:
+    """Run draw over compute's results (or those in `folder`) into a fresh staging folder."""
+    staging = computed["tmp"] / name
+    staging.mkdir()
+    ctx = DrawContext("hidden_layers", computed["ctx"].cfg, seed=3, staging=staging,
+                      upstream=computed["upstream"], data_loader=lambda: computed["data"],
+                      log=lambda m: None, results=folder or computed["folder"])
+    execute(hidden_layers.draw, ctx)
+    return ctx
+
+
+@pytest.fixture(scope="module")
+def section(computed) -> tuple[SimpleNamespace, Path]:
+    """The section as the page sees it: compute's and draw's metrics merged, draw's items."""
+    ctx = draw_from(computed, "drawn")
+    merged = SimpleNamespace(cfg=ctx.cfg, metrics={**computed["ctx"].metrics, **ctx.metrics},
+                             items=ctx.items, streams=computed["ctx"].streams)
+    return merged, ctx._staging
+
+
+def render(ctx: SimpleNamespace, staging: Path, metrics: dict | None = None,
            reduced: dict | None = None) -> str:
     view = SectionView("hidden_layers", (REPO / "analyses" / "hidden_layers.md").read_text(),
                        ctx.cfg, metrics or ctx.metrics, ctx.items, staging, "run")
@@ -188,6 +211,63 @@ def test_section_runs_on_synthetic_data(section) -> None:
     assert {i["name"] for i in ctx.items} == {
         "conv1_filters", "conv2_filters", "fc2_weights", "feature_maps_correct",
         "feature_maps_wrong", "saliency", "saliency_shares"}
+
+
+def test_compute_records_arrays_and_no_verdict(computed) -> None:
+    ctx, folder = computed["ctx"], computed["folder"]
+    m = ctx.metrics
+    assert not [k for k, v in m.items() if isinstance(v, dict) and "verdict" in v]
+    assert all(i["kind"] == "array" for i in ctx.items)  # no figure: those are draw's
+
+    def array(name: str) -> np.ndarray:
+        return np.load(folder / "arrays" / f"{name}.npy")
+
+    # The kernels as saved (float16), exactly: model 2 is stored in half precision.
+    saved = torch.load(computed["upstream"]["classifiers"] / "objects" / "model2.pt",
+                       weights_only=False)["state_dict"]
+    np.testing.assert_array_equal(array("conv2_kernels"), saved["conv2.weight"].numpy())
+    assert array("fc2_weights").shape == (10, 128)
+    for key in ("correct", "wrong"):
+        assert array(f"{key}_conv2").shape == (64, 24, 24)
+        assert array(f"{key}_conv2").dtype == np.float16
+        assert array(f"{key}_fc2").sum() == pytest.approx(1, abs=1e-5)
+        # The share of active values is measured in compute, on the float32 maps.
+        assert m[f"{key}_conv1_active"] == pytest.approx(float((array(f"{key}_conv1") > 0)
+                                                              .mean()), abs=1e-3)
+    assert array("saliency_on_ink_shares").shape == array("ink_shares").shape == (40,)
+    assert array("saliency_maps").shape == (4, 10, 28, 28)
+    labels = computed["data"].test_labels.numpy()
+    assert array("saliency_predicted").dtype == np.uint8
+    assert m["wrong_label"] == labels[m["wrong_index"]]
+
+
+def test_draw_reproduces_items_and_verdict_from_the_results(computed) -> None:
+    first, again = draw_from(computed, "draw1"), draw_from(computed, "draw2")
+    assert first.metrics == again.metrics
+    assert not set(first.metrics) & set(computed["ctx"].metrics)
+    assert first.metrics["saliency_vs_ink"]["a"]["mean"] == pytest.approx(
+        float(np.load(computed["folder"] / "arrays" / "saliency_on_ink_shares.npy").mean()))
+    # Edited shares (saliency all on ink) turn the verdict: it is drawn from the arrays.
+    edited = computed["tmp"] / "edited"
+    (edited / "arrays").mkdir(parents=True)
+    for path in (computed["folder"] / "arrays").iterdir():
+        (edited / "arrays" / path.name).symlink_to(path)
+    (edited / "manifest.json").write_text((computed["folder"] / "manifest.json").read_text())
+    (edited / "arrays" / "saliency_on_ink_shares.npy").unlink()
+    np.save(edited / "arrays" / "saliency_on_ink_shares.npy", np.ones(40))
+    assert draw_from(computed, "draw_edited", edited).metrics["saliency_vs_ink"]["verdict"] \
+        == AHEAD
+
+
+def test_compute_reaches_no_presentation_module() -> None:
+    keys = Keys(REPO, (*PRESENTATION_MODULES, *PRESENTATION))
+    (section,) = sections_from_modules([hidden_layers])
+    compute = keys.closure(section, "compute")
+    assert compute.excluded == frozenset()
+    assert "analyses/hidden_layers.py:conv_filters_figure" not in compute.symbols
+    draw = set(keys.symbols(section, "draw"))
+    assert "report/compare.py:compare" in draw
+    assert "analyses/hidden_layers.py:true_class_saliency" not in draw
 
 
 def test_prose_renders_and_names_reduced_upstream_settings(section) -> None:
