@@ -364,6 +364,23 @@ def select_backbone(choice: str, input_size: int, *, download: bool = True,
                            f"PyPI ran instead")
 
 
+@torch.no_grad()
+def stage_maps(extractor: Extractor, digit: torch.Tensor, size: int,
+               per_stage: int) -> list[tuple[str, list[int], torch.Tensor]]:
+    """One uint8 digit [28, 28] through the extractor, on the CPU in float32: for each stage,
+    its name, the shape [C, H, W] of its maps, and its first `per_stage` maps as float16
+    [min(C, per_stage), H, W] (what a figure shows; float16 keeps a map's picture and halves
+    its size). The extractor goes back to the device it was on."""
+    device = next(extractor.parameters()).device
+    x = preprocess(digit.reshape(1, *digit.shape[-2:]).cpu(), size, True)
+    try:
+        stages = extractor.cpu().stages(x)
+    finally:
+        extractor.to(device)
+    return [(name, [int(v) for v in maps.shape[1:]], maps[0, :per_stage].to(torch.float16))
+            for name, maps in stages]
+
+
 def describe(backbone: Backbone) -> dict[str, Any]:
     """Facts about the backbone for metrics."""
     return {"name": backbone.name, "label": backbone.label, "input_size": backbone.input_size,

@@ -94,6 +94,23 @@ def test_extractors_are_frozen_and_give_pooled_features(lite: b.Backbone,
     assert vgg_random.weights == "" and lite.weights_sha256 == b.EFFICIENTNET_LITE0_SHA256
 
 
+def test_stage_maps_are_the_first_maps_of_each_stage_in_float16(lite: b.Backbone,
+                                                                 vgg_random: b.Backbone) -> None:
+    images, _ = digits(2)
+    for backbone in (lite, vgg_random):
+        extractor = backbone.extractor
+        with torch.no_grad():
+            full = extractor.stages(b.preprocess(images[1:2], 32))
+        got = b.stage_maps(extractor, images[1], 32, per_stage=5)
+        assert [name for name, _, _ in got] == [name for name, _ in full]
+        for (_, shape, maps), (_, whole) in zip(got, full):
+            assert shape == list(whole.shape[1:])
+            assert maps.dtype == torch.float16 and maps.shape == (min(5, shape[0]), *shape[1:])
+            # The maps of that digit, rounded to float16 (not another digit's).
+            assert torch.equal(maps, whole[0, :5].to(torch.float16))
+        assert next(extractor.parameters()).device.type == "cpu" and not extractor.training
+
+
 def test_fallback_is_taken_and_reported_without_vgg16_weights(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))

@@ -10,15 +10,18 @@ import numpy as np
 import pytest
 import torch
 
-from analyses import classifiers, dataset
+from analyses import PRESENTATION, classifiers, dataset
 from analyses import transfer as t
 from digits import original
 from digits.data import MNIST
 from digits.recipes import BEST_CNN
 from digits.sampling import balanced_index
 from digits.study import validation_split
+from report.analysis import Section
 from report.config import make_config
+from report.context import DrawContext
 from report.engine import BuildOptions, DataSource, build
+from report.keys import PRESENTATION_MODULES, Keys
 from synthetic import blobs
 
 REPO = Path(__file__).resolve().parent.parent
@@ -48,9 +51,8 @@ def test_budget_subsets_are_balanced_and_disjoint_from_validation_and_test() -> 
 
 
 def test_helpers() -> None:
-    assert t.parse_list("0.001, 0.003") == [0.001, 0.003]
-    assert t.parse_list("10,100,0", int) == [10, 100, 0]
     assert (t.budget_name(1000), t.budget_name(0)) == ("1,000", "all")
+    assert (t.budget_key(10), t.budget_key(0)) == ("budget10", "budget_all")
     assert t.feature_folder("off") is None and t.feature_folder("") is None
     assert t.feature_folder("/x/y") == Path("/x/y")
     row = t.accuracy_rows("m", [0.9, 0.92], 10, 1.234, "here")
@@ -63,19 +65,40 @@ def test_contract() -> None:
     full = analysis.config
     assert (full.input_size, full.train_subset, full.test_subset) == (224, 0, 0)
     assert full.head_epochs == original.EPOCHS and full.seeds >= 3
-    assert t.parse_list(full.budgets, int) == [10, 100, 1_000, 0]
+    assert full.budgets == (10, 100, 1_000, 0) and isinstance(full.head_lrs, tuple)
     assert full.finetune_epochs > 0 and full.backbone == "auto"
-    # The CNN from scratch is the classifiers section's recipe, unchanged.
-    best = classifiers.ANALYSIS.config
-    assert (full.cnn_epochs, full.cnn_batch_size, full.cnn_lr, full.cnn_momentum,
-            full.cnn_weight_decay, full.cnn_dropout, full.cnn_max_shift, full.cnn_max_degrees) \
-        == (best.best_epochs, best.best_batch_size, best.best_lr, best.best_momentum,
-            best.best_weight_decay, best.best_dropout, best.max_shift, best.max_degrees)
-    assert best.best_schedule == BEST_CNN.schedule
+    # The CNN from scratch is digits.recipes.BEST_CNN, unchanged: the config keeps only what a
+    # profile shortens, not a copy of the recipe; the maps are scored as quality.MAP_SCORING.
+    fields = {f.name for f in dataclasses.fields(full)}
+    assert full.cnn_epochs == BEST_CNN.epochs and fields & {
+        "cnn_batch_size", "cnn_lr", "cnn_momentum", "cnn_weight_decay", "cnn_dropout",
+        "cnn_max_shift", "cnn_max_degrees", "knn_k", "knn_folds", "pca_dims",
+        "perplexity"} == set()
     quick = dataclasses.replace(full, **analysis.quick)
     assert quick.input_size < full.input_size and quick.seeds >= 2
+    assert quick.budgets == (10, 100, 0)
+    # --set gives tuples too.
+    config = make_config([t.ANALYSIS], "quick", {"transfer.budgets": "5,0",
+                                                 "transfer.head_lrs": "0.001"})
+    assert config.section("transfer").budgets == (5, 0)
+    assert config.section("transfer").head_lrs == (0.001,)
 
 
+def test_compute_reaches_no_drawing_and_draw_trains_nothing() -> None:
+    keys = Keys(REPO, (*PRESENTATION_MODULES, *PRESENTATION))
+    section = Section(t.ANALYSIS, t)
+    compute = keys.closure(section, "compute")
+    assert not compute.excluded  # report.compare, report.render, digits.plots, ...
+    files = {name.split(":")[0] for name in compute.symbols}
+    assert "digits/plots.py" not in files and "digits/recipes.py" in files
+    mine = {name.split(":")[1] for name in compute.symbols
+            if name.startswith("analyses/transfer.py:")}
+    assert {"compute", "cnn_from_scratch", "tsne_maps", "budgets"} <= mine
+    assert not mine & {"draw", "accuracy_rows", "budget_name", "draw_budgets", "plot_tsne",
+                       "plot_maps", "beside_classifiers"}
+    drawn = {name.split(":")[0] for name in keys.closure(section, "draw").symbols}
+    assert not drawn & {"digits/training.py", "digits/features.py", "digits/backbones.py",
+                        "digits/embedding_quality.py"}
 
 
 # Tiny settings: the three sections in seconds on 400 + 200 synthetic images.
@@ -88,6 +111,23 @@ TINY = {"classifiers.epochs": "1", "classifiers.seeds": "2", "classifiers.best_e
         "transfer.cnn_min_steps": "2", "transfer.timing_images": "32",
         "transfer.finetune_epochs": "1", "transfer.tsne_points": "120",
         "transfer.maps_per_stage": "4", "transfer.download": "false", "transfer.threads": "1"}
+
+
+def entry(cache: Path, name: str) -> Path:
+    """The one compute entry of `name` in a fresh build's cache."""
+    (folder,) = [p for p in (cache / "compute" / name).iterdir() if not p.name.startswith(".")]
+    return folder
+
+
+def redraw(tmp_path: Path, cache: Path, cfg: object, run: str) -> dict:
+    """transfer's draw once more over the build's compute results: its metrics."""
+    staging = tmp_path / run
+    staging.mkdir()
+    ctx = DrawContext("transfer", cfg, seed=0, staging=staging, results=entry(cache, "transfer"),
+                      upstream={u: entry(cache, u) for u in t.ANALYSIS.requires},
+                      log=lambda m: None)
+    t.draw(ctx)
+    return ctx.metrics
 
 
 def test_whole_section_on_synthetic_digits(tmp_path: Path,
@@ -123,3 +163,29 @@ def test_whole_section_on_synthetic_digits(tmp_path: Path,
                  "filters", "maps", "tsne"):
         assert f'id="transfer-{name}"' in page
     assert "EfficientNet-Lite0" in page
+
+    # Compute recorded the raw results: per-run values and compact arrays, never the features.
+    computed = entry(tmp_path / "cache", "transfer")
+    raw = json.loads((computed / "manifest.json").read_text())["metrics"]
+    assert len(raw["no_norm_test_accs"]) == 2 and len(raw["finetune_histories"]) == 2
+    assert len(raw["knn_features_folds"]) == raw["knn_folds"] == 5
+    assert raw["head_lr"] == raw["head_lr_grid"][int(np.argmax(raw["head_lr_val_accs"]))]
+    for verdict in ("head_vs_best", "head_test_mean", "knn_features", "budget_points"):
+        assert verdict not in raw  # summaries and verdicts are draw's
+    arrays = {p.stem: np.load(p) for p in (computed / "arrays").glob("*.npy")}
+    assert arrays["tsne_features"].shape == arrays["tsne_pixels"].shape == (120, 2)
+    assert arrays["tsne_features"].dtype == np.float32 and arrays["tsne_labels"].dtype == np.uint8
+    assert np.array_equal(arrays["tsne_labels"], data.test_labels.numpy()[arrays["tsne_index"]])
+    assert arrays["first_conv"].shape[1] == 3
+    maps = [arrays[f"maps_{s}"] for s in range(raw["maps_stages"])]
+    assert all(m.dtype == np.float16 and m.shape[0] <= 4 for m in maps)
+    assert [m.shape[0] for m in maps] == raw["maps_shown"]
+    assert not any(a.ndim == 2 and a.shape[1] == 1280 for a in arrays.values())
+    size = sum(p.stat().st_size for p in computed.rglob("*") if p.is_file())
+    assert size < 200_000, size  # 200 test features alone would be 1 MB
+
+    # Draw alone, again, from those results: the same verdicts and numbers.
+    cfg = config.section("transfer")
+    again = redraw(tmp_path, tmp_path / "cache", cfg, "first")
+    assert again == redraw(tmp_path, tmp_path / "cache", cfg, "second")
+    assert {k: metrics[k] for k in again} == json.loads(json.dumps(again))
