@@ -6,10 +6,11 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
-from analyses import classifiers, dataset
+from analyses import ANALYSES, PRESENTATION, classifiers, dataset
 from analyses import gan as section
 from digits import original
 from digits.data import MNIST
@@ -24,8 +25,11 @@ from digits.gan import (
     train_gan,
 )
 from digits.sampling import balanced_index
+from report import DrawContext
+from report.analysis import sections_from_modules
 from report.config import make_config
 from report.engine import BuildOptions, DataSource, build
+from report.keys import PRESENTATION_MODULES, Keys
 
 REPO = Path(__file__).resolve().parent.parent
 SMALL = {"widths": (16, 16, 32)}
@@ -54,16 +58,69 @@ def test_loss_problem() -> None:
     assert loss_problem(0.5, 150.0, 100.0) == "exploded"
 
 
-def test_parse_runs_and_changes() -> None:
-    recipes = section.parse_runs("original, range,smoothing")
+def test_recipes_named_and_changes() -> None:
+    recipes = section.recipes_named(("original", "range", "smoothing"))
     assert [r.name for r in recipes] == ["original", "range", "smoothing"]
     assert section.changes(recipes[0], recipes[1]) == ["real images in [-1, 1]"]
     assert section.changes(recipes[1], recipes[2]) == [
         "D's dropout only while D trains", "D's target for real images 0.9"]
     with pytest.raises(ValueError):
-        section.parse_runs("original,nonsense")
+        section.recipes_named(("original", "nonsense"))
     with pytest.raises(ValueError):
-        section.parse_runs("original")
+        section.recipes_named(("original",))
+
+
+def test_config_lists_are_tuples_and_the_quick_override_too() -> None:
+    quick = make_config([section.ANALYSIS], "quick").section("gan")
+    assert quick.g_widths == (64, 128, 256) and quick.d_widths == (256, 128, 64)
+    assert quick.runs == ("original", "range", "smoothing")
+    full = make_config([section.ANALYSIS], "full", {"gan.runs": "original,spectral"})
+    assert full.section("gan").runs == ("original", "spectral")
+    assert full.section("gan").g_widths == (256, 512, 1024)
+
+
+def measurement(seed: int) -> dict:
+    """A measurement shaped like section.measure's, with random values."""
+    rng = np.random.default_rng(seed)
+    m: dict = {key: float(rng.random()) for key in section.METRICS}
+    m.update({f"{key}_per_class": rng.random(10) for key in section.PER_CLASS})
+    return m
+
+
+def test_pack_keeps_every_value_exactly_and_a_stopped_run_as_nan() -> None:
+    a, b = measurement(0), measurement(1)
+    overall, classes = section.pack([a, None, b])
+    assert overall.shape == (3, 7) and classes.shape == (3, 5, 10)
+    assert np.isnan(overall[1]).all() and np.isnan(classes[1]).all()
+    back = section.unpack(overall[2], classes[2])
+    assert back.keys() == b.keys()
+    for key, value in b.items():
+        assert np.array_equal(back[key], value), key
+
+
+def test_summarise_takes_means_and_counts_collapsed_classes() -> None:
+    sets = [measurement(0), measurement(1)]
+    sets[0]["recall_per_class"][:] = 0.5
+    sets[1]["recall_per_class"][:] = 0.5
+    sets[0]["recall_per_class"][3] = 0.0  # class 3: mean 0.25
+    sets[1]["recall_per_class"][7] = 0.0  # class 7 too
+    summary = section.summarise(sets, collapse_recall=0.3)
+    assert summary["fid"] == np.mean([sets[0]["fid"], sets[1]["fid"]])
+    assert summary["batches"]["fid"] == [sets[0]["fid"], sets[1]["fid"]]
+    assert summary["collapsed"] == [3, 7]
+    assert section.summarise(sets, collapse_recall=0.2)["collapsed"] == []
+
+
+def test_compute_reaches_no_presentation_and_draw_reaches_the_comparison() -> None:
+    keys = Keys(REPO, (*PRESENTATION_MODULES, *PRESENTATION))
+    gan = next(s for s in sections_from_modules(ANALYSES) if s.name == "gan")
+    assert keys.closure(gan, "compute").excluded == frozenset()
+    compute = set(keys.symbols(gan, "compute"))
+    draw = set(keys.symbols(gan, "draw"))
+    assert "report/compare.py:compare" in draw and "digits/plots.py:new_figure" in draw
+    # Verdict wording and figure helpers are drawing's alone: editing them recomputes nothing.
+    for name in ("_per_class_claim", "ablation_tables", "summarise", "grid_gif", "tile"):
+        assert f"analyses/gan.py:{name}" in draw and f"analyses/gan.py:{name}" not in compute
 
 
 def test_runs_start_alike_and_train_independently() -> None:
@@ -150,10 +207,11 @@ TINY = {"gan.train_subset": "0", "gan.epochs": "2", "gan.record_every": "1",
         "gan.runs": "original,range,smoothing", "gan.samples_per_class": "8",
         "gan.reference_per_class": "8", "gan.fid_batches": "2", "gan.copy_check": "4",
         "gan.walk_steps": "4"}
+DATA = MNIST(*digits(400, 1), *digits(200, 2), source="synthetic")
 
 
-def build_section(tmp_path: Path, **extra: str) -> tuple[Path, dict]:
-    """Build dataset, classifiers and gan on synthetic digits; the page and gan's outcome."""
+def build_section(tmp_path: Path, **extra: str) -> tuple[Path, dict, object]:
+    """Build dataset, classifiers and gan on synthetic digits; the page, outcomes and config."""
     sets = {"classifiers.epochs": "1", "classifiers.seeds": "2", "classifiers.best_epochs": "1",
             "classifiers.best_seeds": "1", "classifiers.train_subset": "0", **TINY, **extra}
     modules = [dataset, classifiers, section]
@@ -161,21 +219,53 @@ def build_section(tmp_path: Path, **extra: str) -> tuple[Path, dict]:
     options = BuildOptions(root=REPO, out=tmp_path / "site", cache_dir=tmp_path / "cache",
                            templates=REPO / "templates", device=torch.device("cpu"),
                            prose_globals={"original": original.facts()})
-    data = MNIST(*digits(400, 1), *digits(200, 2), source="synthetic")
-    source = DataSource(fingerprint="synthetic", load=lambda device: data)
+    source = DataSource(fingerprint="synthetic", load=lambda device: DATA)
     index, outcomes = build(modules, config, options, source, log=lambda m: None)
     assert outcomes["gan"].status == "run", outcomes["gan"].error
-    return index, outcomes
+    return index, outcomes, config
+
+
+def manifests(outcome: object) -> tuple[dict, dict]:
+    """The compute and the draw manifest of an outcome."""
+    return (json.loads((outcome.entry / "manifest.json").read_text()),
+            json.loads((outcome.draw_entry / "manifest.json").read_text()))
+
+
+def draw_again(tmp_path: Path, outcome: object, config: object) -> dict:
+    """Run draw on the build's compute results in a fresh folder; the metrics it records."""
+    staging = tmp_path / "redraw"
+    staging.mkdir()
+    ctx = DrawContext("gan", config.section("gan"), results=outcome.entry, seed=config.seed,
+                      staging=staging, upstream={}, data_loader=lambda: DATA, log=lambda m: None)
+    section.draw(ctx)
+    return ctx.metrics
 
 
 def test_whole_section_on_synthetic_digits(tmp_path: Path) -> None:
-    index, outcomes = build_section(tmp_path)
-    manifest = json.loads((outcomes["gan"].entry / "manifest.json").read_text())
-    metrics = manifest["metrics"]
-    assert metrics["recorded_epochs"] == [0, 1, 2]
-    # The GIF has one frame per recorded epoch.
-    gif = next(i for i in manifest["items"] if i["name"] == "grid_gif")
-    assert gif["frames"] == len(metrics["recorded_epochs"]) == metrics["n_frames"]
+    index, outcomes, config = build_section(tmp_path)
+    computed, drawn = manifests(outcomes["gan"])
+    results = computed["metrics"]
+    assert results["recorded_epochs"] == [0, 1, 2]
+    # Compute records raw results: every measurement as arrays, the digits as uint8.
+    arrays = {i["name"]: i for i in computed["items"] if i["kind"] == "array"}
+    assert arrays["measured"]["shape"] == [3, 3, 7]  # epochs, runs, metrics
+    assert arrays["measured_per_class"]["shape"] == [3, 3, 5, 10]
+    assert arrays["final"]["shape"] == [2, 3, 7]  # generated sets, runs, metrics
+    assert arrays["grid_frames"] == {"kind": "array", "name": "grid_frames",
+                                     "shape": [3, 2, 100, 28, 28], "dtype": "uint8"}
+    assert arrays["samples"]["shape"] == [3, 100, 28, 28]
+    assert arrays["walk"]["shape"] == [40, 28, 28]
+    assert arrays["copy_fake_distance"]["shape"] == [40]
+    assert arrays["pixel_counts"]["shape"] == [3, section.PIXEL_BINS]
+    assert all(a["dtype"] in ("uint8", "float32", "float64", "int32", "int64")
+               for a in arrays.values())
+    # Every verdict and summary is drawing's: none is among compute's results.
+    metrics = drawn["metrics"]
+    for name in ("corrected_vs_original_recall", "copy_fake_vs_test", "ablation_verdicts",
+                 "corrected_fid", "real_fid", "n_frames"):
+        assert name in metrics and name not in results, name
+    gif = next(i for i in drawn["items"] if i["name"] == "grid_gif")
+    assert gif["frames"] == len(results["recorded_epochs"]) == metrics["n_frames"]
     assert gif.get("sprite")
     assert metrics["runs"] == ["original", "range", "smoothing"]
     assert metrics["steps"] == 2 * 400 // 100
@@ -185,6 +275,11 @@ def test_whole_section_on_synthetic_digits(tmp_path: Path) -> None:
     assert 0 <= metrics["real_cond_acc"] <= 1 and metrics["real_fid"] >= 0
     assert metrics["corrected_vs_original_recall"]["a"]["n"] == 10
     assert metrics["copy_fake_vs_test"]["a"]["n"] == 40
+    # The corrected run's FD is the mean over the generated sets compute measured.
+    final = np.load(outcomes["gan"].entry / "arrays" / "final.npy")
+    assert metrics["corrected_fid"] == pytest.approx(final[:, -1, 1].mean(), rel=1e-12)
+    # Draw is a function of compute's results: run again, it records the same numbers.
+    assert draw_again(tmp_path, outcomes["gan"], config) == metrics
     page = index.read_text()
     for name in ("ablation", "per_class", "losses", "metrics", "grid_gif", "samples",
                  "real_vs_generated", "pixel_hist", "z_walk", "nearest"):
@@ -194,8 +289,10 @@ def test_whole_section_on_synthetic_digits(tmp_path: Path) -> None:
 
 def test_whole_section_reports_runs_that_stop(tmp_path: Path) -> None:
     """Every run exceeding the loss limit stops; the section still builds and says so."""
-    index, outcomes = build_section(tmp_path, **{"gan.explode_limit": "0.01"})
-    metrics = json.loads((outcomes["gan"].entry / "manifest.json").read_text())["metrics"]
+    index, outcomes, _ = build_section(tmp_path, **{"gan.explode_limit": "0.01"})
+    computed, drawn = manifests(outcomes["gan"])
+    assert computed["metrics"]["final_measured"] == [False, False, False]
+    metrics = drawn["metrics"]
     assert metrics["n_stopped"] == 3
     assert metrics["stopped_runs"][0] == ["original", "exploded", 1]
     assert metrics["both_finished"] is False and metrics["corrected_fid"] is None
