@@ -159,6 +159,20 @@ def git_commit(root: Path) -> str:
     return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
 
 
+@dataclass
+class _Progress:
+    """Where one build's loop stands: what waits, what runs, what is done."""
+
+    waiting: list[Section]
+    prefixes: dict[str, str]  # name -> "[i/n] name" for log lines
+    pool: Pool | None  # worker processes (--jobs > 1), or None: one at a time, here
+    outcomes: dict[str, Outcome] = field(default_factory=dict)
+    entries: dict[str, Path] = field(default_factory=dict)  # compute results of what is done
+    used: dict[str, str] = field(default_factory=dict)  # the key of the entry each one used
+    decisions: dict[str, Outcome] = field(default_factory=dict)  # frozen, cached or to run
+    started: dict[str, tuple[Outcome, Path]] = field(default_factory=dict)  # decision, staging
+
+
 class Builder:
     """Runs one build; `plan()` alone serves `--list`."""
 
@@ -424,88 +438,88 @@ class Builder:
         for store in (self.cache, self.drawn):
             store.sweep()
         todo = [s for s in self.order if s.name in self.wanted]
-        prefixes = {s.name: f"[{i}/{len(todo)}] {s.name}" for i, s in enumerate(todo, 1)}
-        outcomes: dict[str, Outcome] = {}
-        entries: dict[str, Path] = {}
-        used: dict[str, str] = {}
-        waiting = list(todo)
-        pool = Pool(self.options.jobs, self.options.preload) if self.options.jobs > 1 else None
-        decisions: dict[str, Outcome] = {}  # frozen, cached or to run, once upstream is done
-        started: dict[str, tuple[Outcome, Path]] = {}  # name -> decision, staging folder
-
-        def ready(name: str, outcome: Outcome) -> None:
-            """Results are in: draw, and let downstream analyses start."""
-            outcome = self._draw(self.by_name[name], outcome, entries | {name: outcome.entry},
-                                 prefixes[name])
-            outcomes[name] = outcome
-            if outcome.status not in ("failed", "skipped"):
-                entries[name], used[name] = outcome.entry, outcome.key
-
-        def finish(name: str, result: dict[str, Any] | WorkerFailed) -> None:
-            decided, staging = started.pop(name)
-            if isinstance(result, WorkerFailed):
-                self.cache.discard(staging)
-                outcomes[name] = self._failed(prefixes[name], name, decided.key, str(result),
-                                              result.user)
-                return
-            inputs = self._compute_inputs(self.by_name[name], used)
-            outcome = self._commit(name, decided.key, staging, result, decided, inputs)
-            peak = f", peak RSS {outcome.peak_bytes / 2**30:.2f} GiB" if outcome.peak_bytes \
-                else ""
-            self.log(f"{prefixes[name]}: computed in {outcome.seconds:.1f} s{peak}")
-            ready(name, outcome)
-
+        state = _Progress(
+            waiting=list(todo),
+            prefixes={s.name: f"[{i}/{len(todo)}] {s.name}" for i, s in enumerate(todo, 1)},
+            pool=Pool(self.options.jobs, self.options.preload) if self.options.jobs > 1
+            else None)
         try:
-            while waiting or started:
-                for section in list(waiting):
-                    name, prefix = section.name, prefixes[section.name]
-                    requires = section.analysis.requires
-                    if any(u in started or u in {s.name for s in waiting} for u in requires):
-                        continue  # an upstream has not finished yet
-                    broken = [u for u in requires
-                              if outcomes.get(u) and outcomes[u].status in ("failed", "skipped")]
-                    if broken:
-                        waiting.remove(section)
-                        outcomes[name] = Outcome(
-                            name, "skipped", "",
-                            error=f"skipped: upstream {', '.join(broken)} failed")
-                        self.log(f"{prefix}: skipped (upstream {', '.join(broken)} failed)")
-                        continue
-                    if name not in decisions:  # upstream keys are final once they are done
-                        decisions[name] = self._decide(section, used)
-                    decided = decisions[name]
-                    if decided.status == "run" and pool is not None and len(pool) >= pool.jobs:
-                        continue  # every worker is busy
-                    waiting.remove(section)
-                    if decided.status in ("frozen", "cached"):
-                        made = f"{decided.manifest.get('profile', '?')} profile on " \
-                               f"{decided.manifest.get('device', '?')}"
-                        self.log(f"{prefix}: {decided.status} ({made}, computed in "
-                                 f"{decided.seconds:.1f} s)")
-                        ready(name, decided)
-                        continue
-                    if decided.frozen_state == "stale":
-                        self.log(f"{prefix}: frozen entry outdated ({decided.reason})")
-                    staging = self.cache.staging(name)
-                    started[name] = (decided, staging)
-                    job = self._job(section, "compute", staging, entries,
-                                    threads=pool.threads() if pool else 0)
-                    if pool is None:
-                        self.log(f"{prefix}: computing")
-                        finish(name, self._run_here(job))
-                    else:
-                        self.log(f"{prefix}: computing in a worker process "
-                                 f"({pool.threads()} threads)")
-                        pool.start(job)
-                if started and pool is not None:
-                    finish(*pool.wait_any())
+            while state.waiting or state.started:
+                for section in list(state.waiting):
+                    self._step(section, state)
+                if state.started and state.pool is not None:
+                    self._finish(state, *state.pool.wait_any())
         finally:
             # After a failure or Ctrl-C: stop the other workers and drop their half entries.
-            if pool is not None:
-                pool.stop()
-            for _, staging in started.values():
+            if state.pool is not None:
+                state.pool.stop()
+            for _, staging in state.started.values():
                 self.cache.discard(staging)
-        return outcomes
+        return state.outcomes
+
+    def _step(self, section: Section, state: _Progress) -> None:
+        """Skip, reuse or start one waiting analysis, if its upstream analyses are done."""
+        name, prefix, pool = section.name, state.prefixes[section.name], state.pool
+        requires = section.analysis.requires
+        waiting = {s.name for s in state.waiting}
+        if any(u in state.started or u in waiting for u in requires):
+            return  # an upstream has not finished yet
+        broken = [u for u in requires if state.outcomes.get(u)
+                  and state.outcomes[u].status in ("failed", "skipped")]
+        if broken:
+            state.waiting.remove(section)
+            state.outcomes[name] = Outcome(name, "skipped", "",
+                                           error=f"skipped: upstream {', '.join(broken)} failed")
+            self.log(f"{prefix}: skipped (upstream {', '.join(broken)} failed)")
+            return
+        if name not in state.decisions:  # upstream keys are final once they are done
+            state.decisions[name] = self._decide(section, state.used)
+        decided = state.decisions[name]
+        if decided.status == "run" and pool is not None and len(pool) >= pool.jobs:
+            return  # every worker is busy
+        state.waiting.remove(section)
+        if decided.status in ("frozen", "cached"):
+            made = f"{decided.manifest.get('profile', '?')} profile on " \
+                   f"{decided.manifest.get('device', '?')}"
+            self.log(f"{prefix}: {decided.status} ({made}, computed in "
+                     f"{decided.seconds:.1f} s)")
+            self._ready(state, name, decided)
+            return
+        if decided.frozen_state == "stale":
+            self.log(f"{prefix}: frozen entry outdated ({decided.reason})")
+        staging = self.cache.staging(name)
+        state.started[name] = (decided, staging)
+        job = self._job(section, "compute", staging, state.entries,
+                        threads=pool.threads() if pool else 0)
+        if pool is None:
+            self.log(f"{prefix}: computing")
+            self._finish(state, name, self._run_here(job))
+        else:
+            self.log(f"{prefix}: computing in a worker process ({pool.threads()} threads)")
+            pool.start(job)
+
+    def _finish(self, state: _Progress, name: str,
+                result: dict[str, Any] | WorkerFailed) -> None:
+        """A compute stage ended: commit its results (or record the failure), then draw."""
+        decided, staging = state.started.pop(name)
+        if isinstance(result, WorkerFailed):
+            self.cache.discard(staging)
+            state.outcomes[name] = self._failed(state.prefixes[name], name, decided.key,
+                                                str(result), result.user)
+            return
+        inputs = self._compute_inputs(self.by_name[name], state.used)
+        outcome = self._commit(name, decided.key, staging, result, decided, inputs)
+        peak = f", peak RSS {outcome.peak_bytes / 2**30:.2f} GiB" if outcome.peak_bytes else ""
+        self.log(f"{state.prefixes[name]}: computed in {outcome.seconds:.1f} s{peak}")
+        self._ready(state, name, outcome)
+
+    def _ready(self, state: _Progress, name: str, outcome: Outcome) -> None:
+        """Results are in: draw, and let downstream analyses start."""
+        outcome = self._draw(self.by_name[name], outcome,
+                             state.entries | {name: outcome.entry}, state.prefixes[name])
+        state.outcomes[name] = outcome
+        if outcome.status not in ("failed", "skipped"):
+            state.entries[name], state.used[name] = outcome.entry, outcome.key
 
     # --- the site -----------------------------------------------------------------------------
     def build_info(self, outcomes: Mapping[str, Outcome], wall: float) -> dict:

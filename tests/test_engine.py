@@ -607,8 +607,8 @@ def default_sigint() -> None:
 
 
 def wait_for_started(block: Path, procs: list[subprocess.Popen], count: int = 1) -> None:
-    """Wait until `count` children are blocked inside `slow` (30 s at most)."""
-    deadline = time.monotonic() + 30
+    """Wait until `count` children are blocked inside `slow` (120 s at most: a loaded machine starts processes slowly)."""
+    deadline = time.monotonic() + 120
     while len(list(block.glob("started-*"))) < count:
         for proc in procs:
             if proc.poll() is not None:
