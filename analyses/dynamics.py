@@ -1,4 +1,11 @@
-"""Understanding the weights & gradients: distributions in training, gradient flow, good vs bad."""
+"""Understanding the weights & gradients: distributions in training, gradient flow, good vs bad.
+
+Compute trains Model 2 once with a recorder (every snapshot's sampled weights and gradients and
+per-layer statistics, stored as arrays), times the recorder in paired runs, and trains the two
+deep MLPs of the gradient-flow comparison on several seeds (their gradient norms as arrays).
+Draw rebuilds the recording from those arrays and makes the GIFs, band and flow charts, tables
+and every verdict.
+"""
 
 from __future__ import annotations
 
@@ -7,14 +14,16 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
-from digits.gradient_flow import BAD, GOOD, FlowResult, geometric_mean, run_flow
+from digits.gradient_flow import (BAD, GOOD, FlowResult, flow_arrays, flow_results,
+                                  geometric_mean, run_flow)
 from digits.models import Model2
 from digits.plots import CLASS_COLORS, figure_to_rgb, new_figure
 from digits.recording import (LOG_FLOOR, TB_PERCENTILES, DistributionRecorder, Recording,
-                              fixed_edges, histograms, percentile_bands)
+                              fixed_edges, histograms, percentile_bands, recording_from_arrays,
+                              recording_to_arrays)
 from digits.sampling import subset
 from digits.training import NAMES, WEIGHT_DECAY, TrainSpec, evaluate, train
-from report import Analysis, Context
+from report import Analysis, ComputeContext, DrawContext
 from report.compare import AHEAD, BEHIND, compare
 
 
@@ -53,16 +62,157 @@ ANALYSIS = Analysis(
            "flow_steps": 400, "flow_test": 2_000, "flow_seeds": 2},
 )
 
-# The band of the good/bad figure: these quantiles of the recorded steps (all seeds pooled).
-FLOW_BAND = (0.1, 0.9)
-# Single-batch gradients are noisy: changes over training compare the first and the last fifth
-# of the snapshots (20 each at the full profile's 100 frames), not two single snapshots.
-FIFTH = 0.2
+# The two networks of the good/bad comparison, by the key their arrays are stored under.
+FLOW_NETWORKS = {"bad": BAD, "good": GOOD}
 
 
 def snapshot_interval(total_steps: int, frames: int) -> int:
     """Steps between snapshots so that about `frames` snapshots cover `total_steps`."""
     return max(1, total_steps // max(frames, 1))
+
+
+def majority_share(labels: torch.Tensor) -> float:
+    """Accuracy of always answering the most common label: what a network that learned nothing
+    but the class frequencies scores (a collapsed network predicts one class for every image)."""
+    return float(torch.bincount(labels.cpu()).max()) / max(len(labels), 1)
+
+
+# --- compute: the recorded run, its cost, the two deep networks --------------------------------
+
+
+def recorded_run_spec(ctx: ComputeContext) -> TrainSpec:
+    """The optimizer study's procedure (its batch size, momentum and weight decay) at the rate
+    it chose, so that the chosen rate is used on the setup it was chosen for."""
+    cfg: Config = ctx.cfg
+    optimizer = ctx.metric_of("optimizers", "best_optimizer")
+    return TrainSpec(epochs=cfg.epochs, batch_size=int(ctx.metric_of("optimizers", "batch_size")),
+                     optimizer=optimizer, lr=float(ctx.metric_of("optimizers", "best_lr")),
+                     momentum=float(ctx.metric_of("optimizers", "momentum")),
+                     weight_decay=WEIGHT_DECAY.get(optimizer, 0.0))
+
+
+def fresh_model2(ctx: ComputeContext) -> Model2:
+    """Model 2 on [0, 1] pixels, as the optimizer study trained it, with the same initial
+    weights every time (one stream, reused on purpose)."""
+    ctx.streams.seed_torch_global("init/model2")
+    return Model2()
+
+
+def new_recorder(ctx: ComputeContext, every: int) -> DistributionRecorder:
+    """A recorder whose sampled positions come from one stream (the same in every run)."""
+    return DistributionRecorder(every=every, sample_size=ctx.cfg.sample_size,
+                                seed=ctx.streams.seed("recorder_positions"))
+
+
+def record_training(ctx: ComputeContext, spec: TrainSpec, images: torch.Tensor,
+                    labels: torch.Tensor, every: int) -> tuple[Recording, Model2, dict]:
+    """Train Model 2 once with the recorder; return the recording, the model and its timing."""
+    model, recorder = fresh_model2(ctx), new_recorder(ctx, every)
+    history = train(model, images, labels, spec, generator=ctx.streams.torch("batches/recorded"),
+                    callbacks=[recorder], progress=ctx.progress, desc="recording")
+    rec = recorder.recording
+    ctx.log(f"recorded {len(rec.steps)} snapshots in {history.seconds:.1f} s, "
+            f"{rec.seconds:.2f} s of it inside the recorder")
+    return rec, model, {"seconds": history.seconds, "hook_seconds": rec.seconds,
+                        "hook_share": rec.seconds / history.seconds,
+                        "images_per_second": history.images_per_second}
+
+
+def measure_overhead(ctx: ComputeContext, spec: TrainSpec, images: torch.Tensor,
+                     labels: torch.Tensor, every: int) -> dict:
+    """Paired short runs with and without the recorder: same weights, same batches.
+
+    The pairs run back to back in alternating order, so that a change in the machine's load
+    between two long runs cannot pass for (or hide) the recorder's cost. Run after the recorded
+    run, which pays the process's one-off costs (thread pools, allocations; a first pair
+    without such a warm-up measured a ratio of 0.17 on 2 CPU cores). Draw compares the times.
+    """
+    cfg: Config = ctx.cfg
+    n = min(images.shape[0], max(cfg.overhead_steps, 5 * every) * spec.batch_size)
+    segment = replace(spec, epochs=1)
+    times: dict[bool, list[float]] = {False: [], True: []}
+    finals: dict[bool, Model2] = {}
+    for pair in ctx.progress(range(cfg.overhead_pairs), desc="overhead pairs"):
+        for hooked in ((False, True) if pair % 2 == 0 else (True, False)):
+            model = fresh_model2(ctx)
+            history = train(model, images[:n], labels[:n], segment,
+                            generator=ctx.streams.torch("batches/overhead"),
+                            callbacks=[new_recorder(ctx, every)] if hooked else [])
+            times[hooked].append(history.seconds)
+            finals[hooked] = model
+    identical = all(torch.equal(a, b) for a, b in zip(finals[True].state_dict().values(),
+                                                      finals[False].state_dict().values()))
+    ctx.log("paired runs with/without the recorder: "
+            + ", ".join(f"{a / b:.3f}" for a, b in zip(times[True], times[False])))
+    return {"overhead_images": n, "overhead_seconds_with": times[True],
+            "overhead_seconds_without": times[False], "recording_is_passive": identical}
+
+
+def train_flow_networks(ctx: ComputeContext) -> dict[str, list[FlowResult]]:
+    """Both deep MLPs on each of `flow_seeds` seeds.
+
+    Within a seed the two networks share the seed of their initial weights and batch order
+    (one stream per seed, used by both on purpose), so that they differ only in design.
+    """
+    cfg: Config = ctx.cfg
+    data = ctx.data
+    n = min(cfg.flow_steps * cfg.flow_batch, data.train_images.shape[0])
+    images, labels = subset(data.train_images, data.train_labels, n,
+                            ctx.streams.torch("flow_subset"))
+    spec = TrainSpec(epochs=1, batch_size=cfg.flow_batch, optimizer="sgd", lr=cfg.flow_lr,
+                     momentum=cfg.flow_momentum)
+    test = (data.test_images[:cfg.flow_test], data.test_labels[:cfg.flow_test])
+    shape = {"depth": cfg.flow_depth, "width": cfg.flow_width,
+             "mean": ctx.metric_of("dataset", "train_mean"),
+             "std": ctx.metric_of("dataset", "train_std")}
+    runs: dict[str, list[FlowResult]] = {key: [] for key in FLOW_NETWORKS}
+    for i in range(cfg.flow_seeds):
+        seed = ctx.streams.seed(f"flow/run{i}")
+        for key, config in FLOW_NETWORKS.items():
+            runs[key].append(run_flow(config, images, labels, test, spec, **shape, seed=seed,
+                                      every=cfg.flow_every, progress=ctx.progress))
+    return runs
+
+
+def compute(ctx: ComputeContext) -> None:
+    """Record a training run (as arrays), time the recorder, train the good and bad networks."""
+    cfg: Config = ctx.cfg
+    data = ctx.data
+    spec = recorded_run_spec(ctx)
+    images, labels = subset(data.train_images, data.train_labels, cfg.train_size,
+                            ctx.streams.torch("train_subset"))
+    total_steps = cfg.epochs * -(-images.shape[0] // spec.batch_size)
+    every = snapshot_interval(total_steps, cfg.frames)
+    for name, value in {"optimizer": spec.optimizer, "batch_size": spec.batch_size,
+                        "lr": spec.lr, "train_images": images.shape[0],
+                        "total_steps": total_steps, "every": every}.items():
+        ctx.metric(name, value)
+
+    # 1-2. Weights and gradients while training the two-conv network, and what recording costs.
+    rec, model, timing = record_training(ctx, spec, images, labels, every)
+    overhead = measure_overhead(ctx, spec, images, labels, every)
+    for name, value in {**timing, **overhead}.items():
+        ctx.metric(name, value)
+    ctx.metric("snapshots", len(rec.steps))
+    ctx.metric("layers", rec.layers)
+    ctx.metric("test_accuracy", evaluate(model, data.test_images, data.test_labels).accuracy)
+    for name, values in recording_to_arrays(rec).items():
+        ctx.array(f"recording.{name}", values)
+
+    # 3. Good versus bad gradient flow, over several seeds.
+    for key, results in train_flow_networks(ctx).items():
+        for name, values in flow_arrays(results).items():
+            ctx.array(f"flow.{key}.{name}", values)
+    ctx.metric("flow_baseline", majority_share(data.test_labels[:cfg.flow_test]))
+
+
+# --- draw: frames, charts, tables, verdicts ---------------------------------------------------
+
+# The band of the good/bad figure: these quantiles of the recorded steps (all seeds pooled).
+FLOW_BAND = (0.1, 0.9)
+# Single-batch gradients are noisy: changes over training compare the first and the last fifth
+# of the snapshots (20 each at the full profile's 100 frames), not two single snapshots.
+FIFTH = 0.2
 
 
 def first_and_last(values: np.ndarray, share: float = FIFTH) -> tuple[np.ndarray, np.ndarray]:
@@ -126,9 +276,6 @@ def layer_rows(rec: Recording, changes: dict[str, dict] | None = None) -> list[d
                      "max |grad|, run": float(rec.stat(layer, "g_max_abs").max()),
                      "zero grads, end": float(zeros[-1])})
     return rows
-
-
-# --- figures ----------------------------------------------------------------------------------
 
 
 def histogram_frames(rec: Recording, kind: str, bins: int, coverage: float,
@@ -235,7 +382,7 @@ def good_bad_figure(runs: dict[str, list[FlowResult]]):
         axes[0, 0].fill_between(depth, lo, hi, color=color, alpha=0.2, lw=0)
         axes[0, 0].plot(depth, typical, "o-", color=color, ms=3, label=label)
         for i, result in enumerate(results):  # one thin line per seed
-            axes[0, 1].plot(result.recording.steps, result.first_last_ratio(), color=color,
+            axes[0, 1].plot(result.snapshot_steps, result.first_last_ratio(), color=color,
                             lw=0.8, alpha=0.8, label=label if i == 0 else None)
     axes[0, 0].set_xlabel("layer (1 = next to the input)")
     axes[0, 0].set_ylabel("gradient norm of the weights")
@@ -248,154 +395,6 @@ def good_bad_figure(runs: dict[str, list[FlowResult]]):
     axes[0, 0].legend(fontsize=8)
     fig.tight_layout()
     return fig
-
-
-# --- 1-2. the recorded run ----------------------------------------------------------------------
-
-
-def recorded_run_spec(ctx: Context) -> TrainSpec:
-    """The optimizer study's procedure (its batch size, momentum and weight decay) at the rate
-    it chose, so that the chosen rate is used on the setup it was chosen for."""
-    cfg: Config = ctx.cfg
-    optimizer = ctx.metric_of("optimizers", "best_optimizer")
-    return TrainSpec(epochs=cfg.epochs, batch_size=int(ctx.metric_of("optimizers", "batch_size")),
-                     optimizer=optimizer, lr=float(ctx.metric_of("optimizers", "best_lr")),
-                     momentum=float(ctx.metric_of("optimizers", "momentum")),
-                     weight_decay=WEIGHT_DECAY.get(optimizer, 0.0))
-
-
-def fresh_model2(ctx: Context) -> Model2:
-    """Model 2 on [0, 1] pixels, as the optimizer study trained it, with the same initial
-    weights every time (one stream, reused on purpose)."""
-    ctx.streams.seed_torch_global("init/model2")
-    return Model2()
-
-
-def new_recorder(ctx: Context, every: int) -> DistributionRecorder:
-    """A recorder whose sampled positions come from one stream (the same in every run)."""
-    return DistributionRecorder(every=every, sample_size=ctx.cfg.sample_size,
-                                seed=ctx.streams.seed("recorder_positions"))
-
-
-def record_training(ctx: Context, spec: TrainSpec, images: torch.Tensor, labels: torch.Tensor,
-                    every: int) -> tuple[Recording, Model2, dict]:
-    """Train Model 2 once with the recorder; return the recording, the model and its timing."""
-    model, recorder = fresh_model2(ctx), new_recorder(ctx, every)
-    history = train(model, images, labels, spec, generator=ctx.streams.torch("batches/recorded"),
-                    callbacks=[recorder], progress=ctx.progress, desc="recording")
-    rec = recorder.recording
-    ctx.log(f"recorded {len(rec.steps)} snapshots in {history.seconds:.1f} s, "
-            f"{rec.seconds:.2f} s of it inside the recorder")
-    return rec, model, {"seconds": history.seconds, "hook_seconds": rec.seconds,
-                        "hook_share": rec.seconds / history.seconds,
-                        "images_per_second": history.images_per_second}
-
-
-def measure_overhead(ctx: Context, spec: TrainSpec, images: torch.Tensor, labels: torch.Tensor,
-                     every: int) -> dict:
-    """Paired short runs with and without the recorder: same weights, same batches.
-
-    The pairs run back to back in alternating order, so that a change in the machine's load
-    between two long runs cannot pass for (or hide) the recorder's cost. Run after the recorded
-    run, which pays the process's one-off costs (thread pools, allocations; a first pair
-    without such a warm-up measured a ratio of 0.17 on 2 CPU cores).
-    """
-    cfg: Config = ctx.cfg
-    n = min(images.shape[0], max(cfg.overhead_steps, 5 * every) * spec.batch_size)
-    segment = replace(spec, epochs=1)
-    times: dict[bool, list[float]] = {False: [], True: []}
-    finals: dict[bool, Model2] = {}
-    for pair in ctx.progress(range(cfg.overhead_pairs), desc="overhead pairs"):
-        for hooked in ((False, True) if pair % 2 == 0 else (True, False)):
-            model = fresh_model2(ctx)
-            history = train(model, images[:n], labels[:n], segment,
-                            generator=ctx.streams.torch("batches/overhead"),
-                            callbacks=[new_recorder(ctx, every)] if hooked else [])
-            times[hooked].append(history.seconds)
-            finals[hooked] = model
-    identical = all(torch.equal(a, b) for a, b in zip(finals[True].state_dict().values(),
-                                                      finals[False].state_dict().values()))
-    with_, without = np.array(times[True]), np.array(times[False])
-    ctx.log("paired runs with/without the recorder: "
-            + ", ".join(f"{r:.3f}" for r in with_ / without))
-    return {"overhead_images": n, "overhead_seconds_with": with_,
-            "overhead_seconds_without": without, "overhead_ratios": with_ / without,
-            "overhead_ratio": float(with_.mean() / without.mean()),
-            "overhead_vs_plain": compare(times[True], times[False]).as_metric(),
-            "recording_is_passive": identical}
-
-
-def record_layer_metrics(ctx: Context, rec: Recording) -> list[dict]:
-    """The per-layer table and what the prose says of it: changes, widening, ranking."""
-    changes = gradient_changes(rec)
-    rows = layer_rows(rec, changes)
-    ctx.metric("layer_summary", {row["layer"]: row for row in rows})
-    ctx.metric("grad_changes", changes)
-    ctx.metric("fifth_snapshots", len(first_and_last(np.asarray(rec.steps))[0]))
-    for word in ("fell", "rose", "cannot separate"):
-        key = "grads_" + word.replace("cannot separate", "unseparated")
-        ctx.metric(key, [r["layer"] for r in rows if r["gradient change"] == word])
-    # Descriptive of this one run: the layer whose weight std grew by the largest factor.
-    growth = max(rows, key=lambda r: r["std growth"])
-    ctx.metric("fastest_widening", growth["layer"])
-    ctx.metric("fastest_widening_factor", growth["std growth"])
-    ranking = gradient_ranking(rec)
-    ctx.metric("grad_order", ranking["order"])
-    ctx.metric("largest_grad_vs_next", ranking["largest_vs_next"])
-    ctx.metric("smallest_grad_vs_next", ranking["smallest_vs_next"])
-    return rows
-
-
-def draw_distributions(ctx: Context, rec: Recording) -> None:
-    """The weight and gradient GIFs, their TensorBoard-style bands, and the flow chart."""
-    cfg: Config = ctx.cfg
-    for kind in ("weights", "grads"):
-        with ctx.timer() as t:
-            frames, edges = histogram_frames(rec, kind, cfg.bins, cfg.coverage, cfg.gif_dpi)
-        ctx.log(f"{len(frames)} {kind} frames in {t.seconds:.1f} s")
-        ctx.gif(f"{kind}_gif", frames, fps=cfg.fps, sprite=True)
-        ctx.metric(f"{kind}_edges", {layer: [float(e[0]), float(e[-1])]
-                                     for layer, e in edges.items()})
-        if kind == "grads":  # log10 axes: their widest span in decades
-            ctx.metric("grad_decades", max(float(e[-1] - e[0]) for e in edges.values()))
-            ctx.metric("grad_log_floor", LOG_FLOOR)
-        ctx.figure(f"{kind}_distributions", bands_figure(rec, kind))
-    ctx.figure("gradient_flow", flow_figure(rec))
-
-
-# --- 3. good versus bad gradient flow -----------------------------------------------------------
-
-
-def train_flow_networks(ctx: Context) -> dict[str, list[FlowResult]]:
-    """Both deep MLPs on each of `flow_seeds` seeds.
-
-    Within a seed the two networks share the seed of their initial weights and batch order
-    (one stream per seed, used by both on purpose), so that they differ only in design.
-    """
-    cfg: Config = ctx.cfg
-    data = ctx.data
-    n = min(cfg.flow_steps * cfg.flow_batch, data.train_images.shape[0])
-    images, labels = subset(data.train_images, data.train_labels, n,
-                            ctx.streams.torch("flow_subset"))
-    spec = TrainSpec(epochs=1, batch_size=cfg.flow_batch, optimizer="sgd", lr=cfg.flow_lr,
-                     momentum=cfg.flow_momentum)
-    test = (data.test_images[:cfg.flow_test], data.test_labels[:cfg.flow_test])
-    shape = {"depth": cfg.flow_depth, "width": cfg.flow_width,
-             "mean": ctx.metric_of("dataset", "train_mean"),
-             "std": ctx.metric_of("dataset", "train_std")}
-    runs: dict[str, list[FlowResult]] = {"bad": [], "good": []}
-    for i in range(cfg.flow_seeds):
-        seed = ctx.streams.seed(f"flow/run{i}")
-        for key, config in (("bad", BAD), ("good", GOOD)):
-            runs[key].append(run_flow(config, images, labels, test, spec, **shape, seed=seed,
-                                      every=cfg.flow_every, progress=ctx.progress))
-    return runs
-
-
-def majority_share(labels: torch.Tensor) -> float:
-    """Accuracy of always answering the most common label: what a network that learned nothing
-    but the class frequencies scores (a collapsed network predicts one class for every image)."""
-    return float(torch.bincount(labels.cpu()).max()) / max(len(labels), 1)
 
 
 def flow_rows(runs: dict[str, list[FlowResult]]) -> list[dict]:
@@ -416,7 +415,8 @@ def flow_rows(runs: dict[str, list[FlowResult]]) -> list[dict]:
 def flow_metrics(runs: dict[str, list[FlowResult]], depth: int, baseline: float) -> dict:
     """What the prose says of the two networks, each claim from repeated seeds.
 
-    `baseline` is the accuracy of always answering the most common class of the test images.
+    `baseline` is the accuracy of always answering the most common class of the test images
+    (compute's `flow_baseline`).
     """
     out: dict[str, object] = {}
     logs = {key: [np.log10(geometric_mean(r.first_last_ratio())) for r in results]
@@ -437,7 +437,6 @@ def flow_metrics(runs: dict[str, list[FlowResult]], depth: int, baseline: float)
     out["flow_ratio_orders"] = compare(logs["good"], logs["bad"]).as_metric()
     out["ratio_orders"] = out["flow_ratio_orders"]["difference"]
     out["good_vs_bad_accuracy"] = compare(accs["good"], accs["bad"]).as_metric()
-    out["flow_baseline"] = baseline
     out["bad_vs_baseline"] = compare(accs["bad"], [baseline]).as_metric()
     out["flow_steps"] = runs["bad"][0].steps
     out["flow_layers"] = depth + 1
@@ -446,41 +445,77 @@ def flow_metrics(runs: dict[str, list[FlowResult]], depth: int, baseline: float)
     return out
 
 
-# --- the run ----------------------------------------------------------------------------------
+def record_layer_metrics(ctx: DrawContext, rec: Recording) -> list[dict]:
+    """The per-layer table and what the prose says of it: changes, widening, ranking."""
+    changes = gradient_changes(rec)
+    rows = layer_rows(rec, changes)
+    ctx.metric("layer_summary", {row["layer"]: row for row in rows})
+    ctx.metric("grad_changes", changes)
+    ctx.metric("fifth_snapshots", len(first_and_last(np.asarray(rec.steps))[0]))
+    for word in ("fell", "rose", "cannot separate"):
+        key = "grads_" + word.replace("cannot separate", "unseparated")
+        ctx.metric(key, [r["layer"] for r in rows if r["gradient change"] == word])
+    # Descriptive of this one run: the layer whose weight std grew by the largest factor.
+    growth = max(rows, key=lambda r: r["std growth"])
+    ctx.metric("fastest_widening", growth["layer"])
+    ctx.metric("fastest_widening_factor", growth["std growth"])
+    ranking = gradient_ranking(rec)
+    ctx.metric("grad_order", ranking["order"])
+    ctx.metric("largest_grad_vs_next", ranking["largest_vs_next"])
+    ctx.metric("smallest_grad_vs_next", ranking["smallest_vs_next"])
+    return rows
 
 
-def run(ctx: Context) -> None:
-    """Record a training run, draw its distributions, then compare good and bad gradient flow."""
+def draw_distributions(ctx: DrawContext, rec: Recording) -> None:
+    """The weight and gradient GIFs, their TensorBoard-style bands, and the flow chart."""
     cfg: Config = ctx.cfg
-    data = ctx.data
-    spec = recorded_run_spec(ctx)
-    images, labels = subset(data.train_images, data.train_labels, cfg.train_size,
-                            ctx.streams.torch("train_subset"))
-    total_steps = cfg.epochs * -(-images.shape[0] // spec.batch_size)
-    every = snapshot_interval(total_steps, cfg.frames)
-    for name, value in {"optimizer": spec.optimizer, "batch_size": spec.batch_size,
-                        "optimizer_name": NAMES.get(spec.optimizer, spec.optimizer),
-                        "lr": spec.lr, "train_images": images.shape[0],
-                        "total_steps": total_steps, "every": every}.items():
-        ctx.metric(name, value)
+    for kind in ("weights", "grads"):
+        with ctx.timer() as t:
+            frames, edges = histogram_frames(rec, kind, cfg.bins, cfg.coverage, cfg.gif_dpi)
+        ctx.log(f"{len(frames)} {kind} frames in {t.seconds:.1f} s")
+        ctx.gif(f"{kind}_gif", frames, fps=cfg.fps, sprite=True)
+        ctx.metric(f"{kind}_edges", {layer: [float(e[0]), float(e[-1])]
+                                     for layer, e in edges.items()})
+        if kind == "grads":  # log10 axes: their widest span in decades
+            ctx.metric("grad_decades", max(float(e[-1] - e[0]) for e in edges.values()))
+            ctx.metric("grad_log_floor", LOG_FLOOR)
+        ctx.figure(f"{kind}_distributions", bands_figure(rec, kind))
+    ctx.figure("gradient_flow", flow_figure(rec))
 
-    # 1-2. Weights and gradients while training the two-conv network, and what recording costs.
-    rec, model, timing = record_training(ctx, spec, images, labels, every)
-    overhead = measure_overhead(ctx, spec, images, labels, every)
-    for name, value in {**timing, **overhead}.items():
-        ctx.metric(name, value)
-    ctx.metric("snapshots", len(rec.steps))
-    ctx.metric("layers", rec.layers)
-    ctx.metric("tb_bands", [[TB_PERCENTILES[k], TB_PERCENTILES[-1 - k]]
-                            for k in range(len(TB_PERCENTILES) // 2)])
-    ctx.metric("test_accuracy", evaluate(model, data.test_images, data.test_labels).accuracy)
-    ctx.table("layer_summary", record_layer_metrics(ctx, rec))
-    draw_distributions(ctx, rec)
 
-    # 3. Good versus bad gradient flow, over several seeds.
-    runs = train_flow_networks(ctx)
-    baseline = majority_share(data.test_labels[:cfg.flow_test])
-    for name, value in flow_metrics(runs, cfg.flow_depth, baseline).items():
+def recorded(ctx: DrawContext) -> Recording:
+    """The recorded run, rebuilt from the arrays compute stored."""
+    return recording_from_arrays(lambda name: ctx.array(f"recording.{name}"))
+
+
+def draw_overhead(ctx: DrawContext) -> None:
+    """The paired timings: per-pair ratios, their overall ratio, and the verdict."""
+    with_ = np.asarray(ctx.results["overhead_seconds_with"], dtype=float)
+    without = np.asarray(ctx.results["overhead_seconds_without"], dtype=float)
+    ctx.metric("overhead_ratios", with_ / without)
+    ctx.metric("overhead_ratio", float(with_.mean() / without.mean()))
+    ctx.metric("overhead_vs_plain", compare(with_.tolist(), without.tolist()).as_metric())
+
+
+def draw_flow(ctx: DrawContext) -> None:
+    """The good/bad networks: what the prose says of them, their table and figure."""
+    cfg: Config = ctx.cfg
+    runs = {key: flow_results(config, lambda name, key=key: ctx.array(f"flow.{key}.{name}"))
+            for key, config in FLOW_NETWORKS.items()}
+    for name, value in flow_metrics(runs, cfg.flow_depth, ctx.results["flow_baseline"]).items():
         ctx.metric(name, value)
     ctx.table("flow_comparison", flow_rows(runs))
     ctx.figure("good_bad_flow", good_bad_figure(runs))
+
+
+def draw(ctx: DrawContext) -> None:
+    """The recorded run's GIFs, bands, flow chart and table; the recorder's cost; good vs bad."""
+    optimizer = ctx.results["optimizer"]
+    ctx.metric("optimizer_name", NAMES.get(optimizer, optimizer))
+    ctx.metric("tb_bands", [[TB_PERCENTILES[k], TB_PERCENTILES[-1 - k]]
+                            for k in range(len(TB_PERCENTILES) // 2)])
+    rec = recorded(ctx)
+    ctx.table("layer_summary", record_layer_metrics(ctx, rec))
+    draw_distributions(ctx, rec)
+    draw_overhead(ctx)
+    draw_flow(ctx)

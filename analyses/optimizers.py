@@ -1,10 +1,15 @@
-"""Comparing optimizers twice: one shared learning rate as in the original, then tuned fairly."""
+"""Comparing optimizers twice: one shared learning rate as in the original, then tuned fairly.
+
+Compute trains every run and records it (per epoch: validation and test accuracy, training
+loss; whether it diverged), the rates chosen on validation and the optimizer carried into later
+sections; draw summarises, compares and plots them.
+"""
 
 from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,11 +22,11 @@ from digits.models import Model2
 from digits.parallel import resolve_mode
 from digits.plots import CLASS_COLORS, new_figure
 from digits.sampling import subset
-from digits.study import (LR_CENTRES, StudyResult, StudySpec, Verdict, at_grid_edge, decide,
-                          run_study, validation_split)
-from digits.training import NAMES, WEIGHT_DECAY, History, TrainSpec, make_optimizer, to_input
-from report import Analysis, Context
-from report.compare import compare
+from digits.study import (LR_CENTRES, Split, StudyResult, StudySpec, Verdict, at_grid_edge,
+                          choose_best, decide, last_epoch, run_study, validation_split)
+from digits.training import NAMES, WEIGHT_DECAY, TrainSpec, make_optimizer, to_input
+from report import Analysis, ComputeContext, DrawContext
+from report.compare import Summary, compare, summarize
 
 
 @dataclass(frozen=True)
@@ -74,12 +79,137 @@ def first_update_size(model: nn.Module, images: torch.Tensor, labels: torch.Tens
     return float(torch.stack(changes).sum() / sum(b.numel() for b in before))
 
 
-# --- figures ---------------------------------------------------------------------------------
+# --- compute: train, measure, choose ----------------------------------------------------------
 
 
-def _band(histories: Sequence[History], key: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Mean, min and max over seeds of a per-epoch accuracy curve."""
-    curves = np.array([h.eval_acc[key] for h in histories], dtype=float)
+def compute(ctx: ComputeContext) -> None:
+    """Split, train every run, probe the first steps, choose on validation; record it all."""
+    split, test = _data(ctx)
+    result = _train(ctx, split, test)
+    _record_runs(ctx, split, test, result)
+    _measure_first_updates(ctx, split)
+    _choose(ctx, result)
+
+
+def _data(ctx: ComputeContext) -> tuple[Split, tuple[torch.Tensor, torch.Tensor]]:
+    """The validation split (held out of the training set) and the test images scored."""
+    cfg: Config = ctx.cfg
+    data = ctx.data
+    split = validation_split(data.train_images, data.train_labels, cfg.validation,
+                             ctx.streams.torch("validation_split"), n_train=cfg.train_subset)
+    test = subset(data.test_images, data.test_labels, cfg.test_subset,
+                  ctx.streams.torch("test_subset"))
+    return split, test
+
+
+def _train(ctx: ComputeContext, split: Split,
+           test: tuple[torch.Tensor, torch.Tensor]) -> StudyResult:
+    """Both studies: (a) one shared rate; (b) rates chosen on validation, then the seeds."""
+    cfg: Config = ctx.cfg
+    mode = resolve_mode(cfg.mode, ctx.device)
+    n_runs = len(cfg.optimizers) * (2 * cfg.seeds + len(cfg.lr_factors) * cfg.grid_seeds)
+    ctx.log(f"{n_runs} runs of {cfg.epochs} epochs on {split.train_images.shape[0]:,} images, "
+            f"{mode} training on {ctx.device}")
+    ctx.metric("training_mode", mode)
+    return run_study(Model2, split, test, study_spec(cfg), ctx.streams,
+                     progress=ctx.progress, log=ctx.log)
+
+
+def _record_runs(ctx: ComputeContext, split: Split, test: tuple, result: StudyResult) -> None:
+    """Every run (per-epoch curves, diverged or not), the grids and their scores, the sizes,
+    timings and the procedure."""
+    cfg: Config = ctx.cfg
+    optimizers = list(cfg.optimizers)
+    ctx.metric("n_train", split.train_images.shape[0])
+    ctx.metric("n_validation", split.val_images.shape[0])
+    ctx.metric("n_test", test[0].shape[0])
+    ctx.metric("n_runs", len(result.runs))
+    # The procedure every run followed, for sections that train with the chosen rate
+    # (dynamics reads batch_size and momentum).
+    ctx.metric("batch_size", cfg.batch_size)
+    ctx.metric("momentum", cfg.momentum)
+    ctx.metric("train_seconds", result.seconds)
+    images = sum(len(h.epochs) * split.train_images.shape[0] for h in result.histories)
+    ctx.metric("images_per_second", images / result.seconds if result.seconds else 0.0)
+    ctx.metric("lr_centres", {o: LR_CENTRES[o] for o in optimizers})
+    ctx.metric("weight_decay", {o: WEIGHT_DECAY.get(o, 0.0) for o in optimizers})
+    ctx.metric("lr_grid", result.grids)
+    # Keys are repr(lr): float(repr(x)) == x, so draw reads back the very rates.
+    ctx.metric("grid_val_acc", {o: {repr(lr): acc for lr, acc in scores.items()}
+                                for o, scores in result.grid_scores.items()})
+    ctx.metric("runs", result.records())
+
+
+def _measure_first_updates(ctx: ComputeContext, split: Split) -> None:
+    """How far each optimizer's first step moves the weights at the shared rate.
+
+    Adaptive methods divide each step by a running gradient scale, so at one learning rate
+    their first step can be far larger than SGD's; this measures it on the same initial
+    weights and batch for every optimizer, over `update_probes` weights and batches, and
+    records every probe (draw compares them with SGD's).
+    """
+    cfg: Config = ctx.cfg
+    sizes: dict[str, list[float]] = {o: [] for o in cfg.optimizers}
+    for probe in range(cfg.update_probes):
+        index = torch.randperm(split.train_images.shape[0],
+                               generator=ctx.streams.torch(f"update_probe/batch{probe}"))
+        index = index[:cfg.batch_size].to(split.train_images.device)
+        images, labels = split.train_images[index], split.train_labels[index]
+        for opt in cfg.optimizers:
+            with torch.random.fork_rng(devices=[]):
+                ctx.streams.seed_torch_global(f"update_probe/init{probe}")
+                model = Model2().to(images.device)
+            spec = TrainSpec(optimizer=opt, lr=cfg.shared_lr, momentum=cfg.momentum,
+                             weight_decay=WEIGHT_DECAY.get(opt, 0.0))
+            sizes[opt].append(first_update_size(model, images, labels, spec))
+    ctx.metric("first_update_sizes", sizes)
+
+
+def _choose(ctx: ComputeContext, result: StudyResult) -> None:
+    """The choices, on validation data only: each rate by its grid's validation accuracy, the
+    optimizer the later sections use by the highest validation mean of the tuned runs."""
+    fair_val = result.results("fair", "validation")
+    ctx.metric("fair_val_mean", {o: float(np.mean(v)) for o, v in fair_val.items()})
+    ctx.choice("chosen_lr", result.chosen_lr)
+    best = choose_best(fair_val)
+    ctx.choice("best_optimizer", best)
+    ctx.choice("best_lr", result.chosen_lr[best])
+
+
+# --- draw: summaries, verdicts, figures, tables -----------------------------------------------
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """The study as compute recorded it: every run, the grid scores and the chosen rates."""
+
+    runs: Sequence[Mapping[str, Any]]  # digits.study.run_record of every run
+    grid_scores: dict[str, dict[float, float]]  # mean validation accuracy per grid rate
+    chosen_lr: dict[str, float]
+
+    @classmethod
+    def from_results(cls, results: Mapping[str, Any]) -> Recorded:
+        """Read back from compute's metrics."""
+        scores = {o: {float(lr): acc for lr, acc in by_lr.items()}
+                  for o, by_lr in results["grid_val_acc"].items()}
+        return cls(list(results["runs"]), scores, dict(results["chosen_lr"]))
+
+    def results(self, study: str, key: str = "test") -> dict[str, list[float]]:
+        """Last-epoch accuracy of every seed, per optimizer."""
+        return last_epoch(self.runs, study, key)
+
+    def summaries(self, study: str, key: str = "test") -> dict[str, Summary]:
+        """Mean ± std over seeds of the last-epoch accuracy, per optimizer."""
+        return {name: summarize(v) for name, v in self.results(study, key).items()}
+
+    def curves(self, study: str, optimizer: str, key: str) -> np.ndarray:
+        """Per-epoch accuracy [seeds, epochs] of one optimizer's runs in one study."""
+        return np.array([r[key] for r in self.runs
+                         if r["study"] == study and r["optimizer"] == optimizer], dtype=float)
+
+
+def _band(curves: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Mean, min and max over seeds [seeds, epochs] of a per-epoch accuracy curve."""
     return curves.mean(0), curves.min(0), curves.max(0)
 
 
@@ -114,7 +244,7 @@ def _color(optimizer: str, order: Sequence[str]) -> Any:
     return CLASS_COLORS[list(order).index(optimizer) % len(CLASS_COLORS)]
 
 
-def plot_accuracy(result: StudyResult, optimizers: Sequence[str]) -> Any:
+def plot_accuracy(result: Recorded, optimizers: Sequence[str]) -> Any:
     """Original (one run) vs shared rate vs tuned rates: mean ± std of test accuracy."""
     fig, axes = new_figure(7.5, 3.4)
     ax = axes[0, 0]
@@ -139,7 +269,7 @@ def plot_accuracy(result: StudyResult, optimizers: Sequence[str]) -> Any:
     return fig
 
 
-def plot_curves(result: StudyResult, optimizers: Sequence[str]) -> Any:
+def plot_curves(result: Recorded, optimizers: Sequence[str]) -> Any:
     """Per-epoch accuracy, mean over seeds with a min-max band, for both studies."""
     fig, axes = new_figure(10, 3.4, ncols=3)
     panels = (("shared", "test", "(a) shared rate: test"),
@@ -148,8 +278,7 @@ def plot_curves(result: StudyResult, optimizers: Sequence[str]) -> Any:
     values: dict[str, list[float]] = {"shared": [], "fair": []}
     for ax, (study, key, title) in zip(axes[0], panels):
         for opt in optimizers:
-            histories = [h for _, h in result.select(study, opt)]
-            mean, low, high = _band(histories, key)
+            mean, low, high = _band(result.curves(study, opt, key))
             epochs = np.arange(1, len(mean) + 1)
             color = _color(opt, optimizers)
             ax.plot(epochs, mean, marker="o", ms=3, color=color, label=NAMES.get(opt, opt))
@@ -167,7 +296,7 @@ def plot_curves(result: StudyResult, optimizers: Sequence[str]) -> Any:
     return fig
 
 
-def plot_grid(result: StudyResult, optimizers: Sequence[str], shared_lr: float) -> Any:
+def plot_grid(result: Recorded, optimizers: Sequence[str], shared_lr: float) -> Any:
     """Validation accuracy against learning rate per optimizer; the chosen rate circled."""
     fig, axes = new_figure(7.5, 3.4)
     ax = axes[0, 0]
@@ -192,20 +321,19 @@ def plot_grid(result: StudyResult, optimizers: Sequence[str], shared_lr: float) 
     return fig
 
 
-def runs_csv(result: StudyResult) -> str:
+def runs_csv(runs: Sequence[Mapping[str, Any]]) -> str:
     """Every run's last-epoch numbers as CSV (grid runs have no test column: never evaluated)."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(["study", "optimizer", "lr", "seed", "validation_acc", "test_acc",
-                     "train_loss"])
-    for r, h in zip(result.runs, result.histories):
-        test = h.eval_acc.get("test", [None])[-1]
-        writer.writerow([r.study, r.optimizer, r.lr, r.seed, h.eval_acc["validation"][-1],
-                         "" if test is None else test, h.train_loss[-1]])
+                     "train_loss", "diverged"])
+    for r in runs:
+        test = r.get("test", [None])[-1]
+        loss = r["train_loss"][-1]  # None once recorded: a loss that was not finite
+        writer.writerow([r["study"], r["optimizer"], r["lr"], r["seed"], r["validation"][-1],
+                         "" if test is None else test, "nan" if loss is None else loss,
+                         "yes" if r["diverged"] else ""])
     return out.getvalue()
-
-
-# --- the section ------------------------------------------------------------------------------
 
 
 def verdict_metrics(prefix: str, verdict: Verdict) -> dict[str, Any]:
@@ -219,88 +347,43 @@ def verdict_metrics(prefix: str, verdict: Verdict) -> dict[str, Any]:
             else None, f"{prefix}tied_text": tied_text}
 
 
-def run(ctx: Context) -> None:
-    """Split, train every run, choose on validation, report test accuracy over seeds."""
-    split, test = _data(ctx)
-    result = _train(ctx, split, test)
-    _record_setup(ctx, split, test, result)
-    _measure_first_updates(ctx, split)
-    _choose_and_compare(ctx, result)
-    _plot(ctx, result)
-    _tables(ctx, result)
-    ctx.asset("runs.csv", runs_csv(result))
+def draw(ctx: DrawContext) -> None:
+    """Summaries over seeds, every verdict, the figures, the tables and runs.csv."""
+    study = Recorded.from_results(ctx.results)
+    _describe(ctx, study)
+    _first_update_verdicts(ctx)
+    _summaries_and_verdicts(ctx, study)
+    _plot(ctx, study)
+    _tables(ctx, study)
+    ctx.asset("runs.csv", runs_csv(study.runs))
 
 
-def _data(ctx: Context) -> tuple[Any, tuple[torch.Tensor, torch.Tensor]]:
-    """The validation split (held out of the training set) and the test images scored."""
-    cfg: Config = ctx.cfg
-    data = ctx.data
-    split = validation_split(data.train_images, data.train_labels, cfg.validation,
-                             ctx.streams.torch("validation_split"), n_train=cfg.train_subset)
-    test = subset(data.test_images, data.test_labels, cfg.test_subset,
-                  ctx.streams.torch("test_subset"))
-    return split, test
-
-
-def _train(ctx: Context, split: Any, test: tuple[torch.Tensor, torch.Tensor]) -> StudyResult:
-    """Both studies: (a) one shared rate; (b) rates chosen on validation, then the seeds."""
-    cfg: Config = ctx.cfg
-    mode = resolve_mode(cfg.mode, ctx.device)
-    n_runs = len(cfg.optimizers) * (2 * cfg.seeds + len(cfg.lr_factors) * cfg.grid_seeds)
-    ctx.log(f"{n_runs} runs of {cfg.epochs} epochs on {split.train_images.shape[0]:,} images, "
-            f"{mode} training on {ctx.device}")
-    ctx.metric("training_mode", mode)
-    return run_study(Model2, split, test, study_spec(cfg), ctx.streams,
-                     progress=ctx.progress, log=ctx.log)
-
-
-def _record_setup(ctx: Context, split: Any, test: tuple, result: StudyResult) -> None:
-    """Sizes, timings and the procedure, for the prose."""
+def _describe(ctx: DrawContext, study: Recorded) -> None:
+    """Names, the original's facts, which chosen rates lie at the edge of their grid, and which
+    runs diverged."""
     cfg: Config = ctx.cfg
     optimizers = list(cfg.optimizers)
-    ctx.metric("n_train", split.train_images.shape[0])
-    ctx.metric("n_validation", split.val_images.shape[0])
-    ctx.metric("n_test", test[0].shape[0])
-    ctx.metric("n_runs", len(result.runs))
-    # The procedure every run followed, for sections that train with the chosen rate.
-    ctx.metric("batch_size", cfg.batch_size)
-    ctx.metric("momentum", cfg.momentum)
-    ctx.metric("train_seconds", result.seconds)
-    images = sum(len(h.epochs) * split.train_images.shape[0] for h in result.histories)
-    ctx.metric("images_per_second", images / result.seconds if result.seconds else 0.0)
-    ctx.metric("lr_centres", {o: LR_CENTRES[o] for o in optimizers})
-    ctx.metric("weight_decay", {o: WEIGHT_DECAY.get(o, 0.0) for o in optimizers})
     ctx.metric("names", {o: NAMES.get(o, o) for o in optimizers})
     race = original.OPTIMIZER_TEST_ACC
     ctx.metric("original_best", max(race, key=race.get))
     ctx.metric("original_best_name", NAMES[ctx.metrics["original_best"]])
     ctx.metric("original_true_acc", {o: original.true_accuracy(a) for o, a in race.items()})
-    ctx.metric("lr_grid", result.grids)
-    ctx.metric("grid_val_acc", {o: {repr(lr): acc for lr, acc in scores.items()}
-                                for o, scores in result.grid_scores.items()})
+    grids = ctx.results["lr_grid"]
+    edge = [o for o in optimizers if at_grid_edge(study.chosen_lr[o], grids[o])]
+    ctx.metric("chosen_at_edge", edge)
+    ctx.metric("chosen_at_edge_names", ", ".join(NAMES.get(o, o) for o in edge))
+    best = ctx.results["best_optimizer"]
+    ctx.metric("best_optimizer_name", NAMES.get(best, best))
+    # The runs compute flagged as diverged, per study, named for the prose.
+    ctx.metric("diverged_runs", {
+        name: [f"{NAMES.get(r['optimizer'], r['optimizer'])}, seed {r['seed']}"
+               for r in study.runs if r["study"] == name and r["diverged"]]
+        for name in ("shared", "grid", "fair")})
 
 
-def _measure_first_updates(ctx: Context, split: Any) -> None:
-    """How far each optimizer's first step moves the weights at the shared rate, against SGD.
-
-    Adaptive methods divide each step by a running gradient scale, so at one learning rate
-    their first step can be far larger than SGD's; this measures it on the same initial
-    weights and batch for every optimizer, over `update_probes` weights and batches.
-    """
-    cfg: Config = ctx.cfg
-    sizes: dict[str, list[float]] = {o: [] for o in cfg.optimizers}
-    for probe in range(cfg.update_probes):
-        index = torch.randperm(split.train_images.shape[0],
-                               generator=ctx.streams.torch(f"update_probe/batch{probe}"))
-        index = index[:cfg.batch_size].to(split.train_images.device)
-        images, labels = split.train_images[index], split.train_labels[index]
-        for opt in cfg.optimizers:
-            with torch.random.fork_rng(devices=[]):
-                ctx.streams.seed_torch_global(f"update_probe/init{probe}")
-                model = Model2().to(images.device)
-            spec = TrainSpec(optimizer=opt, lr=cfg.shared_lr, momentum=cfg.momentum,
-                             weight_decay=WEIGHT_DECAY.get(opt, 0.0))
-            sizes[opt].append(first_update_size(model, images, labels, spec))
+def _first_update_verdicts(ctx: DrawContext) -> None:
+    """Each optimizer's mean first step, as a multiple of SGD's and compared with it."""
+    sizes: dict[str, list[float]] = ctx.results["first_update_sizes"]
     ctx.metric("first_update", {o: float(np.mean(v)) for o, v in sizes.items()})
     if "sgd" in sizes:
         ctx.metric("first_update_ratio",
@@ -310,34 +393,21 @@ def _measure_first_updates(ctx: Context, split: Any) -> None:
                     if o != "sgd"})
 
 
-def _choose_and_compare(ctx: Context, result: StudyResult) -> None:
-    """The choice (on validation means) and the reported verdicts (on test accuracy)."""
+def _summaries_and_verdicts(ctx: DrawContext, study: Recorded) -> None:
+    """Test accuracy over seeds, and the reported verdicts by the one rule of report.compare."""
     cfg: Config = ctx.cfg
     optimizers = list(cfg.optimizers)
-    shared, fair = result.results("shared"), result.results("fair")
-    fair_val = result.results("fair", "validation")
-    for prefix, results in (("shared", shared), ("fair", fair)):
-        summaries = {o: result.summaries(prefix)[o] for o in results}
+    shared, fair = study.results("shared"), study.results("fair")
+    for prefix in ("shared", "fair"):
+        summaries = study.summaries(prefix)
         ctx.metric(f"{prefix}_test_mean", {o: s.mean for o, s in summaries.items()})
         ctx.metric(f"{prefix}_test_std", {o: s.std for o, s in summaries.items()})
         ctx.metric(f"{prefix}_test_min", {o: s.min for o, s in summaries.items()})
         ctx.metric(f"{prefix}_test_max", {o: s.max for o, s in summaries.items()})
-    ctx.metric("fair_val_mean", {o: float(np.mean(v)) for o, v in fair_val.items()})
-
-    # Choices: each rate by its grid's validation accuracy; the optimizer the later sections
-    # use by the highest validation mean of the tuned runs. The test set plays no part.
-    ctx.choice("chosen_lr", result.chosen_lr)
-    edge = [o for o in optimizers if at_grid_edge(result.chosen_lr[o], result.grids[o])]
-    ctx.metric("chosen_at_edge", edge)
-    ctx.metric("chosen_at_edge_names", ", ".join(NAMES.get(o, o) for o in edge))
-    val_verdict = decide(fair_val)
-    ctx.choice("best_optimizer", val_verdict.best)
-    ctx.choice("best_lr", result.chosen_lr[val_verdict.best])
-    ctx.metric("best_optimizer_name", NAMES.get(val_verdict.best, val_verdict.best))
-    for key, value in verdict_metrics("val_", val_verdict).items():
+    # Whether the optimizer carried forward (the highest validation mean) is also separated
+    # from the others on validation: said on the page, no part of the choice.
+    for key, value in verdict_metrics("val_", decide(study.results("fair", "validation"))).items():
         ctx.metric(key, value)
-
-    # Reported verdicts, by the one rule of report.compare.
     for key, value in verdict_metrics("", decide(fair)).items():
         ctx.metric(key, value)
     for key, value in verdict_metrics("shared_", decide(shared)).items():
@@ -354,22 +424,22 @@ def _choose_and_compare(ctx: Context, result: StudyResult) -> None:
     ctx.metric("fair_ranking_of_original", [o for o in ranking if o in race])
     ctx.metric("ranking_changed",
                ctx.metrics["original_ranking"] != ctx.metrics["fair_ranking_of_original"])
-    ctx.metric("test_best_is_val_best", ctx.metrics["best"] == val_verdict.best)
+    ctx.metric("test_best_is_val_best", ctx.metrics["best"] == ctx.results["best_optimizer"])
 
 
-def _plot(ctx: Context, result: StudyResult) -> None:
+def _plot(ctx: DrawContext, study: Recorded) -> None:
     """The accuracy dot plot, the per-epoch curves and the learning-rate grid."""
     cfg: Config = ctx.cfg
     optimizers = list(cfg.optimizers)
-    ctx.figure("test_accuracy", plot_accuracy(result, optimizers))
-    ctx.figure("curves", plot_curves(result, optimizers))
-    ctx.figure("lr_grid", plot_grid(result, optimizers, cfg.shared_lr))
+    ctx.figure("test_accuracy", plot_accuracy(study, optimizers))
+    ctx.figure("curves", plot_curves(study, optimizers))
+    ctx.figure("lr_grid", plot_grid(study, optimizers, cfg.shared_lr))
 
 
-def _tables(ctx: Context, result: StudyResult) -> None:
+def _tables(ctx: DrawContext, study: Recorded) -> None:
     """The comparison table (with the original's numbers as reported and corrected), the grid."""
     cfg: Config = ctx.cfg
-    shared, fair = result.summaries("shared"), result.summaries("fair")
+    shared, fair = study.summaries("shared"), study.summaries("fair")
     rows = []
     for opt in cfg.optimizers:
         reported = original.OPTIMIZER_TEST_ACC.get(opt)
@@ -381,7 +451,7 @@ def _tables(ctx: Context, result: StudyResult) -> None:
             "shared lr": cfg.shared_lr,
             "shared: mean %": round(100 * shared[opt].mean, 2),
             "shared: std": round(100 * shared[opt].std, 2),
-            "tuned lr": result.chosen_lr[opt],
+            "tuned lr": study.chosen_lr[opt],
             "tuned: mean %": round(100 * fair[opt].mean, 2),
             "tuned: std": round(100 * fair[opt].std, 2),
         })
@@ -389,5 +459,5 @@ def _tables(ctx: Context, result: StudyResult) -> None:
     ctx.table("grid", [
         {"optimizer": NAMES.get(o, o), "learning rate": lr,
          "validation accuracy %": round(100 * acc, 2),
-         "chosen": "yes" if lr == result.chosen_lr[o] else ""}
-        for o in cfg.optimizers for lr, acc in sorted(result.grid_scores[o].items())])
+         "chosen": "yes" if lr == study.chosen_lr[o] else ""}
+        for o in cfg.optimizers for lr, acc in sorted(study.grid_scores[o].items())])

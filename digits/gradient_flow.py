@@ -10,6 +10,7 @@ keeps the per-layer factor near 1.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,7 +18,7 @@ import torch
 from torch import nn
 
 from digits.models import Standardize
-from digits.recording import DistributionRecorder, Recording, weight_layers
+from digits.recording import DistributionRecorder, weight_layers
 from digits.training import TrainSpec, evaluate, train
 
 ACTIVATIONS = {"sigmoid": nn.Sigmoid, "relu": nn.ReLU, "tanh": nn.Tanh}
@@ -63,7 +64,8 @@ class FlowResult:
     """One network's gradient record and outcome."""
 
     config: FlowConfig
-    recording: Recording
+    snapshot_steps: np.ndarray  # [snapshots] the steps at which the norms were recorded
+    norms: np.ndarray  # [snapshots, layers] gradient L2 norm of each layer's weights
     train_loss: float
     test_accuracy: float
     seconds: float
@@ -71,13 +73,40 @@ class FlowResult:
 
     def grad_norms(self) -> np.ndarray:
         """Gradient L2 norm [snapshots, layers], first layer first."""
-        rec = self.recording
-        return np.stack([rec.stat(layer, "g_norm") for layer in rec.layers], axis=1)
+        return self.norms
 
     def first_last_ratio(self) -> np.ndarray:
         """First-layer over last-layer gradient norm at each snapshot."""
         norms = self.grad_norms()
         return norms[:, 0] / np.maximum(norms[:, -1], 1e-30)
+
+
+def flow_arrays(results: Sequence[FlowResult]) -> dict[str, np.ndarray]:
+    """The runs (seeds) of one network as named arrays; `flow_results` rebuilds them.
+
+    Lossless (float64 norms and outcomes, int64 steps), so that a drawing from stored arrays
+    gives the numbers of the runs themselves. Every run of one network records the same steps.
+    """
+    return {"snapshot_steps": np.stack([np.asarray(r.snapshot_steps, np.int64)
+                                        for r in results]),
+            "norms": np.stack([np.asarray(r.norms, np.float64) for r in results]),
+            "train_loss": np.array([r.train_loss for r in results], np.float64),
+            "test_accuracy": np.array([r.test_accuracy for r in results], np.float64),
+            "seconds": np.array([r.seconds for r in results], np.float64),
+            "steps": np.array([r.steps for r in results], np.int64)}
+
+
+def flow_results(config: FlowConfig, arrays: Mapping[str, np.ndarray] | Callable[[str], np.ndarray]
+                 ) -> list[FlowResult]:
+    """The runs `flow_arrays` stored, one FlowResult per seed: from a mapping, or from a reader
+    of one array by name (e.g. `lambda name: ctx.array("flow.bad." + name)`)."""
+    read = arrays.__getitem__ if isinstance(arrays, Mapping) else arrays
+    steps, norms = read("snapshot_steps"), read("norms")
+    losses, accuracies = read("train_loss"), read("test_accuracy")
+    seconds, taken = read("seconds"), read("steps")
+    return [FlowResult(config, steps[i], norms[i], float(losses[i]), float(accuracies[i]),
+                       float(seconds[i]), int(taken[i]))
+            for i in range(len(norms))]
 
 
 def geometric_mean(values: np.ndarray) -> float:
@@ -98,5 +127,7 @@ def run_flow(config: FlowConfig, images: torch.Tensor, labels: torch.Tensor,
     history = train(model, images, labels, spec, generator=torch.Generator().manual_seed(seed),
                     callbacks=[recorder], progress=progress, desc=config.activation)
     result = evaluate(model, *test)
-    return FlowResult(config, recorder.recording, history.train_loss[-1], result.accuracy,
-                      history.seconds, history.steps)
+    rec = recorder.recording
+    norms = np.stack([rec.stat(layer, "g_norm") for layer in rec.layers], axis=1)
+    return FlowResult(config, np.asarray(rec.steps, np.int64), norms, history.train_loss[-1],
+                      result.accuracy, history.seconds, history.steps)

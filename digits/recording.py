@@ -24,7 +24,7 @@ therefore binned by magnitude, log10 |g|. A value outside the edges (the pooled
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -141,6 +141,49 @@ class DistributionRecorder:
             for stat, value in zip(STATS, row):
                 rec.stats[name][stat].append(value)
         rec.seconds += time.perf_counter() - start
+
+
+def recording_to_arrays(rec: Recording) -> dict[str, np.ndarray]:
+    """Everything a Recording kept, as named arrays (for `ctx.array`); `recording_from_arrays`
+    rebuilds it.
+
+    Lossless: the sampled values stay float32 (what the recorder kept) and the statistics
+    float64 (Python floats), so a recording rebuilt from its arrays draws the same frames and
+    gives the same numbers. Per layer: `<layer>.shape`, `<layer>.stats` [STATS, snapshots]
+    (NaN where a statistic was not kept), `<layer>.weights` and `<layer>.grads` [snapshots, n].
+    """
+    out = {"layers": np.asarray(rec.layers, dtype=str),
+           "steps": np.asarray(rec.steps, dtype=np.int64),
+           "epochs": np.asarray(rec.epochs, dtype=np.float64),
+           "seconds": np.asarray(rec.seconds, dtype=np.float64)}
+    for layer in rec.layers:
+        out[f"{layer}.shape"] = np.asarray(rec.shapes.get(layer, []), dtype=np.int64)
+        stats = rec.stats.get(layer, {})
+        out[f"{layer}.stats"] = np.array(
+            [stats.get(name, [np.nan] * len(rec.steps)) for name in STATS],
+            dtype=np.float64).reshape(len(STATS), len(rec.steps))
+        for kind in ("weights", "grads"):
+            out[f"{layer}.{kind}"] = rec.values(kind, layer) \
+                if layer in getattr(rec, kind) else np.empty((0, 0), np.float32)
+    return out
+
+
+def recording_from_arrays(arrays: Mapping[str, np.ndarray] | Callable[[str], np.ndarray]
+                          ) -> Recording:
+    """The Recording that `recording_to_arrays` stored: from a mapping, or from a reader of one
+    array by name (e.g. `lambda name: ctx.array("recording." + name)`)."""
+    read = arrays.__getitem__ if isinstance(arrays, Mapping) else arrays
+    layers = [str(layer) for layer in read("layers")]
+    rec = Recording(layers=layers, steps=[int(s) for s in read("steps")],
+                    epochs=[float(e) for e in read("epochs")], seconds=float(read("seconds")))
+    for layer in layers:
+        rec.shapes[layer] = [int(n) for n in read(f"{layer}.shape")]
+        stats = read(f"{layer}.stats")
+        rec.stats[layer] = {name: [float(v) for v in row] for name, row in zip(STATS, stats)}
+        for kind in ("weights", "grads"):
+            values = torch.from_numpy(np.ascontiguousarray(read(f"{layer}.{kind}")))
+            getattr(rec, kind)[layer] = list(values)
+    return rec
 
 
 def magnitudes(values: np.ndarray) -> np.ndarray:

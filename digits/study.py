@@ -1,8 +1,9 @@
 """Fair comparisons of training recipes: validation split, learning-rate grids, the study runner.
 
 The learning rate is chosen from validation scores only, and the test set is passed to the final
-runs only to be reported. Verdicts between several candidates apply `report.compare`'s one rule
-to every pair.
+runs only to be reported. The choices (`choose_lr`, `choose_best`) are plain rules over validation
+scores; `decide`, the verdict between several candidates, applies `report.compare`'s one rule to
+every pair and is for reporting only (an analysis's draw stage), never for choosing.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from torch import nn
 
 from digits.parallel import train_many
 from digits.training import WEIGHT_DECAY, History, TrainSpec
-from report.compare import AHEAD, UNSEPARATED, Summary, compare, summarize
+from report.compare import AHEAD, UNSEPARATED, compare, summarize
 
 # Centre of each optimizer's learning-rate grid: its customary rate for a small CNN (PyTorch's
 # defaults, except SGD, whose default 0.001 is far too low at momentum 0.5). The grid spans
@@ -88,31 +89,18 @@ def at_grid_edge(lr: float, grid: Sequence[float]) -> bool:
     return len(grid) > 1 and (lr == min(grid) or lr == max(grid))
 
 
-@dataclass(frozen=True)
-class Verdict:
-    """Who is best, and whether `report.compare` separates it from every other candidate."""
+def choose_best(scores: Mapping[str, Sequence[float]]) -> str:
+    """The candidate with the highest mean validation score (e.g. the optimizer carried forward).
 
-    best: str  # highest mean, whether or not it is a clear winner
-    winner: str | None  # `best` when it is ahead of every other candidate, else None
-    tied: tuple[str, ...]  # `best` and every candidate it cannot be separated from (best first)
-    ranking: tuple[str, ...]  # all candidates, highest mean first
-
-
-def decide(results: Mapping[str, Sequence[float]]) -> Verdict:
-    """Rank candidates by mean; the best wins only if `compare` puts it ahead of each other one.
-
-    Otherwise it ties with every candidate it cannot be separated from. Equal means are ordered
-    by name, so the verdict does not depend on dict order.
+    A mean that is NaN (a diverged run) never wins; equal means go to the first name in sorted
+    order, as in `decide`'s ranking, so the choice does not depend on dict order. A plain rule
+    over validation scores: whether the best is *separated* from the rest is a verdict for the
+    page (`decide`), not part of the choice.
     """
-    if not results:
-        raise ValueError("decide needs at least one candidate")
-    summaries = {k: summarize(v) for k, v in results.items()}
-    ranking = sorted(summaries, key=lambda k: (-summaries[k].mean, k))
-    best = ranking[0]
-    verdicts = {k: compare(results[best], results[k]).verdict for k in ranking[1:]}
-    tied = (best, *(k for k in ranking[1:] if verdicts[k] == UNSEPARATED))
-    winner = best if all(v == AHEAD for v in verdicts.values()) else None
-    return Verdict(best, winner, tied, tuple(ranking))
+    if not scores:
+        raise ValueError("choose_best needs at least one candidate")
+    means = {k: float(np.mean(np.asarray(v, dtype=float))) for k, v in scores.items()}
+    return min(means, key=lambda k: (-means[k] if math.isfinite(means[k]) else math.inf, k))
 
 
 # --- the study --------------------------------------------------------------------------------
@@ -169,9 +157,53 @@ class StudyResult:
         names = dict.fromkeys(r.optimizer for r in self.runs if r.study == study)
         return {name: self.final(study, name, key) for name in names}
 
-    def summaries(self, study: str, key: str = "test") -> dict[str, Summary]:
-        """Mean ± std over seeds of the last-epoch accuracy, per optimizer."""
-        return {name: summarize(v) for name, v in self.results(study, key).items()}
+    def records(self) -> list[dict[str, Any]]:
+        """Every run as plain numbers (what an analysis records, and `last_epoch` reads back)."""
+        return [run_record(r, h) for r, h in zip(self.runs, self.histories)]
+
+
+def diverged(train_loss: Sequence[float], classes: int = 10) -> bool:
+    """Whether a run diverged: its training loss stopped being a finite number, or its last
+    epoch's mean loss stayed within 1 % of ln(classes), the loss of a uniform guess.
+
+    A network that blew up and ended predicting one distribution for every image sits there:
+    in a quick build three runs at the shared rate ended at 2.301 to 2.303 (ln 10 = 2.303;
+    guessing MNIST's class frequencies gives 2.301) with 9 to 12 % accuracy, while the slowest
+    run that was still learning ended at 1.96. Descriptive only: no choice reads it.
+    """
+    if not train_loss:
+        return False
+    if not all(math.isfinite(v) for v in train_loss):
+        return True
+    return train_loss[-1] >= 0.99 * math.log(classes)
+
+
+def run_record(run: Run, history: History) -> dict[str, Any]:
+    """One run as plain numbers: what it was, its per-epoch curves, and whether it diverged.
+
+    Accuracies are per epoch on each set the run was evaluated on ("validation"; "test" for the
+    final runs of both studies only, never for grid runs); `diverged` is `diverged`'s verdict on
+    its training loss (recorded here, where a loss that is not finite is still one: a metric
+    keeps it as None).
+    """
+    record: dict[str, Any] = {"study": run.study, "optimizer": run.optimizer, "lr": run.lr,
+                              "seed": run.seed}
+    for key, curve in history.eval_acc.items():
+        record[key] = list(curve)
+    record["train_loss"] = list(history.train_loss)
+    record["diverged"] = diverged(history.train_loss)
+    return record
+
+
+def last_epoch(records: Sequence[Mapping[str, Any]], study: str,
+               key: str = "test") -> dict[str, list[float]]:
+    """Last-epoch accuracy on set `key` of every seed of one study, per optimizer (in the order
+    the runs were recorded): `StudyResult.results` read back from `run_record`s."""
+    out: dict[str, list[float]] = {}
+    for record in records:
+        if record["study"] == study:
+            out.setdefault(record["optimizer"], []).append(record[key][-1])
+    return out
 
 
 def train_spec(spec: StudySpec, optimizer: str, lr: float) -> TrainSpec:
@@ -251,3 +283,33 @@ def run_study(make_model: Callable[[], nn.Module], split: Split,
     phase([Run("fair", o, result.chosen_lr[o], s) for o in spec.optimizers for s in seeds],
           with_test, "(b) tuned rates")
     return result
+
+
+# --- verdicts: for the page only (draw), never for a choice ---------------------------------
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Who is best, and whether `report.compare` separates it from every other candidate."""
+
+    best: str  # highest mean, whether or not it is a clear winner
+    winner: str | None  # `best` when it is ahead of every other candidate, else None
+    tied: tuple[str, ...]  # `best` and every candidate it cannot be separated from (best first)
+    ranking: tuple[str, ...]  # all candidates, highest mean first
+
+
+def decide(results: Mapping[str, Sequence[float]]) -> Verdict:
+    """Rank candidates by mean; the best wins only if `compare` puts it ahead of each other one.
+
+    Otherwise it ties with every candidate it cannot be separated from. Equal means are ordered
+    by name, so the verdict does not depend on dict order.
+    """
+    if not results:
+        raise ValueError("decide needs at least one candidate")
+    summaries = {k: summarize(v) for k, v in results.items()}
+    ranking = sorted(summaries, key=lambda k: (-summaries[k].mean, k))
+    best = ranking[0]
+    verdicts = {k: compare(results[best], results[k]).verdict for k in ranking[1:]}
+    tied = (best, *(k for k in ranking[1:] if verdicts[k] == UNSEPARATED))
+    winner = best if all(v == AHEAD for v in verdicts.values()) else None
+    return Verdict(best, winner, tied, tuple(ranking))

@@ -1,9 +1,11 @@
-"""The weights-and-gradients section (analyses/dynamics.py): its claims, figures and prose."""
+"""The weights-and-gradients section (analyses/dynamics.py): its claims, figures and prose, and its
+two stages (compute records the run as arrays; draw makes every frame, chart and verdict)."""
 
 from __future__ import annotations
 
 import json
-from dataclasses import replace
+import shutil
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import imageio.v3 as iio
@@ -17,8 +19,10 @@ from digits.gradient_flow import BAD, GOOD, FlowResult
 from digits.models import Model2
 from digits.recording import DistributionRecorder, Recording
 from digits.training import TrainSpec, train
+from report.analysis import Section
 from report.compare import AHEAD, BEHIND, UNSEPARATED
-from report.context import Context
+from report.context import ComputeContext, DrawContext
+from report.keys import PRESENTATION_MODULES, Keys
 from report.render import SectionView, make_environment, render_sections
 
 REPO = Path(__file__).resolve().parent.parent
@@ -97,9 +101,8 @@ def test_gradient_ranking_separates_only_clear_leaders() -> None:
 
 def fake_flow(config, ratios: list[float], accuracy: float, loss: float = 1.0) -> FlowResult:
     """A FlowResult whose first/last gradient-norm ratio is `ratios` at each snapshot."""
-    rec = Recording(layers=["layer1", "layer2"], steps=list(range(1, len(ratios) + 1)))
-    rec.stats = {"layer1": {"g_norm": list(ratios)}, "layer2": {"g_norm": [1.0] * len(ratios)}}
-    return FlowResult(config, rec, loss, accuracy, 0.1, steps=7)
+    norms = np.stack([np.asarray(ratios, float), np.ones(len(ratios))], axis=1)
+    return FlowResult(config, np.arange(1, len(ratios) + 1), norms, loss, accuracy, 0.1, steps=7)
 
 
 def test_flow_metrics_compare_seeds() -> None:
@@ -116,7 +119,7 @@ def test_flow_metrics_compare_seeds() -> None:
     assert out["good_vs_bad_accuracy"]["verdict"] == AHEAD
     assert out["good_accuracy"] == pytest.approx(0.91) and out["bad_accuracies"] == [
         0.11, 0.10, 0.12]
-    assert out["flow_baseline"] == 0.1
+    assert "flow_baseline" not in out  # compute's measurement, not drawn
     # 0.11 ± 0.01 against the baseline 0.10 (borrowing that spread): not separated.
     assert out["bad_vs_baseline"]["verdict"] == UNSEPARATED
     assert dynamics.flow_metrics(runs, depth=1, baseline=0.05)["bad_vs_baseline"][
@@ -153,8 +156,9 @@ def test_gif_writer_produces_one_frame_per_snapshot(recording, tmp_path: Path) -
     grad_frames, _ = dynamics.histogram_frames(recording, "grads", bins=20, coverage=0.999,
                                                dpi=40)
     assert len(grad_frames) == 5
-    ctx = Context("sec", None, seed=1, device=torch.device("cpu"), staging=tmp_path,
-                  upstream={}, log=lambda m: None)
+    computed = _upstream(tmp_path / "computed", {})  # draw needs compute results; none here
+    ctx = DrawContext("sec", None, results=computed, seed=1, staging=tmp_path, upstream={},
+                      log=lambda m: None)
     ctx.gif("w", frames, fps=5, sprite=True)
     gif = iio.imread(tmp_path / "w.gif", index=None)
     assert gif.shape[0] == 5 and gif.shape[1:3] == frames[0].shape[:2]
@@ -193,11 +197,7 @@ def test_gif_partial_carries_the_sprite_only_when_there_is_one() -> None:
     assert "data-sprite" in (REPO / "templates/static/gif_player.js").read_text()
 
 
-# --- the whole section --------------------------------------------------------------------------
-
-
-
-
+# --- the whole section ---------------------------------------------------------------------------
 
 
 def _upstream(folder: Path, metrics: dict) -> Path:
@@ -221,27 +221,50 @@ TINY = replace(dynamics.Config(), train_size=64, epochs=2, frames=4, sample_size
                flow_steps=4, flow_every=1, flow_test=50, flow_seeds=2)
 
 
+def run_draw(computed: Path, staging: Path) -> DrawContext:
+    """draw(ctx) of the section over the compute results in `computed`."""
+    staging.mkdir(parents=True)
+    ctx = DrawContext("dynamics", TINY, results=computed, seed=3, staging=staging, upstream={},
+                      data_loader=synthetic_data, log=lambda m: None)
+    dynamics.draw(ctx)
+    return ctx
+
+
+@dataclass
+class Stages:
+    compute: ComputeContext
+    computed: Path  # compute's entry: manifest.json (metrics) and arrays/
+    draw: DrawContext
+    drawn: Path
+
+    @property
+    def metrics(self) -> dict:
+        """What the prose sees: compute's and draw's metrics merged."""
+        return {**self.compute.metrics, **self.draw.metrics}
+
+
 @pytest.fixture(scope="module")
-def section(tmp_path_factory) -> tuple[Context, Path]:
-    """run(ctx) of the section on tiny synthetic data."""
+def section(tmp_path_factory) -> Stages:
+    """compute(ctx), then draw(ctx), of the section on tiny synthetic data."""
     tmp = tmp_path_factory.mktemp("dynamics")
     data = synthetic_data()
     upstream = {"dataset": _upstream(tmp / "dataset", {"train_mean": 0.5, "train_std": 0.29}),
                 "optimizers": _upstream(tmp / "optimizers",
                                         {"best_optimizer": "adam", "best_lr": 1e-3,
                                          "batch_size": 32, "momentum": 0.5})}
-    staging = tmp / "out"
-    staging.mkdir()
-    ctx = Context("dynamics", TINY, seed=3, device=torch.device("cpu"), staging=staging,
-                  upstream=upstream, data_loader=lambda: data, log=lambda m: None)
-    dynamics.run(ctx)
-    return ctx, staging
+    computed = tmp / "computed"
+    computed.mkdir()
+    ctx = ComputeContext("dynamics", TINY, seed=3, device=torch.device("cpu"), staging=computed,
+                         upstream=upstream, data_loader=lambda: data, log=lambda m: None)
+    dynamics.compute(ctx)
+    (computed / "manifest.json").write_text(json.dumps({"metrics": ctx.metrics}))
+    return Stages(ctx, computed, run_draw(computed, tmp / "drawn"), tmp / "drawn")
 
 
-def render(ctx: Context, staging: Path, metrics: dict | None = None,
-           reduced: list | None = None) -> str:
-    view = SectionView("dynamics", (REPO / "analyses" / "dynamics.md").read_text(), ctx.cfg,
-                       metrics or ctx.metrics, ctx.items, staging, "run", reduced=reduced or [])
+def render(stages: Stages, metrics: dict | None = None, reduced: list | None = None) -> str:
+    view = SectionView("dynamics", (REPO / "analyses" / "dynamics.md").read_text(), TINY,
+                       metrics or stages.metrics, stages.draw.items, stages.drawn, "run",
+                       reduced=reduced or [])
     env = make_environment(REPO / "templates")
     render_sections(env, [view], {"metrics": {"dynamics": view.metrics},
                                   "build": {"profile": "quick", "reduced": {}},
@@ -250,9 +273,8 @@ def render(ctx: Context, staging: Path, metrics: dict | None = None,
     return view.html
 
 
-def test_section_runs_on_synthetic_data(section) -> None:
-    ctx, _ = section
-    m = ctx.metrics
+def test_section_runs_on_synthetic_data(section: Stages) -> None:
+    m = section.metrics
     assert m["snapshots"] == 4 and m["every"] == 1 and m["layers"] == LAYERS
     assert m["recording_is_passive"] is True and len(m["overhead_ratios"]) == 2
     assert m["overhead_vs_plain"]["a"]["n"] == 2 and m["overhead_vs_plain"]["b"]["n"] == 2
@@ -264,36 +286,95 @@ def test_section_runs_on_synthetic_data(section) -> None:
     assert set(m["grad_changes"]) == set(LAYERS)
     assert sorted(m["grads_fell"] + m["grads_rose"] + m["grads_unseparated"]) == sorted(LAYERS)
     assert m["fifth_snapshots"] == 1
-    names = {i["name"] for i in ctx.items}
+    names = {i["name"] for i in section.draw.items}
     assert {"weights_gif", "grads_gif", "weights_distributions", "grads_distributions",
             "gradient_flow", "good_bad_flow", "layer_summary", "flow_comparison",
             "weights_gif.frames.png"} <= names
-    flow = next(i for i in ctx.items if i["name"] == "flow_comparison")
+    flow = next(i for i in section.draw.items if i["name"] == "flow_comparison")
     assert len(flow["rows"]) == 2 * TINY.flow_seeds
     # Named streams, no offsets: the recorded run, its subset and each flow seed.
     assert {"train_subset", "init/model2", "batches/recorded", "batches/overhead",
-            "flow_subset", "flow/run0", "flow/run1"} <= set(ctx.streams.used)
+            "flow_subset", "flow/run0", "flow/run1"} <= set(section.compute.streams.used)
 
 
-def test_prose_renders_every_item_with_captions(section) -> None:
-    ctx, staging = section
-    html = render(ctx, staging, reduced=[{"key": "epochs", "value": 2, "full": 5}])
+def test_compute_records_arrays_and_raw_results_only(section: Stages) -> None:
+    computed, drawn = section.compute.metrics, section.draw.metrics
+    arrays = {i["name"]: i for i in section.compute.items}
+    assert {i["kind"] for i in section.compute.items} == {"array"}  # no figure, GIF or table
+    # Every snapshot's sampled values (float32, as recorded) and statistics of every layer.
+    for layer in LAYERS:  # 4 snapshots x sample_size (every layer is larger than 100 here)
+        for kind in ("weights", "grads"):
+            item = arrays[f"recording.{layer}.{kind}"]
+            assert (item["shape"], item["dtype"]) == ([4, 100], "float32")
+        assert arrays[f"recording.{layer}.stats"]["shape"] == [6, 4]
+    assert arrays["recording.steps"]["shape"] == [4]
+    # Each network's gradient norms: seeds x snapshots x layers (2 hidden + output).
+    assert arrays["flow.bad.norms"]["shape"] == [2, 4, 3]
+    assert len(computed["overhead_seconds_with"]) == 2
+    # Every verdict and summary is drawn, never computed.
+    for name in ("overhead_vs_plain", "grad_changes", "largest_grad_vs_next",
+                 "good_vs_bad_accuracy", "bad_vs_baseline", "layer_summary", "weights_edges",
+                 "overhead_ratio", "optimizer_name"):
+        assert name in drawn and name not in computed
+    assert not set(computed) & set(drawn)
+
+
+def test_draw_rebuilds_every_frame_from_the_stored_arrays(section: Stages,
+                                                          tmp_path: Path) -> None:
+    again = run_draw(section.computed, tmp_path / "again")
+    assert json.loads(json.dumps(again.metrics)) == json.loads(json.dumps(section.draw.metrics))
+    for name in ("weights_gif.gif", "grads_gif.gif", "weights_gif.frames.png"):
+        assert (tmp_path / "again" / name).read_bytes() == (section.drawn / name).read_bytes()
+    gif = next(i for i in again.items if i["name"] == "weights_gif")
+    assert gif["frames"] == section.compute.metrics["snapshots"] == 4
+    # The frames come from the arrays: a recording rebuilt from them draws the same frames.
+    rec = dynamics.recorded(again)
+    frames, _ = dynamics.histogram_frames(rec, "grads", TINY.bins, TINY.coverage, TINY.gif_dpi)
+    stored = iio.imread(section.drawn / "grads_gif.gif", index=None)
+    assert len(frames) == stored.shape[0]
+
+
+def test_verdicts_follow_the_recorded_timings(section: Stages, tmp_path: Path) -> None:
+    """The recorder's verdict is drawn from compute's times: slower times redraw as 'ahead'."""
+    results = tmp_path / "results"
+    shutil.copytree(section.computed, results)
+    manifest = json.loads((results / "manifest.json").read_text())
+    manifest["metrics"]["overhead_seconds_with"] = [2.0, 2.1]
+    manifest["metrics"]["overhead_seconds_without"] = [1.0, 1.1]
+    (results / "manifest.json").write_text(json.dumps(manifest))
+    ctx = run_draw(results, tmp_path / "drawn")
+    assert ctx.metrics["overhead_vs_plain"]["verdict"] == AHEAD
+    assert ctx.metrics["overhead_ratios"] == pytest.approx([2.0, 2.1 / 1.1])
+
+
+def test_compute_reaches_no_presentation_module() -> None:
+    keys = Keys(REPO, (*PRESENTATION_MODULES, "digits.plots"))
+    section = Section(dynamics.ANALYSIS, dynamics)
+    compute = keys.closure(section, "compute")
+    assert compute.excluded == frozenset()
+    assert "digits/recording.py:recording_to_arrays" in compute.symbols
+    for name in ("recording_from_arrays", "histograms", "fixed_edges"):
+        assert f"digits/recording.py:{name}" not in compute.symbols  # drawing only
+    assert "analyses/dynamics.py:change_word" in keys.closure(section, "draw").symbols
+
+
+def test_prose_renders_every_item_with_captions(section: Stages) -> None:
+    html = render(section, reduced=[{"key": "epochs", "value": 2, "full": 5}])
     assert 'data-sprite="assets/dynamics/weights_gif.frames.png"' in html
     assert "@@ITEM" not in html and "Reduced settings: epochs 2 (full profile: 5)." in html
     assert "From the first fifth of the snapshots to the last" in html
 
 
 @pytest.mark.parametrize("verdict", [AHEAD, BEHIND, UNSEPARATED])
-def test_prose_follows_each_verdict(section, verdict: str) -> None:
+def test_prose_follows_each_verdict(section: Stages, verdict: str) -> None:
     """Every comparison's sentence follows its verdict (never "took longer" on a tie)."""
-    ctx, staging = section
-    metrics = json.loads(json.dumps(ctx.metrics))
+    metrics = json.loads(json.dumps(section.metrics))
     for key in ("overhead_vs_plain", "good_vs_bad_accuracy", "bad_vs_baseline",
                 "largest_grad_vs_next", "smallest_grad_vs_next", "flow_ratio_orders"):
         metrics[key]["verdict"] = verdict
     metrics["grads_fell"], metrics["grads_rose"], metrics["grads_unseparated"] = (
         ["conv1"], ["fc2"], ["conv2", "fc1"])
-    html = render(ctx, staging, metrics)
+    html = render(section, metrics)
     longer = "The runs with the recorder took longer" in html
     classifies = "The outcome follows" in html
     assert longer == (verdict == AHEAD) and classifies == (verdict == AHEAD)

@@ -7,7 +7,8 @@ import pytest
 import torch
 from torch import nn
 
-from digits.gradient_flow import BAD, GOOD, deep_mlp, geometric_mean, run_flow
+from digits.gradient_flow import (BAD, GOOD, deep_mlp, flow_arrays, flow_results, geometric_mean,
+                                  run_flow)
 from digits.recording import weight_layers
 from digits.training import TrainSpec
 
@@ -37,7 +38,7 @@ def test_sigmoid_network_starves_its_first_layer() -> None:
                                       depth=6, width=32, mean=0.5, std=0.3, seed=1, every=2)
                for config in (BAD, GOOD)}
     bad, good = results[BAD.label], results[GOOD.label]
-    assert bad.recording.steps == [1, 3, 5, 7]
+    assert bad.snapshot_steps.tolist() == [1, 3, 5, 7]
     assert bad.grad_norms().shape == (4, 7)  # snapshots x (6 hidden + 1 output) layers
     # About 0.14 per sigmoid layer (see the module docstring): six layers give ~1e-5.
     assert geometric_mean(bad.first_last_ratio()) < 1e-3
@@ -58,3 +59,23 @@ def test_a_seed_fixes_the_run_and_seeds_differ() -> None:
 
     np.testing.assert_array_equal(ratios(4), ratios(4))
     assert not np.array_equal(ratios(4), ratios(5))
+
+
+def test_runs_survive_their_arrays() -> None:
+    """dynamics stores each network's seeds as arrays and draws from them: nothing is lost."""
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (64, 28, 28), generator=g, dtype=torch.uint8)
+    labels = torch.randint(0, 10, (64,), generator=g)
+    spec = TrainSpec(epochs=1, batch_size=16, optimizer="sgd", lr=0.05, momentum=0.9)
+    runs = [run_flow(BAD, images, labels, (images, labels), spec, depth=2, width=8, mean=0.5,
+                     std=0.3, seed=seed) for seed in (4, 5)]
+    arrays = flow_arrays(runs)
+    assert arrays["norms"].shape == (2, 4, 3)  # seeds x snapshots x layers
+    assert all(a.dtype != object for a in arrays.values())
+    back = flow_results(BAD, arrays)
+    for run, again in zip(runs, back):
+        assert again.config == BAD
+        np.testing.assert_array_equal(again.first_last_ratio(), run.first_last_ratio())
+        np.testing.assert_array_equal(again.snapshot_steps, run.snapshot_steps)
+        assert (again.train_loss, again.test_accuracy, again.seconds, again.steps) == (
+            run.train_loss, run.test_accuracy, run.seconds, run.steps)

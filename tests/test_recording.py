@@ -1,15 +1,18 @@
-"""digits/recording.py: weight/gradient recorders, fixed histogram bins, activation capture."""
+"""digits/recording.py: weight/gradient recorders, their arrays, fixed histogram bins, activation
+capture."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 from digits.models import Model2
-from digits.recording import (LOG_FLOOR, TB_PERCENTILES, DistributionRecorder,
+from digits.recording import (LOG_FLOOR, STATS, TB_PERCENTILES, DistributionRecorder, Recording,
                               capture_activations, fixed_edges, histograms, percentile_bands,
-                              weight_layers)
+                              recording_from_arrays, recording_to_arrays, weight_layers)
 from digits.training import TrainSpec, train
 
 
@@ -55,6 +58,49 @@ def test_recorder_records_every_layer_at_the_due_steps() -> None:
         assert (rec.stat(layer, "g_max_abs") >= rec.stat(layer, "g_mean_abs")).all()
         assert (rec.stat(layer, "g_norm") > 0).all()
     assert rec.seconds > 0
+
+
+def recorded(every: int = 2) -> Recording:
+    images, labels = tiny_data()
+    recorder = DistributionRecorder(every=every, sample_size=1_000, seed=1)
+    train(fresh_model(), images, labels, TrainSpec(epochs=2, batch_size=16, optimizer="adam"),
+          generator=torch.Generator().manual_seed(0), callbacks=[recorder])
+    return recorder.recording
+
+
+def test_a_recording_survives_its_arrays_bit_for_bit(tmp_path: Path) -> None:
+    rec = recorded()
+    arrays = recording_to_arrays(rec)
+    assert arrays["fc1.weights"].dtype == np.float32 and arrays["fc1.weights"].shape == (3, 1_000)
+    assert arrays["conv1.stats"].shape == (len(STATS), 3)
+    # Stored as .npy files without pickling (what ctx.array writes) and read back.
+    for name, values in arrays.items():
+        np.save(tmp_path / f"{name}.npy", values, allow_pickle=False)
+    back = recording_from_arrays(lambda name: np.load(tmp_path / f"{name}.npy",
+                                                      allow_pickle=False))
+    assert (back.layers, back.steps, back.epochs, back.shapes, back.stats, back.seconds) == (
+        rec.layers, rec.steps, rec.epochs, rec.shapes, rec.stats, rec.seconds)
+    for layer in rec.layers:
+        for kind in ("weights", "grads"):
+            np.testing.assert_array_equal(back.values(kind, layer), rec.values(kind, layer))
+    # The same frames' histograms from the rebuilt recording.
+    edges = fixed_edges(rec.values("grads", "fc1"), 20, scale="log")
+    np.testing.assert_array_equal(histograms(back.values("grads", "fc1"), edges, "log"),
+                                  histograms(rec.values("grads", "fc1"), edges, "log"))
+    # And from a plain mapping, twice over.
+    again = recording_from_arrays(recording_to_arrays(recording_from_arrays(arrays)))
+    assert again.stats == rec.stats and again.steps == rec.steps
+
+
+def test_a_recording_of_statistics_only_keeps_no_values() -> None:
+    rec = Recording(layers=["a"], steps=[1, 2], epochs=[0.0, 0.5])
+    rec.stats = {"a": {"g_norm": [1.0, 2.0]}}
+    arrays = recording_to_arrays(rec)
+    assert arrays["a.weights"].shape == (0, 0)
+    back = recording_from_arrays(arrays)
+    assert back.stat("a", "g_norm").tolist() == [1.0, 2.0]
+    assert np.isnan(back.stat("a", "w_std")).all()  # not kept: NaN, never a made-up value
+    assert back.values("grads", "a").shape == (0, 0)
 
 
 def test_sampled_gradients_match_the_true_gradient() -> None:

@@ -1,4 +1,5 @@
-"""digits.study: validation split, learning-rate choice, winner/tie rule, the study runner."""
+"""digits.study: validation split, learning-rate and optimizer choices, winner/tie rule (for the
+page only), the study runner and its runs as plain records."""
 
 from __future__ import annotations
 
@@ -10,8 +11,10 @@ import torch
 from torch import nn
 
 from digits.sampling import subset
-from digits.study import (LR_CENTRES, Run, StudyResult, StudySpec, at_grid_edge, choose_lr,
-                          decide, log_grid, run_study, stream_names, validation_split)
+from digits.study import (LR_CENTRES, Run, StudyResult, StudySpec, at_grid_edge, choose_best,
+                          choose_lr, decide, diverged, last_epoch, log_grid, run_record, run_study,
+                          stream_names, validation_split)
+from digits.training import History
 from report.streams import Streams
 from synthetic import stripes
 
@@ -84,6 +87,18 @@ def test_choose_lr_best_validation_score_nan_never_wins() -> None:
         choose_lr({})
 
 
+def test_choose_best_is_the_highest_validation_mean_whatever_the_spread() -> None:
+    # b's mean is highest though a's spread overlaps it: a choice needs no separation.
+    assert choose_best({"a": [0.90, 0.99], "b": [0.95, 0.951], "c": [0.5]}) == "b"
+    assert choose_best({"b": [0.9], "a": [0.9]}) == "a"  # equal means: the first name
+    assert choose_best({"a": [math.nan, 0.99], "b": [0.2]}) == "b"  # a diverged mean never wins
+    # The same candidate `decide` ranks first, when no mean is NaN.
+    scores = {"adam": [0.986, 0.990, 0.994], "sgd": [0.983, 0.985, 0.987]}
+    assert choose_best(scores) == decide(scores).best
+    with pytest.raises(ValueError):
+        choose_best({})
+
+
 def test_decide_names_a_winner_only_when_compare_separates_it_from_each() -> None:
     clear = {"adam": [0.989, 0.990, 0.991], "sgd": [0.978, 0.980, 0.982],
              "adagrad": [0.966, 0.970, 0.974]}
@@ -142,28 +157,33 @@ def test_study_structure_and_reproducibility() -> None:
     assert a.chosen_lr == b.chosen_lr
     assert [h.eval_acc for h in a.histories] == [h.eval_acc for h in b.histories]
     assert [h.train_loss for h in a.histories] == [h.train_loss for h in b.histories]
-    summaries = a.summaries("fair")
-    assert set(summaries) == {"sgd", "adam"} and all(s.n == 2 for s in summaries.values())
+    fair = a.results("fair")
+    assert set(fair) == {"sgd", "adam"} and all(len(v) == 2 for v in fair.values())
 
 
-def test_the_test_set_never_chooses() -> None:
-    clean = study()
-    poisoned = study(test_labels=torch.randint(0, 10, (60,), generator=torch.Generator()))
-    # Grid runs are never evaluated on the test set...
-    for run, history in zip(clean.runs, clean.histories):
-        assert ("test" in history.eval_acc) == (run.study != "grid")
-    # ...so scrambling the test labels changes no choice, only the reported test accuracy.
-    assert clean.grid_scores == poisoned.grid_scores
-    assert clean.chosen_lr == poisoned.chosen_lr
-    assert clean.results("fair", "validation") == poisoned.results("fair", "validation")
-    assert clean.final("fair", "sgd", "test") != poisoned.final("fair", "sgd", "test")
+def test_records_hold_every_run_and_read_back_like_the_result() -> None:
+    result = study()
+    records = result.records()
+    assert len(records) == len(result.runs) == 12
+    for record, run, history in zip(records, result.runs, result.histories):
+        assert (record["study"], record["optimizer"], record["lr"], record["seed"]) == (
+            run.study, run.optimizer, run.lr, run.seed)
+        assert record["validation"] == history.eval_acc["validation"]  # every epoch
+        assert len(record["train_loss"]) == SPEC.epochs
+        assert record["diverged"] is diverged(history.train_loss)
+    for study_name, key in (("shared", "test"), ("fair", "test"), ("fair", "validation"),
+                            ("grid", "validation")):
+        assert last_epoch(records, study_name, key) == result.results(study_name, key)
 
 
-def test_seed_pairing() -> None:
-    # Same seed index: same initial weights and data order in (a) and (b), for every optimizer.
-    assert stream_names(Run("shared", "sgd", 0.01, 1)) == stream_names(Run("fair", "adam", 3e-4, 1))
-    # Grid runs draw from their own streams, so the final runs are fresh draws.
-    grid = {stream_names(Run("grid", "sgd", 0.1, s)) for s in range(5)}
-    final = {stream_names(Run("fair", "sgd", 0.1, s)) for s in range(5)}
-    assert not {x for pair in grid for x in pair} & {x for pair in final for x in pair}
-    assert set(SPEC.optimizers) <= set(LR_CENTRES)
+def test_a_run_whose_loss_is_not_finite_or_stays_at_chance_diverged() -> None:
+    assert diverged([2.3, math.nan, 2.2]) and diverged([math.inf])
+    assert diverged([189.1, 2.303]) and diverged([3.1, 2.301])  # ended at a uniform guess
+    assert not diverged([2.237, 1.976]) and not diverged([1.2, 0.3]) and not diverged([])
+    assert not diverged([1.2], classes=4) and diverged([1.38], classes=4)  # ln 4 = 1.386
+    history = History(epochs=[1, 2], train_loss=[2.3, math.nan],
+                      eval_acc={"validation": [0.3, 0.1]})
+    record = run_record(Run("grid", "adadelta", 3.0, 0), history)
+    assert record["diverged"] is True and "test" not in record
+    history.train_loss = [2.3, 0.4]
+    assert run_record(Run("grid", "adadelta", 3.0, 0), history)["diverged"] is False
