@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 import functools
+import os
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
+SITE_URL_ENV = "MNIST_EXPLORED_SITE_URL"  # the default of --site-url
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """The command line; every default is stated in --help."""
@@ -21,6 +23,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="build only these analyses (and what they require)")
     parser.add_argument("--force", nargs="+", default=[], metavar="NAME",
                         help="re-run these analyses even if cached ('all' for every one)")
+    parser.add_argument("--redraw", nargs="+", default=[], metavar="NAME",
+                        help="draw these analyses' figures, tables and verdicts again from their "
+                             "results ('all' for every one), computing nothing")
     parser.add_argument("--list", action="store_true",
                         help="list analyses: whether their results are frozen, cached or stale "
                              "and their drawings frozen, cached or to redraw, and why, then exit")
@@ -57,7 +62,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "is for pstats or snakeviz")
     parser.add_argument("--keep-going", action="store_true",
                         help="render the other sections when an analysis fails (exit code 1)")
+    parser.add_argument("--site-url", default=os.environ.get(SITE_URL_ENV) or None,
+                        metavar="URL",
+                        help="the site's public address (default: $" + SITE_URL_ENV + "), "
+                             "e.g. https://OWNER.github.io/REPO/: makes the social preview "
+                             "image's address absolute, as link previews need; without it the "
+                             "page's addresses all stay relative")
     return parser.parse_args(argv)
+
+
+def site_url(value: str | None) -> str | None:
+    """The public address with one trailing slash, or None; anything but http(s) is an error."""
+    if not value or not value.strip():
+        return None
+    value = value.strip()
+    if not value.startswith(("https://", "http://")):
+        raise SystemExit(f"error: --site-url {value!r}: give an http:// or https:// address")
+    return value.rstrip("/") + "/"
 
 
 def choose_device(choice: str) -> "torch.device":  # noqa: F821 - torch is imported lazily
@@ -105,7 +126,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     options = BuildOptions(root=ROOT, out=args.out, cache_dir=args.cache_dir,
                            templates=ROOT / "templates", device=device, only=tuple(args.only),
-                           force=tuple(args.force), keep_going=args.keep_going,
+                           force=tuple(args.force), redraw=tuple(args.redraw),
+                           keep_going=args.keep_going,
                            jobs=args.jobs, preload=("analyses",), profile_dir=args.cprofile,
                            frozen_dir=args.frozen_dir, freeze=args.freeze,
                            presentation=(*PRESENTATION_MODULES, *PRESENTATION),
@@ -113,7 +135,8 @@ def main(argv: list[str] | None = None) -> int:
                            frozen_profiles=PROFILES if args.profile == "auto" else (profile,),
                            title="MNIST, explored",
                            extra_info={"benchmarks": read_benchmarks(ROOT / "bench")},
-                           prose_globals={"original": original.facts()})
+                           prose_globals={"original": original.facts(),
+                                          "site_url": site_url(args.site_url)})
     # Module-level functions, so that worker processes (--jobs) can receive them.
     source = DataSource(fingerprint=mnist.fingerprint(),
                         load=functools.partial(load_dataset, args.data_dir),

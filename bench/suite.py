@@ -11,6 +11,7 @@ the t-SNE runners bench/bench_tsne.py.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import subprocess
@@ -39,6 +40,7 @@ SIZES = {
             "full": {"cpu": {"n": 2_000, "widths": "half", "recipes": 3, "repeat": 3},
                      "cuda": {"n": 4_000, "widths": "full", "recipes": 5, "repeat": 3}}},
     "rebuild": {"small": {"repeat": 1}, "full": {"repeat": 1}},
+    "redraw": {"small": {}, "full": {}},  # one redraw of whatever frozen/ holds
     "precision": {"small": {"n": 960, "repeat": 3}, "full": {"n": 3_200, "repeat": 3}},
     "fused": {"small": {"steps": 50, "repeat": 3}, "full": {"steps": 200, "repeat": 3}},
     # Dense TorchDR holds N x N matrices: 20,000 points is 1.6 GB each, in a GPU's reach.
@@ -511,7 +513,7 @@ def rebuild(run: Run) -> None:
             command += ["--frozen-dir", str(tmp / "no-frozen")]
         env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")
 
-        ran = {}  # analyses each kind of build ran (the engine prints "<name>: running")
+        ran = {}  # analyses each kind of build ran (the engine prints "<name>: computing")
 
         def build(kind: str) -> float:
             start = time.perf_counter()
@@ -521,7 +523,7 @@ def rebuild(run: Run) -> None:
             if done.returncode != 0:
                 raise RuntimeError(f"{kind} build exited {done.returncode}: "
                                    f"{(done.stderr or done.stdout).strip()[-400:]}")
-            ran[kind] = sum(line.rstrip().endswith(": running")
+            ran[kind] = sum(line.rstrip().endswith(": computing")
                             for line in done.stdout.splitlines())
             run.log(f"{kind}: {seconds:.1f} s, {ran[kind]} analyses run")
             return seconds
@@ -550,6 +552,50 @@ def rebuild(run: Run) -> None:
             Side("cold", median(colds), "s", colds), higher_is_better=False, detail=detail)
 
 
+def redraw(run: Run) -> None:
+    """Every frozen section drawn again from its frozen results (what a change to digits/plots.py
+    costs) vs rendering them as they are, in a copy of the repo, on the CPU."""
+    with tempfile.TemporaryDirectory(prefix="bench-redraw-") as folder:
+        tmp = Path(folder)
+        repo = tmp / "repo"
+        _copy_tree(repo)
+        frozen = sorted(p.name for p in (repo / "frozen").glob("*") if p.is_dir()) \
+            if (repo / "frozen").is_dir() else []
+        if not frozen:
+            run.skip("redraw every frozen section", "cpu", "no frozen results in this checkout")
+            return
+        command = [sys.executable, "build.py", "--device", "cpu", "--only", *frozen,
+                   "--cache-dir", str(tmp / "cache"), "--out", str(tmp / "site")]
+        if run.data_dir is not None:
+            command += ["--data-dir", str(Path(run.data_dir).resolve())]
+        env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")
+
+        def build(*extra: str) -> tuple[float, dict]:
+            start = time.perf_counter()
+            done = subprocess.run([*command, *extra], cwd=repo, capture_output=True, text=True,
+                                  env=env, check=False)
+            seconds = time.perf_counter() - start
+            if done.returncode != 0:
+                raise RuntimeError(f"build exited {done.returncode}: "
+                                   f"{(done.stderr or done.stdout).strip()[-400:]}")
+            info = json.loads((tmp / "site" / "data" / "manifest.json").read_text())
+            return seconds, {a["name"]: a for a in info["analyses"]}
+
+        rendered, _ = build()
+        redrawn, analyses = build("--redraw", "all")
+        computed = [n for n, a in analyses.items() if a["status"] != "frozen"]
+        if computed:
+            raise RuntimeError(f"--redraw computed {computed}: their frozen entries are stale")
+    draws = {n: round(a["draw_seconds"] or 0.0, 1) for n, a in analyses.items()}
+    run.info["draw_seconds"] = draws
+    run.row("redraw every frozen section vs render only", "cpu",
+            Side("redraw", redrawn, "s", [redrawn]), Side("render only", rendered, "s", [rendered]),
+            higher_is_better=False,
+            detail=f"`build.py --redraw all --only {' '.join(frozen)}` in a copy of the repo, a "
+                   "fresh process (imports and data loading included); draw seconds: "
+                   + ", ".join(f"{n} {s}" for n, s in draws.items()))
+
+
 # name -> (title, function), in the order they run.
 # The ones that use the GPU first: a run capped by `timeout` loses the CPU-only ones.
 BENCHMARKS = {
@@ -562,4 +608,5 @@ BENCHMARKS = {
     "precision": ("bf16 autocast vs float32", precision),
     "tsne": ("openTSNE vs scikit-learn TSNE", tsne),
     "rebuild": ("site rebuild", rebuild),
+    "redraw": ("drawing frozen results again", redraw),
 }

@@ -48,7 +48,8 @@ class BuildOptions:
     templates: Path
     device: torch.device
     only: tuple[str, ...] = ()
-    force: tuple[str, ...] = ()  # names, or ("all",)
+    force: tuple[str, ...] = ()  # names, or ("all",): compute (and draw) again
+    redraw: tuple[str, ...] = ()  # names, or ("all",): draw again from the results
     keep_going: bool = False
     # Analyses run at once, each in its own worker process (1 = one after another, here).
     jobs: int = 1
@@ -197,9 +198,10 @@ class Builder:
         self.drawn = Cache(options.cache_dir / "draw")
         self.wanted = select(self.sections, options.only) if options.only else \
             {s.name for s in self.sections}
-        unknown_force = set(options.force) - set(self.by_name) - {"all"}
-        if unknown_force:
-            raise ValueError(f"--force: unknown analyses {sorted(unknown_force)}")
+        for flag, names in (("--force", options.force), ("--redraw", options.redraw)):
+            unknown = set(names) - set(self.by_name) - {"all"}
+            if unknown:
+                raise ValueError(f"{flag}: unknown analyses {sorted(unknown)}")
         self._datasets: dict[str, Any] = {}
 
     # --- keys ---------------------------------------------------------------------------------
@@ -300,7 +302,8 @@ class Builder:
         name = section.name
         inputs = self._draw_inputs(section, outcome)
         outcome.draw_key = key = inputs.key()
-        if self._forced(name):
+        if self._forced(name) or {"all", name} & set(self.options.redraw):
+            outcome.draw_reason = "--force" if self._forced(name) else "--redraw"
             return
         earlier = None
         if outcome.status == "frozen":
@@ -412,7 +415,7 @@ class Builder:
         manifest = {"name": name, **result, "inputs": inputs.as_dict(),
                     "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
         entry = self.drawn.commit(staging, name, outcome.draw_key, manifest,
-                                  replace=self._forced(name))
+                                  replace=bool(outcome.draw_reason))
         self.log(f"{prefix}: drawn in {result['seconds']:.1f} s")
         return dataclasses.replace(outcome, drawn="drawn", draw_entry=entry,
                                    draw_manifest=self.drawn.lookup(name, outcome.draw_key)

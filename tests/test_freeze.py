@@ -234,3 +234,14 @@ def test_a_quick_result_is_frozen_only_on_upstream_results_quick_would_make(
     _, again = frozen_build(toy, profile="quick", cache=tmp_path / "another-clone",
                             names=("alpha", "delta", "epsilon"))
     assert statuses(again) == dict.fromkeys(("alpha", "delta", "epsilon"), "frozen")
+
+
+def test_redraw_draws_frozen_results_again_and_computes_nothing(toy: ToyProject,
+                                                                tmp_path: Path) -> None:
+    frozen_build(toy, freeze=True)
+    _, outcomes = frozen_build(toy, cache=tmp_path / "clone", redraw=("all",))
+    assert statuses(outcomes) == dict.fromkeys(CHAIN, "frozen")
+    assert {o.drawn for o in outcomes.values()} == {"drawn"}
+    _, again = frozen_build(toy, cache=tmp_path / "clone", redraw=("beta",))
+    assert {n: o.drawn for n, o in again.items()} == {"alpha": "frozen", "beta": "drawn",
+                                                      "gamma": "frozen", "delta": "frozen"}
