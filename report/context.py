@@ -75,10 +75,13 @@ class Results:
 
     def array(self, name: str) -> np.ndarray:
         """An array compute recorded with `ctx.array(name, values)`."""
-        path = self.folder / ARRAYS / f"{name}.npy"
-        if not _NAME.match(name) or not path.is_file():
-            raise ArtifactError(f"{self.owner}: {self.name} recorded no array named {name!r}")
-        return np.load(path, allow_pickle=False)
+        folder = self.folder / ARRAYS
+        if _NAME.match(name) and (folder / f"{name}.npz").is_file():
+            with np.load(folder / f"{name}.npz", allow_pickle=False) as stored:
+                return stored["values"]
+        if _NAME.match(name) and (folder / f"{name}.npy").is_file():  # results made before npz
+            return np.load(folder / f"{name}.npy", allow_pickle=False)
+        raise ArtifactError(f"{self.owner}: {self.name} recorded no array named {name!r}")
 
     def object(self, name: str) -> Any:
         """An object compute saved with `ctx.save(name, obj)`."""
@@ -201,7 +204,9 @@ class ComputeContext(Context):
                                 "numbers (or use ctx.save)")
         folder = self._staging / ARRAYS
         folder.mkdir(exist_ok=True)
-        np.save(folder / f"{name}.npy", values, allow_pickle=False)
+        # Compressed: generated digits and histogram snapshots are mostly zeros (the GAN's
+        # frames shrink about fivefold), and results are committed in frozen/.
+        np.savez_compressed(folder / f"{name}.npz", values=values)
         self.items.append({"kind": "array", "name": name, "shape": list(values.shape),
                            "dtype": str(values.dtype)})
 

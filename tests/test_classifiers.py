@@ -21,7 +21,7 @@ from digits.models import BestCNN, Model2
 from digits.recipes import BEST_CNN, eval_batch_size
 from digits.training import predict_logits
 from report.analysis import sections_from_modules
-from report.context import ComputeContext, DrawContext
+from report.context import ComputeContext, DrawContext, Results
 from report.keys import PRESENTATION_MODULES, Keys
 from report.render import SectionView, make_environment, render_sections
 from report.workers import execute
@@ -172,8 +172,8 @@ def test_compute_records_raw_results_and_no_verdict(computed: dict) -> None:
     assert not [k for k, v in m.items() if isinstance(v, dict) and "verdict" in v]
     assert not [k for k in m if k.endswith(("_test_mean", "_test_std", "_acc_mean"))]
     assert [i["kind"] for i in ctx.items] == ["array", "array"]
-    logits = np.load(folder / "arrays" / "best_seed0_logits.npy")
-    predictions = np.load(folder / "arrays" / "model2_seed0_predictions.npy")
+    logits = Results("test", "classifiers", folder).array("best_seed0_logits")
+    predictions = Results("test", "classifiers", folder).array("model2_seed0_predictions")
     assert (logits.dtype, logits.shape) == (np.float32, (100, 10))
     assert (predictions.dtype, predictions.shape) == (np.uint8, (100,))
     # The recorded logits are seed 0's: their argmax gives its correct count.
@@ -202,7 +202,7 @@ def test_saved_models_load_where_they_are_used(computed: dict) -> None:
     judge = load_judge(upstream)
     assert isinstance(judge, BestCNN) and not judge.training
     logits = predict_logits(judge, data.test_images, eval_batch_size(torch.device("cpu")))
-    recorded = np.load(folder / "arrays" / "best_seed0_logits.npy")
+    recorded = Results("test", "classifiers", folder).array("best_seed0_logits")
     np.testing.assert_array_equal(logits.numpy(), recorded)
 
 

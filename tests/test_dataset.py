@@ -17,7 +17,7 @@ from digits import original
 from digits.data import MNIST
 from report.analysis import Section
 from report.config import make_config
-from report.context import DrawContext
+from report.context import DrawContext, Results
 from report.engine import BuildOptions, DataSource, build
 from report.keys import PRESENTATION_MODULES, Keys
 
@@ -264,7 +264,8 @@ def test_whole_section_on_synthetic_data(tmp_path: Path) -> None:
     results = entry(tmp_path / "cache")
     recorded = json.loads((results / "manifest.json").read_text())["metrics"]
     assert "ink_vs_chance" not in recorded and len(recorded["ink_part_accuracies"]) == 10
-    arrays = {p.stem: np.load(p) for p in (results / "arrays").glob("*.npy")}
+    arrays = {p.stem: Results("test", "dataset", results).array(p.stem)
+              for p in (results / "arrays").glob("*.npz")}
     assert arrays["class_means"].shape == (10, 28, 28) and arrays["class_means"].dtype == np.float32
     train_x, train_y = data.train_images.numpy(), data.train_labels.numpy()
     np.testing.assert_allclose(arrays["class_means"][3], train_x[train_y == 3].mean(0) / 255,

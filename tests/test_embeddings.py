@@ -23,7 +23,7 @@ from digits.data import MNIST
 from digits.embedding_quality import MAP_SCORING
 from report.analysis import Section
 from report.config import make_config
-from report.context import DrawContext
+from report.context import DrawContext, Results
 from report.engine import BuildOptions, DataSource, build
 from report.keys import PRESENTATION_MODULES, Keys
 
@@ -252,7 +252,8 @@ def test_whole_section_on_synthetic_clusters(tmp_path: Path) -> None:
         MAP_SCORING)
     assert not set(recorded) & {"knn_tsne", "trust_tsne", "tsne_vs_raw", "pca_n90",
                                 "tsne_worst_class", "map_sprite_bytes", "thumb_rows"}
-    arrays = {p.stem: np.load(p) for p in (results / "arrays").glob("*.npy")}
+    arrays = {p.stem: Results("test", "embeddings", results).array(p.stem)
+              for p in (results / "arrays").glob("*.npz")}
     assert arrays["tsne_xy"].shape == (500, 2) and arrays["tsne_xy"].dtype == np.float32
     assert arrays["pca_coordinates"].shape == (500, 3)
     assert arrays["pca_coordinates"].dtype == np.float32

@@ -97,7 +97,7 @@ def test_changing_one_analysis_reruns_it_and_its_dependents_only(toy: ToyProject
 def test_a_damaged_frozen_entry_is_reported_and_run_again(toy: ToyProject,
                                                           tmp_path: Path) -> None:
     frozen_build(toy, freeze=True)
-    (toy.root / "frozen" / "alpha" / "arrays" / "values.npy").unlink()
+    (toy.root / "frozen" / "alpha" / "arrays" / "values.npz").unlink()
     _, outcomes = frozen_build(toy, cache=tmp_path / "empty-cache")
     assert outcomes["alpha"].status == "run" and outcomes["alpha"].frozen_state == "damaged"
     assert any("alpha: frozen entry damaged" in line and "missing" in line for line in toy.logs)
@@ -162,7 +162,7 @@ def test_a_frozen_entry_holds_results_objects_and_drawn_items(toy: ToyProject) -
     frozen_build(toy, freeze=True, names=("alpha",))
     # Saved objects are frozen with the results: draw (ctx.saved) and downstream read them.
     assert (store / "alpha" / "objects" / "vector.pt").is_file()
-    assert (store / "alpha" / "arrays" / "values.npy").is_file()
+    assert (store / "alpha" / "arrays" / "values.npz").is_file()
     manifest = json.loads((store / "alpha" / "manifest.json").read_text())
     assert manifest["profile"] == "full" and manifest["device"] == "cpu"
     assert {"code_key", "cache_key", "files", "versions", "inputs"} <= set(manifest)
@@ -198,11 +198,11 @@ def test_a_damaged_cache_entry_is_reported_and_run_again(toy: ToyProject) -> Non
     assert any("alpha: drawn items damaged" in line and figure.name in line
                for line in toy.logs)
     assert figure.is_file()  # the entry was replaced by a complete one
-    array = next(toy.cache.glob("compute/alpha/*/arrays/values.npy"))
+    array = next(toy.cache.glob("compute/alpha/*/arrays/values.npz"))
     array.write_bytes(b"not an array")  # a result file edited by hand
     _, outcomes = toy.build(CHAIN)
     assert outcomes["alpha"].status == "run"
-    assert any("alpha: cached entry damaged" in line and "values.npy" in line
+    assert any("alpha: cached entry damaged" in line and "values.npz" in line
                for line in toy.logs)
 
 

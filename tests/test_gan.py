@@ -28,6 +28,7 @@ from digits.sampling import balanced_index
 from report import DrawContext
 from report.analysis import sections_from_modules
 from report.config import make_config
+from report.context import Results
 from report.engine import BuildOptions, DataSource, build
 from report.keys import PRESENTATION_MODULES, Keys
 
@@ -276,7 +277,7 @@ def test_whole_section_on_synthetic_digits(tmp_path: Path) -> None:
     assert metrics["corrected_vs_original_recall"]["a"]["n"] == 10
     assert metrics["copy_fake_vs_test"]["a"]["n"] == 40
     # The corrected run's FD is the mean over the generated sets compute measured.
-    final = np.load(outcomes["gan"].entry / "arrays" / "final.npy")
+    final = Results("test", "gan", outcomes["gan"].entry).array("final")
     assert metrics["corrected_fid"] == pytest.approx(final[:, -1, 1].mean(), rel=1e-12)
     # Draw is a function of compute's results: run again, it records the same numbers.
     assert draw_again(tmp_path, outcomes["gan"], config) == metrics
