@@ -1,5 +1,6 @@
 """The weights-and-gradients section (analyses/dynamics.py): its claims, figures and prose, and its
-two stages (compute records the run as arrays; draw makes every frame, chart and verdict)."""
+two stages (compute records the run's summaries as arrays; draw makes every frame, chart and
+verdict)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ from analyses import dynamics
 from digits import original
 from digits.gradient_flow import BAD, GOOD, FlowResult
 from digits.models import Model2
-from digits.recording import DistributionRecorder, Recording
+from digits.recording import (TB_PERCENTILES, DistributionRecorder, Recording,
+                              RecordingSummary, summarize)
 from digits.training import TrainSpec, train
 from report.analysis import Section
 from report.compare import AHEAD, BEHIND, UNSEPARATED
@@ -40,6 +42,12 @@ def recording() -> Recording:
                                                         lr=1e-3),
           generator=torch.Generator().manual_seed(1), callbacks=[recorder])
     return recorder.recording
+
+
+@pytest.fixture(scope="module")
+def summary(recording) -> RecordingSummary:
+    """What compute stores of the recording (20 bins)."""
+    return summarize(recording, bins=20, coverage=0.999)
 
 
 def synthetic_recording(g_mean: dict[str, np.ndarray]) -> Recording:
@@ -146,15 +154,13 @@ def test_majority_share_is_the_constant_guess() -> None:
 # --- figures ------------------------------------------------------------------------------------
 
 
-def test_gif_writer_produces_one_frame_per_snapshot(recording, tmp_path: Path) -> None:
-    frames, edges = dynamics.histogram_frames(recording, "weights", bins=20, coverage=0.999,
-                                              dpi=40)
-    assert len(frames) == len(recording.steps) == 5
+def test_gif_writer_produces_one_frame_per_snapshot(summary, tmp_path: Path) -> None:
+    frames, edges = dynamics.histogram_frames(summary, "weights", dpi=40)
+    assert len(frames) == len(summary.steps) == 5
     assert len({f.shape for f in frames}) == 1  # same size: the axes do not move
     assert not np.array_equal(frames[0], frames[-1])  # each frame is drawn anew
     assert set(edges) == set(LAYERS) and all(len(e) == 21 for e in edges.values())
-    grad_frames, _ = dynamics.histogram_frames(recording, "grads", bins=20, coverage=0.999,
-                                               dpi=40)
+    grad_frames, _ = dynamics.histogram_frames(summary, "grads", dpi=40)
     assert len(grad_frames) == 5
     computed = _upstream(tmp_path / "computed", {})  # draw needs compute results; none here
     ctx = DrawContext("sec", None, results=computed, seed=1, staging=tmp_path, upstream={},
@@ -172,16 +178,19 @@ def test_gif_writer_produces_one_frame_per_snapshot(recording, tmp_path: Path) -
     np.testing.assert_array_equal(sprite[h:2 * h, w:2 * w, :3], frames[4])  # row 1, column 1
 
 
-def test_bands_flow_figures_and_layer_rows(recording) -> None:
+def test_bands_flow_figures_and_layer_rows(recording, summary) -> None:
     for kind in ("weights", "grads"):
-        fig = dynamics.bands_figure(recording, kind)
+        fig = dynamics.bands_figure(summary, kind)
         assert len(fig.axes) == 4
-    assert len(dynamics.flow_figure(recording).axes) == 2
-    rows = dynamics.layer_rows(recording)
+    assert len(dynamics.flow_figure(summary).axes) == 2
+    rows = dynamics.layer_rows(summary)
     assert [r["layer"] for r in rows] == LAYERS
     assert rows[2]["weights"] == 128 * 36864
     assert rows[0]["init bound"] == pytest.approx(1 / 3)  # conv1: fan-in 9
     assert all(r["gradient change"] in ("fell", "rose", "cannot separate") for r in rows)
+    # The share of exact zero gradients at the last snapshot, from compute's summary.
+    for row, layer in zip(rows, LAYERS):
+        assert row["zero grads, end"] == (recording.values("grads", layer)[-1] == 0).mean()
 
 
 def test_gif_partial_carries_the_sprite_only_when_there_is_one() -> None:
@@ -301,11 +310,17 @@ def test_compute_records_arrays_and_raw_results_only(section: Stages) -> None:
     computed, drawn = section.compute.metrics, section.draw.metrics
     arrays = {i["name"]: i for i in section.compute.items}
     assert {i["kind"] for i in section.compute.items} == {"array"}  # no figure, GIF or table
-    # Every snapshot's sampled values (float32, as recorded) and statistics of every layer.
-    for layer in LAYERS:  # 4 snapshots x sample_size (every layer is larger than 100 here)
+    # Per layer and kind, what is drawn from the sampled values (never the values themselves):
+    # 4 snapshots, 8 bins; and every layer's statistics.
+    for layer in LAYERS:
         for kind in ("weights", "grads"):
-            item = arrays[f"recording.{layer}.{kind}"]
-            assert (item["shape"], item["dtype"]) == ([4, 100], "float32")
+            assert f"recording.{layer}.{kind}" not in arrays
+            shapes = {part: (arrays[f"recording.{layer}.{kind}.{part}"]["shape"],
+                             arrays[f"recording.{layer}.{kind}.{part}"]["dtype"])
+                      for part in ("edges", "shares", "zeros", "bands")}
+            assert shapes == {"edges": ([9], "float64"), "shares": ([4, 8], "float64"),
+                              "zeros": ([4], "float64"),
+                              "bands": ([4, len(TB_PERCENTILES)], "float64")}
         assert arrays[f"recording.{layer}.stats"]["shape"] == [6, 4]
     assert arrays["recording.steps"]["shape"] == [4]
     # Each network's gradient norms: seeds x snapshots x layers (2 hidden + output).
@@ -327,9 +342,10 @@ def test_draw_rebuilds_every_frame_from_the_stored_arrays(section: Stages,
         assert (tmp_path / "again" / name).read_bytes() == (section.drawn / name).read_bytes()
     gif = next(i for i in again.items if i["name"] == "weights_gif")
     assert gif["frames"] == section.compute.metrics["snapshots"] == 4
-    # The frames come from the arrays: a recording rebuilt from them draws the same frames.
+    # The frames come from the arrays: a summary rebuilt from them draws the same frames.
     rec = dynamics.recorded(again)
-    frames, _ = dynamics.histogram_frames(rec, "grads", TINY.bins, TINY.coverage, TINY.gif_dpi)
+    frames, edges = dynamics.histogram_frames(rec, "grads", TINY.gif_dpi)
+    assert again.metrics["grads_edges"] == {k: [e[0], e[-1]] for k, e in edges.items()}
     stored = iio.imread(section.drawn / "grads_gif.gif", index=None)
     assert len(frames) == stored.shape[0]
 
@@ -352,10 +368,14 @@ def test_compute_reaches_no_presentation_module() -> None:
     section = Section(dynamics.ANALYSIS, dynamics)
     compute = keys.closure(section, "compute")
     assert compute.excluded == frozenset()
-    assert "digits/recording.py:recording_to_arrays" in compute.symbols
-    for name in ("recording_from_arrays", "histograms", "fixed_edges"):
-        assert f"digits/recording.py:{name}" not in compute.symbols  # drawing only
-    assert "analyses/dynamics.py:change_word" in keys.closure(section, "draw").symbols
+    # Compute bins the sampled values; draw only reads the summaries back.
+    for name in ("distribution_summaries", "histograms", "fixed_edges", "percentile_bands"):
+        assert f"digits/recording.py:{name}" in compute.symbols
+    assert "digits/recording.py:summary_from_arrays" not in compute.symbols
+    draw = keys.closure(section, "draw").symbols
+    assert "analyses/dynamics.py:change_word" in draw
+    assert "digits/recording.py:summary_from_arrays" in draw
+    assert "digits/recording.py:histograms" not in draw
 
 
 def test_prose_renders_every_item_with_captions(section: Stages) -> None:

@@ -1,5 +1,5 @@
-"""digits/recording.py: weight/gradient recorders, their arrays, fixed histogram bins, activation
-capture."""
+"""digits/recording.py: weight/gradient recorders, their summaries as arrays, fixed histogram
+bins, activation capture."""
 
 from __future__ import annotations
 
@@ -10,9 +10,10 @@ import pytest
 import torch
 
 from digits.models import Model2
-from digits.recording import (LOG_FLOOR, STATS, TB_PERCENTILES, DistributionRecorder, Recording,
-                              capture_activations, fixed_edges, histograms, percentile_bands,
-                              recording_from_arrays, recording_to_arrays, weight_layers)
+from digits.recording import (KINDS, LOG_FLOOR, STATS, TB_PERCENTILES, DistributionRecorder,
+                              Recording, capture_activations, distribution_summaries, fixed_edges,
+                              histograms, percentile_bands, summarize, summary_from_arrays,
+                              summary_to_arrays, weight_layers)
 from digits.training import TrainSpec, train
 
 
@@ -68,39 +69,65 @@ def recorded(every: int = 2) -> Recording:
     return recorder.recording
 
 
-def test_a_recording_survives_its_arrays_bit_for_bit(tmp_path: Path) -> None:
+def assert_same_arrays(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> None:
+    """Same names, dtypes, shapes and values, bit for bit (NaN where NaN)."""
+    assert sorted(a) == sorted(b)
+    for name, value in a.items():
+        assert value.dtype == b[name].dtype and value.shape == b[name].shape, name
+        assert value.tobytes() == b[name].tobytes(), name
+
+
+def test_summaries_survive_their_arrays_bit_for_bit(tmp_path: Path) -> None:
     rec = recorded()
-    arrays = recording_to_arrays(rec)
-    assert arrays["fc1.weights"].dtype == np.float32 and arrays["fc1.weights"].shape == (3, 1_000)
+    arrays = distribution_summaries(rec, bins=20, coverage=0.999)
+    # Per layer and kind: edges, shares per bin, exact zeros and bands; never the values.
+    assert not any(name.endswith((".weights", ".grads")) for name in arrays)
+    shapes = {part: arrays[f"fc1.grads.{part}"].shape for part in ("edges", "shares", "zeros",
+                                                                   "bands")}
+    assert shapes == {"edges": (21,), "shares": (3, 20), "zeros": (3,),
+                      "bands": (3, len(TB_PERCENTILES))}
+    assert arrays["fc1.grads.shares"].dtype == np.float64
     assert arrays["conv1.stats"].shape == (len(STATS), 3)
+    # The summaries are exactly what the sampled values give.
+    for kind, scale in zip(KINDS, ("linear", "log")):
+        for layer in rec.layers:
+            values = rec.values(kind, layer)
+            edges = fixed_edges(values, 20, 0.999, scale)
+            np.testing.assert_array_equal(arrays[f"{layer}.{kind}.edges"], edges)
+            np.testing.assert_array_equal(arrays[f"{layer}.{kind}.shares"],
+                                          histograms(values, edges, scale))
+            np.testing.assert_array_equal(arrays[f"{layer}.{kind}.zeros"],
+                                          (values == 0).mean(axis=1))
+            np.testing.assert_array_equal(arrays[f"{layer}.{kind}.bands"],
+                                          percentile_bands(values))
     # Stored as .npy files without pickling (what ctx.array writes) and read back.
     for name, values in arrays.items():
         np.save(tmp_path / f"{name}.npy", values, allow_pickle=False)
-    back = recording_from_arrays(lambda name: np.load(tmp_path / f"{name}.npy",
-                                                      allow_pickle=False))
+    back = summary_from_arrays(lambda name: np.load(tmp_path / f"{name}.npy",
+                                                    allow_pickle=False))
     assert (back.layers, back.steps, back.epochs, back.shapes, back.stats, back.seconds) == (
         rec.layers, rec.steps, rec.epochs, rec.shapes, rec.stats, rec.seconds)
-    for layer in rec.layers:
-        for kind in ("weights", "grads"):
-            np.testing.assert_array_equal(back.values(kind, layer), rec.values(kind, layer))
-    # The same frames' histograms from the rebuilt recording.
-    edges = fixed_edges(rec.values("grads", "fc1"), 20, scale="log")
-    np.testing.assert_array_equal(histograms(back.values("grads", "fc1"), edges, "log"),
-                                  histograms(rec.values("grads", "fc1"), edges, "log"))
+    assert_same_arrays(summary_to_arrays(back), arrays)
     # And from a plain mapping, twice over.
-    again = recording_from_arrays(recording_to_arrays(recording_from_arrays(arrays)))
-    assert again.stats == rec.stats and again.steps == rec.steps
+    assert_same_arrays(summary_to_arrays(summary_from_arrays(
+        summary_to_arrays(summary_from_arrays(arrays)))), arrays)
 
 
-def test_a_recording_of_statistics_only_keeps_no_values() -> None:
-    rec = Recording(layers=["a"], steps=[1, 2], epochs=[0.0, 0.5])
+def test_summaries_count_exact_zeros_and_keep_nan_for_statistics_not_kept() -> None:
+    rec = Recording(layers=["a"], steps=[1, 2], epochs=[0.0, 0.5], shapes={"a": [2, 2]})
+    rec.weights = {"a": [torch.tensor([-1.0, 0.0, 0.5, 1.0]), torch.tensor([-2.0, 0.0, 1.0, 2.0])]}
+    rec.grads = {"a": [torch.tensor([0.0, 1e-3, 0.0, 1e-2]), torch.tensor([0.0, 0.0, 0.0, 1.0])]}
     rec.stats = {"a": {"g_norm": [1.0, 2.0]}}
-    arrays = recording_to_arrays(rec)
-    assert arrays["a.weights"].shape == (0, 0)
-    back = recording_from_arrays(arrays)
+    summary = summarize(rec, bins=4, coverage=1.0)
+    np.testing.assert_array_equal(summary.zeros["grads"]["a"], [0.5, 0.75])
+    np.testing.assert_array_equal(summary.zeros["weights"]["a"], [0.25, 0.25])
+    # Gradient shares leave the zeros out; weight shares count every value.
+    np.testing.assert_allclose(summary.shares["grads"]["a"].sum(1), [0.5, 0.25])
+    np.testing.assert_allclose(summary.shares["weights"]["a"].sum(1), [1.0, 1.0])
+    np.testing.assert_array_equal(summary.bands["weights"]["a"][:, [0, -1]], [[-1, 1], [-2, 2]])
+    back = summary_from_arrays(summary_to_arrays(summary))
     assert back.stat("a", "g_norm").tolist() == [1.0, 2.0]
     assert np.isnan(back.stat("a", "w_std")).all()  # not kept: NaN, never a made-up value
-    assert back.values("grads", "a").shape == (0, 0)
 
 
 def test_sampled_gradients_match_the_true_gradient() -> None:
