@@ -26,7 +26,7 @@ from digits.study import (LR_CENTRES, Split, StudyResult, StudySpec, Verdict, at
                           choose_best, decide, last_epoch, run_study, validation_split)
 from digits.training import NAMES, WEIGHT_DECAY, TrainSpec, make_optimizer, to_input
 from report import Analysis, ComputeContext, DrawContext
-from report.compare import Summary, compare, summarize
+from report.compare import AHEAD, BEHIND, Runs, Summary, compare, failed_run, summarize
 
 
 @dataclass(frozen=True)
@@ -48,6 +48,10 @@ class Config:
     mode: str = "auto"  # auto | sequential | concurrent (digits/parallel.py)
     group_size: int = 24  # models trained at once in concurrent mode
 
+
+# What 0 means for the settings where 0 is not a number of things, as the page shows it
+# (report.engine.reduced_settings): never "train_subset 6,000 (full: 0)".
+ZERO_MEANS = {"train_subset": "all", "test_subset": "all"}
 
 ANALYSIS = Analysis(
     name="optimizers",
@@ -321,25 +325,47 @@ def plot_grid(result: Recorded, optimizers: Sequence[str], shared_lr: float) -> 
     return fig
 
 
+CHANCE = 1 / 10  # MNIST's ten classes
+
+
+def run_failure(run: Mapping[str, Any]) -> str | None:
+    """Why a run failed to train, or None (report.compare.failed_run): its loss stopped being
+    finite ('diverged'), or it ended at chance on validation or test images, or at the loss of a
+    uniform guess as compute's `diverged` flag records ('at chance')."""
+    losses = run["train_loss"]
+    loss = None if any(v is None for v in losses) else losses[-1]
+    accuracies = [run[key][-1] for key in ("validation", "test") if key in run]
+    why = failed_run(min(accuracies), CHANCE, loss)
+    return why or ("at chance" if run["diverged"] else None)
+
+
 def runs_csv(runs: Sequence[Mapping[str, Any]]) -> str:
-    """Every run's last-epoch numbers as CSV (grid runs have no test column: never evaluated)."""
+    """Every run's last-epoch numbers as CSV (grid runs have no test column: never evaluated);
+    `failed` says why a run did not train (diverged, at chance), `diverged` is compute's flag."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(["study", "optimizer", "lr", "seed", "validation_acc", "test_acc",
-                     "train_loss", "diverged"])
+                     "train_loss", "diverged", "failed"])
     for r in runs:
         test = r.get("test", [None])[-1]
         loss = r["train_loss"][-1]  # None once recorded: a loss that was not finite
         writer.writerow([r["study"], r["optimizer"], r["lr"], r["seed"], r["validation"][-1],
                          "" if test is None else test, "nan" if loss is None else loss,
-                         "yes" if r["diverged"] else ""])
+                         "yes" if r["diverged"] else "", run_failure(r) or ""])
     return out.getvalue()
+
+
+def names_text(optimizers: Sequence[str]) -> str:
+    """'Adam', 'Adam and SGD', 'Adam, AdamW and SGD' ('' for none)."""
+    names = [NAMES.get(n, n) for n in optimizers]
+    if len(names) <= 1:
+        return "".join(names)
+    return ", ".join(names[:-1]) + " and " + names[-1]
 
 
 def verdict_metrics(prefix: str, verdict: Verdict) -> dict[str, Any]:
     """Metrics the prose uses to state a verdict without typing it."""
-    names = [NAMES.get(n, n) for n in verdict.tied]
-    tied_text = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+    tied_text = names_text(verdict.tied)
     return {f"{prefix}best": verdict.best, f"{prefix}winner": verdict.winner,
             f"{prefix}tied": list(verdict.tied), f"{prefix}ranking": list(verdict.ranking),
             f"{prefix}best_name": NAMES.get(verdict.best, verdict.best),
@@ -379,6 +405,21 @@ def _describe(ctx: DrawContext, study: Recorded) -> None:
         name: [f"{NAMES.get(r['optimizer'], r['optimizer'])}, seed {r['seed']}"
                for r in study.runs if r["study"] == name and r["diverged"]]
         for name in ("shared", "grid", "fair")})
+    # Every run that did not train (diverged, or ended at chance), named by optimizer, rate and
+    # seed: its accuracy is in its optimizer's mean, so the prose says so wherever it counts.
+    failed = {name: [{"optimizer": r["optimizer"], "name": NAMES.get(r["optimizer"], r["optimizer"]),
+                      "lr": r["lr"], "seed": r["seed"], "why": run_failure(r),
+                      "validation": r["validation"][-1], "test": r.get("test", [None])[-1]}
+                     for r in study.runs if r["study"] == name and run_failure(r)]
+              for name in ("shared", "grid", "fair")}
+    ctx.metric("failed_runs", failed)
+    ctx.metric("failed_optimizers", {name: sorted({r["optimizer"] for r in runs})
+                                     for name, runs in failed.items()})
+    ctx.metric("failed_optimizers_text", {name: names_text(sorted({r["optimizer"] for r in runs}))
+                                          for name, runs in failed.items()})
+    ctx.metric("failed_text", {name: "; ".join(
+        f"{r['name']} at rate {r['lr']:g}, seed {r['seed']} ({r['why']})" for r in runs)
+        for name, runs in failed.items()})
 
 
 def _first_update_verdicts(ctx: DrawContext) -> None:
@@ -388,9 +429,10 @@ def _first_update_verdicts(ctx: DrawContext) -> None:
     if "sgd" in sizes:
         ctx.metric("first_update_ratio",
                    {o: float(np.mean(v) / np.mean(sizes["sgd"])) for o, v in sizes.items()})
+        # Each probe starts from fresh weights and a fresh batch: independent repeats.
         ctx.metric("first_update_vs_sgd",
-                   {o: compare(v, sizes["sgd"]).as_metric() for o, v in sizes.items()
-                    if o != "sgd"})
+                   {o: compare(Runs(v, "probe"), Runs(sizes["sgd"], "probe")).as_metric()
+                    for o, v in sizes.items() if o != "sgd"})
 
 
 def _summaries_and_verdicts(ctx: DrawContext, study: Recorded) -> None:
@@ -404,6 +446,7 @@ def _summaries_and_verdicts(ctx: DrawContext, study: Recorded) -> None:
         ctx.metric(f"{prefix}_test_std", {o: s.std for o, s in summaries.items()})
         ctx.metric(f"{prefix}_test_min", {o: s.min for o, s in summaries.items()})
         ctx.metric(f"{prefix}_test_max", {o: s.max for o, s in summaries.items()})
+        ctx.metric(f"{prefix}_test_n", {o: s.n for o, s in summaries.items()})
     # Whether the optimizer carried forward (the highest validation mean) is also separated
     # from the others on validation: said on the page, no part of the choice.
     for key, value in verdict_metrics("val_", decide(study.results("fair", "validation"))).items():
@@ -412,11 +455,22 @@ def _summaries_and_verdicts(ctx: DrawContext, study: Recorded) -> None:
         ctx.metric(key, value)
     for key, value in verdict_metrics("shared_", decide(shared)).items():
         ctx.metric(key, value)
-    gain = {o: compare(fair[o], shared[o]).as_metric() for o in optimizers}
+    gain = {o: compare(Runs(fair[o], "seed"), Runs(shared[o], "seed")).as_metric()
+            for o in optimizers}
     ctx.metric("tuning_vs_shared", gain)
+    # The largest gain in mean, which the prose calls no more than that unless its verdict does.
     biggest = max(optimizers, key=lambda o: gain[o]["difference"])
     ctx.metric("biggest_gain", biggest)
     ctx.metric("biggest_gain_name", NAMES.get(biggest, biggest))
+    ctx.metric("tuning_separated", [o for o in optimizers if gain[o]["verdict"] == AHEAD])
+    ctx.metric("tuning_separated_text", names_text(ctx.metrics["tuning_separated"]))
+    failed = ctx.metrics["failed_optimizers"]
+    # Verdicts that rest on a failed run: every optimizer named in them with one.
+    ctx.metric("shared_verdict_failed", [o for o in (ctx.metrics["shared_tied"] or [])
+                                         if o in failed["shared"]])
+    ctx.metric("fair_verdict_failed", [o for o in (ctx.metrics["tied"] or [])
+                                       if o in failed["fair"]])
+    ctx.metric("shared_verdict_failed_text", names_text(ctx.metrics["shared_verdict_failed"]))
     race = original.OPTIMIZER_TEST_ACC
     in_original = [o for o in optimizers if o in race]
     ctx.metric("original_ranking", sorted(in_original, key=lambda o: -race[o]))
@@ -424,6 +478,17 @@ def _summaries_and_verdicts(ctx: DrawContext, study: Recorded) -> None:
     ctx.metric("fair_ranking_of_original", [o for o in ranking if o in race])
     ctx.metric("ranking_changed",
                ctx.metrics["original_ranking"] != ctx.metrics["fair_ranking_of_original"])
+    # The original's ranking, pair by pair, against the tuned runs' verdicts: a pair it ranked
+    # is confirmed when the one it put first is ahead here, overturned when it is behind, and
+    # open when these runs cannot separate them (a mean alone ranks nothing).
+    pairs: dict[str, list[list[str]]] = {"confirmed": [], "overturned": [], "open": []}
+    order = ctx.metrics["original_ranking"]
+    for i, first in enumerate(order):
+        for second in order[i + 1:]:
+            verdict = compare(Runs(fair[first], "seed"), Runs(fair[second], "seed")).verdict
+            key = {AHEAD: "confirmed", BEHIND: "overturned"}.get(verdict, "open")
+            pairs[key].append([first, second])
+    ctx.metric("original_pairs", pairs)
     ctx.metric("test_best_is_val_best", ctx.metrics["best"] == ctx.results["best_optimizer"])
 
 
@@ -440,6 +505,12 @@ def _tables(ctx: DrawContext, study: Recorded) -> None:
     """The comparison table (with the original's numbers as reported and corrected), the grid."""
     cfg: Config = ctx.cfg
     shared, fair = study.summaries("shared"), study.summaries("fair")
+    failed = ctx.metrics["failed_runs"]
+
+    def failures(name: str, opt: str) -> str:
+        return ", ".join(f"seed {r['seed']} ({r['why']})" for r in failed[name]
+                         if r["optimizer"] == opt) or "none"
+
     rows = []
     for opt in cfg.optimizers:
         reported = original.OPTIMIZER_TEST_ACC.get(opt)
@@ -454,10 +525,14 @@ def _tables(ctx: DrawContext, study: Recorded) -> None:
             "tuned lr": study.chosen_lr[opt],
             "tuned: mean %": round(100 * fair[opt].mean, 2),
             "tuned: std": round(100 * fair[opt].std, 2),
+            "failed runs, shared": failures("shared", opt),
+            "failed runs, tuned": failures("fair", opt),
         })
     ctx.table("comparison", rows)
     ctx.table("grid", [
         {"optimizer": NAMES.get(o, o), "learning rate": lr,
          "validation accuracy %": round(100 * acc, 2),
-         "chosen": "yes" if lr == study.chosen_lr[o] else ""}
+         "chosen": "yes" if lr == study.chosen_lr[o] else "",
+         "failed runs": ", ".join(f"seed {r['seed']} ({r['why']})" for r in failed["grid"]
+                                  if r["optimizer"] == o and r["lr"] == lr)}
         for o in cfg.optimizers for lr, acc in sorted(study.grid_scores[o].items())])

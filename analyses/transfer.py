@@ -48,7 +48,7 @@ from digits.sampling import balanced_index, subset_index
 from digits.study import at_grid_edge, choose_lr, validation_split
 from digits.training import History, predict_logits, train
 from report import Analysis, ComputeContext, DrawContext
-from report.compare import compare, summarize
+from report.compare import Runs, against, compare, incomparable, summarize
 
 
 @dataclass(frozen=True)
@@ -82,6 +82,11 @@ class Config:
     maps_per_stage: int = 64
     threads: int = 0  # openTSNE threads; 0 = all cores (on 2 busy cores, 2 ran 17x slower than 1)
 
+
+# What 0 means for the settings where 0 is not a number of things, as the page shows it
+# (report.engine.reduced_settings): never "train_subset 6,000 (full: 0)".
+ZERO_MEANS = {"train_subset": "all", "test_subset": "all", "budgets": "all",
+              "threads": "all cores", "finetune_epochs": "none"}
 
 ANALYSIS = Analysis(
     name="transfer",
@@ -476,6 +481,55 @@ def budget_name(per_class: int) -> str:
     return f"{per_class:,}" if per_class > 0 else "all"
 
 
+def seeds(values: list[float]) -> Runs:
+    """Test accuracies of independent runs, one per seed."""
+    return Runs(values, "seed")
+
+
+def unlike_original(ctx: DrawContext) -> str:
+    """Why this head is not comparable with the original's published number ('' when it is):
+    the original trained VGG16's head at 224 pixels on every training image and tested on all
+    the test images."""
+    cfg: Config = ctx.cfg
+    r = ctx.results
+    why = []
+    if not r["backbone_is_vgg16"]:
+        why.append(f"another network ({r['backbone_label']}, not VGG16)")
+    if cfg.input_size != r["imagenet_size"]:
+        why.append(f"{cfg.input_size}-pixel inputs, not {r['imagenet_size']}")
+    if cfg.train_subset:
+        why.append(f"{r['n_train']:,} training images, not all {r['n_train_total']:,}")
+    if cfg.test_subset:
+        why.append(f"{r['n_test']:,} test images, not all {r['n_test_total']:,}")
+    return "; ".join(why)
+
+
+def unlike_classifiers(ctx: DrawContext) -> str:
+    """Why this section's runs are not comparable with the classifiers section's ('' when they
+    are): both must be tested on the same images and trained on every training image they may
+    use (here, all but the validation split; there, all of them)."""
+    cfg: Config = ctx.cfg
+    r = ctx.results
+    theirs_test = int(ctx.metric_of("classifiers", "n_test"))
+    theirs_train = int(ctx.metric_of("classifiers", "n_train_used"))
+    theirs_all = int(ctx.metric_of("classifiers", "n_train_total"))
+    why = []
+    if cfg.train_subset or theirs_train != theirs_all:
+        why.append(f"different training sets ({r['n_train']:,} against {theirs_train:,} "
+                   "images)")
+    if cfg.test_subset or r["n_test"] != theirs_test:
+        why.append(f"different test sets ({r['n_test']:,} against {theirs_test:,} images)")
+    return " and ".join(why)
+
+
+def with_classifiers(ctx: DrawContext, ours: list[float], theirs: list[float]) -> dict:
+    """This section's runs against the classifiers section's: compared only like with like."""
+    why = unlike_classifiers(ctx)
+    if why:
+        return incomparable(seeds(ours), seeds(theirs), why).as_metric()
+    return compare(seeds(ours), seeds(theirs)).as_metric()
+
+
 def accuracy_rows(label: str, accs: list[float], params: int, seconds: float,
                   source: str) -> dict[str, Any]:
     """A row of the table beside the classifiers section's models."""
@@ -495,7 +549,14 @@ def draw_head(ctx: DrawContext) -> None:
     # section.
     corrected = original.true_accuracy(original.VGG16_TEST_ACC)
     ctx.metric("original_true_acc", corrected)
-    ctx.metric("head_vs_original", compare(r["head_test_accs"], [corrected]).as_metric())
+    # Against the original's one published number, only where this head was trained as the
+    # original's was (same network, input size, training and test images).
+    unlike = unlike_original(ctx)
+    ctx.metric("unlike_original", unlike)
+    label = "the original's corrected accuracy"
+    ctx.metric("head_vs_original", (
+        incomparable(seeds(r["head_test_accs"]), corrected, f"trained with {unlike}", label)
+        if unlike else against(seeds(r["head_test_accs"]), corrected, label)).as_metric())
     ctx.metric("train_above_test", all(
         tr > te for h in r["head_histories"]
         for tr, te in zip(h["train_acc"], h["eval_acc"]["test"])))
@@ -514,7 +575,8 @@ def draw_ablations(ctx: DrawContext) -> None:
         if key != "head":
             ctx.metric(f"{key}_test_mean", s.mean)
             ctx.metric(f"{key}_test_std", s.std)
-            ctx.metric(f"head_vs_{key}", compare(r["head_test_accs"], accs).as_metric())
+            ctx.metric(f"head_vs_{key}",
+                       compare(seeds(r["head_test_accs"]), seeds(accs)).as_metric())
         rows.append({"head trained with": label, "test accuracy (%)": round(100 * s.mean, 2),
                      "± std": round(100 * s.std, 2) if s.n > 1 else None, "seeds": s.n})
     ctx.table("ablations", rows)
@@ -550,13 +612,17 @@ def draw_budgets(ctx: DrawContext) -> None:
             cnn_source = "the classifiers section"
             ctx.metric(f"{key}_head_accs", head_accs)
             ctx.metric(f"{key}_cnn_accs", cnn_accs)
-        comparison = compare(head_accs, cnn_accs)
-        ctx.metric(f"{key}_head_vs_cnn", comparison.as_metric())
+        # A budget's two sides saw the same images and test set; "all" sets this section's
+        # head beside the classifiers section's runs, compared only when they are alike.
+        comparison = (compare(seeds(head_accs), seeds(cnn_accs)).as_metric() if per_class > 0
+                      else with_classifiers(ctx, head_accs, cnn_accs))
+        ctx.metric(f"{key}_head_vs_cnn", comparison)
         h, c = summarize(head_accs), summarize(cnn_accs)
         points.append({"per_class": per_class, "labelled": run["labelled"],
                        "cnn_labelled": cnn_labelled, "key": key,
                        "head_mean": h.mean, "head_std": h.std, "cnn_mean": c.mean,
-                       "cnn_std": c.std, "verdict": comparison.verdict})
+                       "cnn_std": c.std, "verdict": comparison["verdict"],
+                       "compared": comparison["reason"] != "not comparable"})
         rows.append({"labelled per class": per_class if per_class > 0 else "all",
                      "labelled images": run["labelled"],
                      "frozen features + head (%)": round(100 * h.mean, 2),
@@ -564,13 +630,17 @@ def draw_budgets(ctx: DrawContext) -> None:
                      "stronger CNN from scratch (%)": round(100 * c.mean, 2),
                      "CNN ± std": round(100 * c.std, 2) if c.n > 1 else None,
                      "CNN runs from": cnn_source,
-                     "transfer is": comparison.verdict})
+                     "transfer is": (comparison["verdict"]
+                                     if comparison["reason"] != "not comparable"
+                                     else "not compared")})
     ctx.metric("budget_points", points)
     # Budgets by verdict, as the prose names them ("10", "100", "all").
     for name, verdict in (("ahead", "ahead"), ("behind", "behind"),
                           ("unseparated", "cannot separate")):
         ctx.metric(f"budgets_{name}", [budget_name(p["per_class"]) for p in points
-                                       if p["verdict"] == verdict])
+                                       if p["verdict"] == verdict and p["compared"]])
+    ctx.metric("budgets_not_compared", [budget_name(p["per_class"]) for p in points
+                                        if not p["compared"]])
     ctx.metric("budget_verdicts", [p["verdict"] for p in points])
     ctx.table("budgets", rows)
 
@@ -584,7 +654,7 @@ def draw_finetune(ctx: DrawContext) -> None:
     ctx.metric("finetune_test_mean", s.mean)
     ctx.metric("finetune_test_std", s.std)
     ctx.metric("finetune_vs_head",
-               compare(r["finetune_test_accs"], r["head_test_accs"]).as_metric())
+               compare(seeds(r["finetune_test_accs"]), seeds(r["head_test_accs"])).as_metric())
 
 
 def beside_classifiers(ctx: DrawContext) -> None:
@@ -607,9 +677,10 @@ def beside_classifiers(ctx: DrawContext) -> None:
         rows.append(accuracy_rows(f"{label}, last block fine-tuned", r["finetune_test_accs"],
                                   r["block_params"] + r["head_params"], r["finetune_seconds"],
                                   "this section"))
-    ctx.metric("head_vs_best", compare(r["head_test_accs"], of("best_test_accs")).as_metric())
+    ctx.metric("unlike_classifiers", unlike_classifiers(ctx))
+    ctx.metric("head_vs_best", with_classifiers(ctx, r["head_test_accs"], of("best_test_accs")))
     ctx.metric("head_vs_model2",
-               compare(r["head_test_accs"], of("model2_plain_test_accs")).as_metric())
+               with_classifiers(ctx, r["head_test_accs"], of("model2_plain_test_accs")))
     ctx.table("beside_classifiers", rows)
 
 
@@ -713,7 +784,7 @@ def plot_tsne(ctx: DrawContext) -> None:
     for name, accs in folds.items():
         ctx.metric(f"knn_{name}", float(accs.mean()))
     ctx.metric("knn_features_vs_pixels",
-               compare(folds["features"], folds["pixels"]).as_metric())
+               compare(Runs(folds["features"], "fold"), Runs(folds["pixels"], "fold")).as_metric())
     y = ctx.array("tsne_labels")
     fig, axes = new_figure(9, 4.4, ncols=2)
     pca = f"PCA-{r['pca_dims']}, t-SNE"

@@ -20,7 +20,7 @@ from torch import nn
 
 from digits.parallel import train_many
 from digits.training import WEIGHT_DECAY, History, TrainSpec
-from report.compare import AHEAD, UNSEPARATED, compare, summarize
+from report.compare import AHEAD, UNSEPARATED, Runs, compare, summarize
 
 # Centre of each optimizer's learning-rate grid: its customary rate for a small CNN (PyTorch's
 # defaults, except SGD, whose default 0.001 is far too low at momentum 0.5). The grid spans
@@ -298,9 +298,10 @@ class Verdict:
     ranking: tuple[str, ...]  # all candidates, highest mean first
 
 
-def decide(results: Mapping[str, Sequence[float]]) -> Verdict:
+def decide(results: Mapping[str, Sequence[float]], unit: str = "seed") -> Verdict:
     """Rank candidates by mean; the best wins only if `compare` puts it ahead of each other one.
 
+    Each candidate's values are independent repeats of `unit` (report.compare.UNITS).
     Otherwise it ties with every candidate it cannot be separated from. Equal means are ordered
     by name, so the verdict does not depend on dict order.
     """
@@ -309,7 +310,8 @@ def decide(results: Mapping[str, Sequence[float]]) -> Verdict:
     summaries = {k: summarize(v) for k, v in results.items()}
     ranking = sorted(summaries, key=lambda k: (-summaries[k].mean, k))
     best = ranking[0]
-    verdicts = {k: compare(results[best], results[k]).verdict for k in ranking[1:]}
+    verdicts = {k: compare(Runs(results[best], unit), Runs(results[k], unit)).verdict
+                for k in ranking[1:]}
     tied = (best, *(k for k in ranking[1:] if verdicts[k] == UNSEPARATED))
     winner = best if all(v == AHEAD for v in verdicts.values()) else None
     return Verdict(best, winner, tied, tuple(ranking))

@@ -537,7 +537,8 @@ class Builder:
             or dict(self.data.describe(None))
         configs = {s.name: self.section_config(s.name, outcomes[s.name])
                    for s in self.sections if s.name in outcomes}
-        reduced = {s.name: reduced_settings(s.analysis.config, configs[s.name])
+        reduced = {s.name: reduced_settings(s.analysis.config, configs[s.name],
+                                            zero_means(s.module))
                    for s in self.sections if s.name in outcomes}
         return {
             "title": self.options.title,
@@ -639,7 +640,9 @@ class Builder:
                          **outcome.draw_manifest.get("metrics", {})},
                 items=outcome.draw_manifest.get("items", []), files=outcome.draw_entry,
                 status=outcome.status, error=outcome.error,
-                reduced=reduced_settings(section.analysis.config, cfg),
+                reduced=reduced_settings(section.analysis.config, cfg,
+                                         zero_means(section.module)),
+                varies=bool(section.analysis.quick), requires=section.analysis.requires,
                 provenance={"profile": outcome.profile, "frozen_state": outcome.frozen_state,
                             **{k: outcome.manifest.get(k, "") for k in
                                ("device", "device_name", "created")}},
@@ -680,13 +683,23 @@ def _relative(path: Path, root: Path) -> str:
         return str(path)
 
 
-def reduced_settings(full: Any, used: Any) -> list[dict[str, Any]]:
+def zero_means(module: Any) -> Mapping[str, str]:
+    """What 0 means for the settings of an analysis module that say so (its module-level
+    `ZERO_MEANS`, e.g. {"train_subset": "all"}); {} for the others."""
+    return getattr(module, "ZERO_MEANS", {})
+
+
+def reduced_settings(full: Any, used: Any,
+                     zero: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
     """The config fields whose value in this build differs from the full profile's default.
 
     Covers the quick profile's overrides and `--set` alike, so the page can say exactly which
-    settings made its numbers.
+    settings made its numbers. A field listed in `zero` carries what its 0 means ("zero":
+    "all"), so that the page never shows a 0 that stands for "every image".
     """
-    return [{"key": f.name, "value": getattr(used, f.name), "full": getattr(full, f.name)}
+    zero = zero or {}
+    return [{"key": f.name, "value": getattr(used, f.name), "full": getattr(full, f.name),
+             **({"zero": zero[f.name]} if f.name in zero else {})}
             for f in dataclasses.fields(full) if getattr(used, f.name) != getattr(full, f.name)]
 
 

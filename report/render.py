@@ -36,7 +36,8 @@ from jinja2 import (
 )
 from markupsafe import Markup, escape
 
-from report.compare import AHEAD, BEHIND
+from report.compare import (AHEAD, BEHIND, BY_SPREAD, NOT_COMPARABLE, NOT_REPEATS, ONE_RUN,
+                            UNITS_DIFFER, ZERO_SPREAD)
 from report.context import table_csv
 
 PLACEHOLDER = re.compile(r"(?:<p>)?@@ITEM:([A-Za-z0-9_.-]+)@@(?:</p>)?")
@@ -65,6 +66,75 @@ class SectionView:
     # Who made the results: profile, device, device_name, created, and frozen_state (none,
     # frozen, stale: re-run because the code changed since it was frozen, damaged, unused).
     provenance: Mapping[str, Any] = field(default_factory=dict)
+    # Whether the section's own numbers depend on the profile (its analysis has quick
+    # overrides), and the analyses it requires (whose profile its numbers inherit).
+    varies: bool = True
+    requires: Sequence[str] = ()
+
+
+def profile_label(view: SectionView, build_profile: str = "") -> str:
+    """Which settings made a section's own numbers: 'full profile' when none differs from the
+    full profile, else the profile that made them ('quick profile'), or 'changed settings' for
+    a full-profile build with settings changed by --set. (ProfileLabels adds the upstream.)"""
+    if not view.reduced:
+        return "full profile"
+    made = view.provenance.get("profile") or build_profile
+    return f"{made} profile" if made and made != "full" else "changed settings"
+
+
+class ProfileLabels:
+    """The profile label of every section of a page, and whether the page mixes them.
+
+    A number taken from another section whose label differs from the reader's section must say
+    which profile made it: the prose calls `across(name)` (' (full profile)' or '') or
+    `profile_of(name)` next to it, and `Tracked` checks that it did (a ProseError otherwise).
+    """
+
+    def __init__(self, views: Sequence[SectionView], build_profile: str = "") -> None:
+        shown = {v.name: v for v in views if v.status not in ("failed", "skipped")}
+        self.labels: dict[str, str] = {}
+        self.varies: dict[str, bool] = {}
+
+        def visit(name: str) -> None:
+            # A section's numbers are its own settings' and its upstream's: a section with
+            # nothing reduced, built on quick-profile results, is a quick-profile section.
+            if name in self.labels or name not in shown:
+                return
+            view = shown[name]
+            upstream = [u for u in view.requires if u in shown]
+            for u in upstream:
+                visit(u)
+            own = profile_label(view, build_profile)
+            inherited = [self.labels[u] for u in upstream if self.labels[u] != "full profile"]
+            self.labels[name] = own if own != "full profile" or not inherited else inherited[0]
+            self.varies[name] = (view.varies or bool(view.reduced)
+                                 or any(self.varies[u] for u in upstream))
+
+        for name in shown:
+            visit(name)
+        self.mixed = len({self.labels[n] for n in self.labels if self.varies[n]}) > 1
+
+    def differs(self, other: str, reader: str) -> bool:
+        """Whether numbers of section `other`, read in section `reader`, need their label."""
+        return (other in self.labels and other != reader and self.varies.get(other, False)
+                and self.labels[other] != self.labels.get(reader))
+
+
+class Tracked(dict):
+    """The `metrics` of every section, as a prose reads them: records which sections it used."""
+
+    def __init__(self, metrics: Mapping[str, Any], used: set[str]) -> None:
+        super().__init__(metrics)
+        self.used = used
+
+    def __getitem__(self, name: str) -> Any:
+        self.used.add(name)
+        return super().__getitem__(name)
+
+    def get(self, name: str, default: Any = None) -> Any:
+        if name in self:
+            self.used.add(name)
+        return super().get(name, default)
 
 
 # --- filters for prose ------------------------------------------------------------------------
@@ -108,24 +178,86 @@ def megabytes(value: float | None) -> str:
     return "n/a" if value is None else f"{value / 1e6:.1f} MB"
 
 
+def _count(n: int, singular: str, plural: str) -> str:
+    """'one seed', '3 seeds'."""
+    return f"one {singular}" if n == 1 else f"{n:,} {plural}"
+
+
+def repeats(comparison: Mapping[str, Any]) -> str:
+    """What a comparison's sides repeat: 'over 3 seeds each', 'over 3 and 2 seeds', 'over 10
+    disjoint test parts' (a fixed number on the other side)."""
+    unit, units = comparison["unit"], comparison["units"]
+    na, nb = comparison["a"]["n"], comparison["b"]["n"]
+    if comparison.get("against"):
+        return f"over {_count(na, unit, units)}"
+    if comparison.get("b_unit") not in (None, unit):
+        return (f"over {_count(na, unit, units)} against "
+                f"{_count(nb, comparison['b_unit'], comparison['b_units'])}")
+    if na == nb:
+        return f"over {na:,} {units} each" if na > 1 else f"over one {unit} each"
+    return f"over {na:,} and {nb:,} {units}"
+
+
+def why_unseparated(comparison: Mapping[str, Any]) -> str:
+    """Why the spreads could not decide a comparison, in a few words ('' when they did)."""
+    reason, name, names = comparison.get("reason"), comparison["unit"], comparison["units"]
+    if reason == ONE_RUN:
+        both = comparison["a"]["n"] == 1 and (comparison.get("against")
+                                              or comparison["b"]["n"] == 1)
+        return (f"one {name}{'' if comparison.get('against') else ' each'}, so the noise is "
+                "unknown" if both else f"one side rests on one {name}, so its noise is unknown")
+    if reason == ZERO_SPREAD:
+        return f"identical {names} on one side: a spread of zero measures no noise"
+    if reason == UNITS_DIFFER:
+        return f"one side repeats {names}, the other {comparison['b_units']}"
+    if reason in (NOT_REPEATS, NOT_COMPARABLE):
+        return comparison["why"]
+    return ""
+
+
 def claim(comparison: Mapping[str, Any], a: str, b: str, percent: bool = True,
           digits: int = 2) -> str:
-    """A `Comparison.as_metric()` as a sentence: 'A is ahead of B by ...' or a tie.
+    """A `Comparison.as_metric()` as a sentence that names what was repeated: 'A is ahead of B
+    by ... over 3 seeds each, ...', a tie within the spreads, or why the runs cannot separate
+    (one run, zero spread, different units, not independent repeats, not comparable).
 
     Differences of fractions are given in percentage points (`percent`), else as they are.
     """
     scale, unit = (100, " percentage points") if percent else (1, "")
     diff = f"{scale * abs(comparison['difference']):.{digits}f}{unit}"
     margin = f"{scale * comparison['margin']:.{digits}f}{unit}"
-    if comparison["verdict"] == AHEAD:
-        return f"{a} is ahead of {b} by {diff}, more than their combined spread of {margin}"
-    if comparison["verdict"] == BEHIND:
-        return f"{a} is behind {b} by {diff}, more than their combined spread of {margin}"
-    if comparison["a"]["n"] == 1 and comparison["b"]["n"] == 1:
-        return (f"{a} and {b} cannot be separated: one result each, so their noise is "
-                f"unknown (difference {diff})")
-    return (f"{a} and {b} cannot be separated: the difference of {diff} is within their "
-            f"combined spread of {margin}")
+    fixed = bool(comparison.get("against"))
+    spread = "its spread" if fixed else "their combined spread"
+    over = repeats(comparison)
+    reason = comparison.get("reason", BY_SPREAD)
+    if comparison["verdict"] in (AHEAD, BEHIND):
+        side = "ahead of" if comparison["verdict"] == AHEAD else "behind"
+        return f"{a} is {side} {b} by {diff} {over}, more than {spread} of {margin}"
+    if reason == NOT_COMPARABLE:
+        return f"{a} and {b} are not compared: {comparison['why']}"
+    tie = f"{a} and {b} cannot be separated"
+    name, names = comparison["unit"], comparison["units"]
+    if reason == ONE_RUN:
+        na, nb = comparison["a"]["n"], comparison["b"]["n"]
+        if fixed:
+            return f"{tie}: one {name}, so its noise is unknown (difference {diff})"
+        if na == nb == 1:
+            return f"{tie}: one {name} each, so their noise is unknown (difference {diff})"
+        single = a if na == 1 else b
+        return f"{tie}: {single} rests on one {name}, so its noise is unknown (difference {diff})"
+    if reason == ZERO_SPREAD:
+        flat = [label for label, side in ((a, "a"), (b, "b"))
+                if comparison[side]["n"] > 1 and comparison[side]["min"] == comparison[side]["max"]]
+        n = comparison["a"]["n"] if flat[0] == a else comparison["b"]["n"]
+        who = f"{a} and {b} are each the same" if len(flat) == 2 else f"{flat[0]} is the same"
+        return (f"{tie}: {who} on all {n:,} {names}, and a spread of zero measures no noise "
+                f"(difference {diff})")
+    if reason == UNITS_DIFFER:
+        return (f"{tie}: one side repeats {names}, the other {comparison['b_units']}, so their "
+                f"spreads measure different noise (difference {diff})")
+    if reason == NOT_REPEATS:
+        return f"{tie}: {comparison['why']} (difference {diff})"
+    return f"{tie} {over}: the difference of {diff} is within {spread} of {margin}"
 
 
 def with_article(value: Any) -> str:
@@ -152,19 +284,33 @@ def cell(value: Any, column: str = "") -> str:
     return f"{value:.4g}"
 
 
-def setting(value: Any) -> str:
-    """A config value for the page: thousands separators, tuples as lists."""
-    if isinstance(value, bool) or value is None:
-        return str(value)
+def setting(value: Any, zero: str | None = None) -> str:
+    """A config value for the page: thousands separators, tuples as lists, booleans as on/off,
+    and 0 as `zero` where the setting declares what 0 means (e.g. 'all' for a subset size;
+    see `reduced_settings` in report/engine.py)."""
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if value is None:
+        return "none"
+    if isinstance(value, (tuple, list)):
+        return ", ".join(setting(v, zero) for v in value)
+    if zero is not None and isinstance(value, (int, float)) and value == 0:
+        return zero
     if isinstance(value, int):
         return f"{value:,}"
-    if isinstance(value, (tuple, list)):
-        return ", ".join(setting(v) for v in value)
     return str(value)
 
 
+def plural(n: int | float, singular: str, many: str | None = None) -> str:
+    """A count with its noun: 2 -> '2 epochs', 1 -> '1 epoch', 6000 -> '6,000 images'."""
+    word = singular if n == 1 else (many or singular + "s")
+    return f"{n:,} {word}"
+
+
 FILTERS = {"pct": pct, "num": num, "seconds": seconds, "pm": pm, "mb": megabytes,
-           "claim": claim, "setting": setting, "cell": cell, "a": with_article}
+           "claim": claim, "repeats": repeats, "why_unseparated": why_unseparated,
+           "setting": setting, "plural": plural,
+           "cell": cell, "a": with_article}
 
 
 def make_environment(templates: Path) -> Environment:
@@ -215,11 +361,13 @@ def listing_title(prose: str, name: str, metrics: Mapping[str, Any] | None = Non
 
 
 def reduced_text(view: SectionView, keys: Sequence[str]) -> str:
-    """'Reduced settings: epochs 2 (full profile: 10).' for those of `keys` that differ."""
+    """'Settings that differ from the full profile: `epochs` 2 (full: 10).' for those of `keys`
+    that differ (all of them without `keys`); '' when none does."""
     known = {r["key"]: r for r in view.reduced}
-    parts = [f"{k} {setting(known[k]['value'])} (full profile: {setting(known[k]['full'])})"
+    parts = [f"`{k}` {setting(known[k]['value'], known[k].get('zero'))} "
+             f"(full: {setting(known[k]['full'], known[k].get('zero'))})"
              for k in (keys or known) if k in known]
-    return f"Reduced settings: {'; '.join(parts)}." if parts else ""
+    return f"Settings that differ from the full profile: {'; '.join(parts)}." if parts else ""
 
 
 def _inline_markdown(text: str) -> Markup:
@@ -271,16 +419,40 @@ def _prose_html(env: Environment, view: SectionView, context: Mapping[str, Any],
     def reduced_note(*keys: str) -> str:
         return reduced_text(view, keys)
 
+    profiles: ProfileLabels = context.get("profiles") or ProfileLabels([view])
+    used: set[str] = set()
+    labelled: set[str] = set()
+
+    def profile_of(name: str) -> str:
+        """'full profile' / 'quick profile': which settings made section `name`'s numbers."""
+        labelled.add(name)
+        return profiles.labels.get(name, "")
+
+    def across(name: str) -> str:
+        """' (full profile)' after a number from section `name` when another profile than
+        this section's made it, else ''."""
+        labelled.add(name)
+        return f" ({profiles.labels[name]})" if profiles.differs(name, view.name) else ""
+
     title, body = split_title(view.prose)
-    names = dict(**context, m=view.metrics, cfg=view.cfg, fig=place("figure"),
-                 gif=place("gif"), table=place("table"), ref=ref, asset_url=asset_url,
-                 reduced=view.reduced, reduced_note=reduced_note)
+    names = {**context, **dict(m=view.metrics, cfg=view.cfg, fig=place("figure"),
+                               gif=place("gif"), table=place("table"), ref=ref,
+                               asset_url=asset_url, reduced=view.reduced,
+                               reduced_note=reduced_note, profile_of=profile_of, across=across,
+                               metrics=Tracked(context.get("metrics", {}), used))}
     view.title = env.from_string(title).render(**names).strip() if title else view.name
     text = env.from_string(body).render(**names)
     missing = [name for name in items if name not in placed]
     if missing:
         raise ProseError(f"{where}: the analysis made {missing} but the prose does not place "
                          "them; add {{ fig/gif/table(name, ...) }} with a caption")
+    unlabelled = sorted(n for n in used - labelled if profiles.differs(n, view.name))
+    if unlabelled:
+        raise ProseError(
+            f"{where}: uses numbers of {unlabelled}, made with another profile than this "
+            f"section's ({profiles.labels.get(view.name)}: "
+            f"{', '.join(f'{n}: {profiles.labels[n]}' for n in unlabelled)}); say which, "
+            "with across(name) or profile_of(name) beside them")
     return markdown.markdown(text, extensions=["tables", "admonition", "attr_list",
                                                "fenced_code", "sane_lists"])
 
@@ -450,7 +622,9 @@ def render_site(site: Path, templates: Path, views: Sequence[SectionView],
     """
     env = make_environment(templates)
     all_metrics = {v.name: v.metrics for v in views}
-    context = {"metrics": all_metrics, "build": build, **(prose_globals or {})}
+    profiles = ProfileLabels(views, build.get("profile", ""))
+    context = {"metrics": all_metrics, "build": build, "profiles": profiles,
+               **(prose_globals or {})}
     render_sections(env, views, context, keep_going)
     for view in views:
         if view.status in ("failed", "skipped"):

@@ -22,7 +22,7 @@ from digits.recording import (TB_PERCENTILES, DistributionRecorder, Recording,
                               RecordingSummary, summarize)
 from digits.training import TrainSpec, train
 from report.analysis import Section
-from report.compare import AHEAD, BEHIND, UNSEPARATED
+from report.compare import AHEAD, BEHIND, NOT_REPEATS, UNSEPARATED, ZERO_SPREAD
 from report.context import ComputeContext, DrawContext
 from report.keys import PRESENTATION_MODULES, Keys
 from report.render import SectionView, make_environment, render_sections
@@ -72,7 +72,9 @@ def test_first_and_last_fifths() -> None:
     assert early.tolist() == [0] and late.tolist() == [2]
 
 
-def test_gradient_changes_fell_rose_or_cannot_separate() -> None:
+def test_gradient_changes_describe_one_run_and_are_never_verdicts() -> None:
+    """Snapshots of one run are not repeats: every change is "cannot separate", with that
+    reason, and its direction is described by its sign."""
     rng = np.random.default_rng(0)
     n = 50
     noise = rng.normal(0, 0.05, n)  # in log10 units
@@ -82,17 +84,18 @@ def test_gradient_changes_fell_rose_or_cannot_separate() -> None:
         "flat": 10 ** (-3 + rng.normal(0, 0.5, n)),  # no trend, much noise
     })
     changes = dynamics.gradient_changes(rec)
-    assert changes["falls"]["verdict"] == BEHIND and changes["falls"]["difference"] < -1.5
-    assert changes["rises"]["verdict"] == AHEAD and changes["rises"]["difference"] > 1.5
-    assert changes["flat"]["verdict"] == UNSEPARATED
-    assert {k: dynamics.change_word(v["verdict"]) for k, v in changes.items()} == {
-        "falls": "fell", "rises": "rose", "flat": "cannot separate"}
-    # A single snapshot per fifth is one result a side: never separated.
+    assert changes["falls"]["difference"] < -1.5 and changes["rises"]["difference"] > 1.5
+    for change in changes.values():
+        assert change["verdict"] == UNSEPARATED and change["reason"] == NOT_REPEATS
+        assert change["unit"] == "snapshot"
+    assert {k: dynamics.change_word(v["difference"]) for k, v in changes.items()
+            if k != "flat"} == {"falls": "fell", "rises": "rose"}
+    assert dynamics.change_word(0.0) == "did not change"
     short = synthetic_recording({"x": np.array([1e-2, 1e-6])})
     assert dynamics.gradient_changes(short)["x"]["verdict"] == UNSEPARATED
 
 
-def test_gradient_ranking_separates_only_clear_leaders() -> None:
+def test_gradient_ranking_orders_layers_but_calls_no_verdict() -> None:
     rng = np.random.default_rng(1)
     n = 30
     rec = synthetic_recording({
@@ -102,8 +105,10 @@ def test_gradient_ranking_separates_only_clear_leaders() -> None:
     })
     ranking = dynamics.gradient_ranking(rec)
     assert ranking["order"][0] == "big"
-    assert ranking["largest_vs_next"]["verdict"] == AHEAD
-    # The two middle layers differ by less than their noise: the smallest is not separated.
+    # However far apart, snapshots of one run are not repeats: no verdict, with the reason.
+    assert ranking["largest_vs_next"]["verdict"] == UNSEPARATED
+    assert ranking["largest_vs_next"]["reason"] == NOT_REPEATS
+    assert ranking["largest_vs_next"]["difference"] > 1.5
     assert ranking["smallest_vs_next"]["verdict"] == UNSEPARATED
 
 
@@ -128,8 +133,15 @@ def test_flow_metrics_compare_seeds() -> None:
     assert out["good_accuracy"] == pytest.approx(0.91) and out["bad_accuracies"] == [
         0.11, 0.10, 0.12]
     assert "flow_baseline" not in out  # compute's measurement, not drawn
-    # 0.11 ± 0.01 against the baseline 0.10 (borrowing that spread): not separated.
+    # 0.11 ± 0.01 over seeds against the fixed baseline 0.10: not separated.
     assert out["bad_vs_baseline"]["verdict"] == UNSEPARATED
+    assert out["bad_vs_baseline"]["against"] and out["bad_vs_baseline"]["unit"] == "seed"
+    # Seeds that all score the same measure no noise: never a verdict (not "behind by 1.35
+    # points, more than their combined spread of 0.00").
+    flat = {"bad": [fake_flow(BAD, [1e-6], 0.1035), fake_flow(BAD, [1e-6], 0.1035)],
+            "good": runs["good"][:2]}
+    assert dynamics.flow_metrics(flat, depth=1, baseline=0.117)["bad_vs_baseline"][
+        "reason"] == ZERO_SPREAD
     assert dynamics.flow_metrics(runs, depth=1, baseline=0.05)["bad_vs_baseline"][
         "verdict"] == AHEAD
     assert out["flow_runs"] == 3 and out["flow_layers"] == 2 and out["flow_steps"] == 7
@@ -293,7 +305,7 @@ def test_section_runs_on_synthetic_data(section: Stages) -> None:
     assert len(m["bad_accuracies"]) == 2 and m["flow_baseline"] == pytest.approx(0.1)
     assert m["flow_steps"] == 4  # 256 images in batches of 64
     assert set(m["grad_changes"]) == set(LAYERS)
-    assert sorted(m["grads_fell"] + m["grads_rose"] + m["grads_unseparated"]) == sorted(LAYERS)
+    assert sorted(m["grads_fell"] + m["grads_rose"] + m["grads_unchanged"]) == sorted(LAYERS)
     assert m["fifth_snapshots"] == 1
     names = {i["name"] for i in section.draw.items}
     assert {"weights_gif", "grads_gif", "weights_distributions", "grads_distributions",
@@ -381,8 +393,10 @@ def test_compute_reaches_no_presentation_module() -> None:
 def test_prose_renders_every_item_with_captions(section: Stages) -> None:
     html = render(section, reduced=[{"key": "epochs", "value": 2, "full": 5}])
     assert 'data-sprite="assets/dynamics/weights_gif.frames.png"' in html
-    assert "@@ITEM" not in html and "Reduced settings: epochs 2 (full profile: 5)." in html
-    assert "From the first fifth of the snapshots to the last" in html
+    assert "@@ITEM" not in html
+    assert "Settings that differ from the full profile: <code>epochs</code> 2 (full: 5)." in html
+    assert "from the first fifth of the snapshots to the last" in html
+    assert "not verdicts: snapshots of one training run follow each other" in html
 
 
 @pytest.mark.parametrize("verdict", [AHEAD, BEHIND, UNSEPARATED])
@@ -392,11 +406,12 @@ def test_prose_follows_each_verdict(section: Stages, verdict: str) -> None:
     for key in ("overhead_vs_plain", "good_vs_bad_accuracy", "bad_vs_baseline",
                 "largest_grad_vs_next", "smallest_grad_vs_next", "flow_ratio_orders"):
         metrics[key]["verdict"] = verdict
-    metrics["grads_fell"], metrics["grads_rose"], metrics["grads_unseparated"] = (
+    metrics["grads_fell"], metrics["grads_rose"], metrics["grads_unchanged"] = (
         ["conv1"], ["fc2"], ["conv2", "fc1"])
     html = render(section, metrics)
     longer = "The runs with the recorder took longer" in html
     classifies = "The outcome follows" in html
     assert longer == (verdict == AHEAD) and classifies == (verdict == AHEAD)
     assert ("cannot be separated" in html) == (verdict == UNSEPARATED)
-    assert "fell for conv1; rose for fc2; changed by less than" in html
+    assert "fell for conv1 (" in html and "; rose for fc2 (" in html
+    assert "did not change for conv2, fc1" in html

@@ -552,8 +552,12 @@ def test_quick_and_set_overrides_appear_as_reduced_settings(toy: ToyProject) -> 
     box = box[:box.index("</p>")]
     assert "<code>n</code> 2 (full: 4);" in box  # the quick profile's override
     assert "<code>label</code> renamed (full: alpha)." in box  # --set
-    assert "A line over 2 values. Reduced settings: n 2 (full profile: 4)." in alpha
-    assert 'class="reduced"' not in section(page, "beta")
+    assert ("A line over 2 values. Settings that differ from the full profile: <code>n</code> 2 "
+            "(full: 4).") in alpha
+    beta = section(page, "beta")
+    assert "Settings that differ" not in beta  # none of its own; it reads alpha's results:
+    assert ("builds on results made with other settings: "
+            '<a href="#alpha">alpha</a> (quick profile).') in beta
     manifest = json.loads((toy.out / "data" / "manifest.json").read_text())
     appendix = page[page.index('<section id="appendix"'):]
     assert '<a href="#alpha">alpha</a>: <code>n</code> 2 (full: 4); <code>label</code>' in appendix
@@ -562,7 +566,7 @@ def test_quick_and_set_overrides_appear_as_reduced_settings(toy: ToyProject) -> 
                                               "full": "alpha"}]}
     index, _ = toy.build(["alpha", "beta"])
     page = index.read_text()
-    assert 'class="reduced"' not in page and "full profile:" not in page
+    assert 'class="reduced"' not in page and "differ from the full profile:" not in page
     assert json.loads((toy.out / "data" / "manifest.json").read_text())["reduced"] == {}
 
 

@@ -15,7 +15,7 @@ from digits import original
 from digits.data import MNIST
 from digits.models import Model2
 from report.analysis import sections_from_modules
-from report.compare import AHEAD, BEHIND, UNSEPARATED, compare
+from report.compare import AHEAD, BEHIND, UNSEPARATED, Runs, compare
 from report.context import ComputeContext, DrawContext
 from report.keys import PRESENTATION_MODULES, Keys
 from report.render import SectionView, make_environment, render_sections
@@ -119,13 +119,13 @@ def test_saliency_claim_is_ahead_only_when_saliency_favours_ink() -> None:
     noise = rng.random(images.shape)
     # Concentrated: ink pixels get five times the background's sensitivity.
     on_ink, share = hidden_layers.ink_shares(images, noise * np.where(ink, 5.0, 1.0))
-    assert compare(on_ink.tolist(), share.tolist()).verdict == AHEAD
+    assert compare(Runs(on_ink, "image"), Runs(share, "image")).verdict == AHEAD
     # Indifferent to ink: the two shares agree up to noise.
     on_ink, share = hidden_layers.ink_shares(images, noise)
-    assert compare(on_ink.tolist(), share.tolist()).verdict == UNSEPARATED
+    assert compare(Runs(on_ink, "image"), Runs(share, "image")).verdict == UNSEPARATED
     # Avoiding ink.
     on_ink, share = hidden_layers.ink_shares(images, noise * np.where(ink, 0.1, 1.0))
-    assert compare(on_ink.tolist(), share.tolist()).verdict == BEHIND
+    assert compare(Runs(on_ink, "image"), Runs(share, "image")).verdict == BEHIND
 
 
 # --- the whole section --------------------------------------------------------------------------
@@ -279,9 +279,13 @@ def test_prose_renders_and_names_reduced_upstream_settings(section) -> None:
     reduced = " ".join(render(ctx, staging, reduced={"classifiers": [
         {"key": "epochs", "value": 2, "full": 10}, {"key": "seeds", "value": 2, "full": 3},
         {"key": "train_subset", "value": 6000, "full": 0}]}).split())
-    assert "the reduced budget of this build's settings (<code>epochs</code>, " \
-        "<code>train_subset</code>), so the filters" in reduced
-    assert "seeds" not in reduced  # a setting that does not shape model 2 is not named
+    assert "for 2 epochs (the original trained its model 2 for " \
+        f"{original.EPOCHS}): settings that differ from the full profile's, so the filters" \
+        in reduced
+    assert "<code>" not in reduced.split("so the filters")[0]  # no raw setting names
+    only_seeds = " ".join(render(ctx, staging, reduced={"classifiers": [
+        {"key": "seeds", "value": 2, "full": 3}]}).split())
+    assert "differ from the full profile" not in only_seeds  # seeds do not shape model 2
 
 
 @pytest.mark.parametrize("verdict", [AHEAD, BEHIND, UNSEPARATED])

@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import re
+import shutil
 from dataclasses import dataclass
 from html.parser import HTMLParser
 from itertools import pairwise
@@ -328,22 +329,32 @@ def test_abstract_without_the_dataset_section_names_no_count(tmp_path: Path) -> 
 
 def test_reduced_settings_box_and_note(tmp_path: Path) -> None:
     reduced = [{"key": "epochs", "value": 2, "full": 5},
-               {"key": "train_size", "value": 6000, "full": 60000}]
+               {"key": "train_size", "value": 6000, "full": 60000},
+               {"key": "train_subset", "value": 6000, "full": 0, "zero": "all"},
+               {"key": "lr", "value": 0.002, "full": 0.0002},
+               {"key": "download", "value": False, "full": True}]
     prose = ('{% call fig("f", alt="a") %}Loss. {{ reduced_note("epochs") }}{% endcall %}\n\n'
-             'All: {{ reduced_note() }}\n\nNone: [{{ reduced_note("lr") }}]\n\n'
+             'All: {{ reduced_note() }}\n\nNone: [{{ reduced_note("seeds") }}]\n\n'
              "{% if reduced %}Some settings were reduced.{% endif %}\n")
     one = view(tmp_path, "one", prose, [figure("f")], reduced=reduced)
     full = view(tmp_path, "two", "{% if not reduced %}Nothing reduced.{% endif %}\n", [])
     page = render(tmp_path, [one, full])
     html = section_html(page, "one")
-    assert "Loss. Reduced settings: epochs 2 (full profile: 5)." in html
-    assert ("All: Reduced settings: epochs 2 (full profile: 5); train_size 6,000 "
-            "(full profile: 60,000).") in html
+    assert ("Loss. Settings that differ from the full profile: <code>epochs</code> 2 "
+            "(full: 5).") in html
+    assert ("All: Settings that differ from the full profile: <code>epochs</code> 2 (full: 5); "
+            "<code>train_size</code> 6,000 (full: 60,000); <code>train_subset</code> 6,000 "
+            "(full: all); <code>lr</code> 0.002 (full: 0.0002); <code>download</code> off "
+            "(full: on).") in html
     assert "None: []" in html and "Some settings were reduced." in html
     box = html[html.index('<p class="reduced"'):]
     box = box[:box.index("</p>")]
+    # Not "reduced": a larger learning rate differs, it is not smaller.
+    assert "Settings that differ from the full profile." in box and "Reduced" not in box
     assert "<code>epochs</code> 2 (full: 5);" in box
-    assert "<code>train_size</code> 6,000 (full: 60,000)." in box
+    assert "<code>train_size</code> 6,000 (full: 60,000);" in box
+    assert "<code>train_subset</code> 6,000 (full: all);" in box  # never "(full: 0)"
+    assert "<code>download</code> off (full: on)." in box  # never "False"
     other = section_html(page, "two")
     assert 'class="reduced"' not in other and "Nothing reduced." in other
 
@@ -361,7 +372,8 @@ def test_appendix_lists_the_reduced_settings_of_every_section(tmp_path: Path) ->
 def test_reduced_text() -> None:
     v = SectionView(name="x", prose="", cfg=None, metrics={}, items=[], files=None,
                     status="run", reduced=[{"key": "seeds", "value": (1,), "full": (1, 2, 3)}])
-    assert reduced_text(v, ["seeds"]) == "Reduced settings: seeds 1 (full profile: 1, 2, 3)."
+    assert reduced_text(v, ["seeds"]) == ("Settings that differ from the full profile: `seeds` 1 "
+                                          "(full: 1, 2, 3).")
     assert reduced_text(v, ["epochs"]) == ""
     assert reduced_text(v, []) == reduced_text(v, ["seeds"])
 
@@ -479,8 +491,21 @@ def test_setting() -> None:
     assert setting(60000) == "60,000"
     assert setting((1, 2, 3)) == "1, 2, 3"
     assert setting([1000, 2000]) == "1,000, 2,000"
-    assert setting(0.01) == "0.01" and setting(True) == "True" and setting(None) == "None"
+    assert setting(0.01) == "0.01" and setting(None) == "none"
+    assert setting(True) == "on" and setting(False) == "off"  # never Python's True/False
     assert setting("adam") == "adam"
+    # 0 where the setting declares what it means (report.engine.reduced_settings' "zero").
+    assert setting(0, "all") == "all" and setting(6000, "all") == "6,000"
+    assert setting((10, 100, 0), "all") == "10, 100, all"
+    assert setting(0) == "0"
+
+
+def test_plural() -> None:
+    from report.render import plural
+
+    assert plural(2, "epoch") == "2 epochs" and plural(1, "epoch") == "1 epoch"
+    assert plural(6000, "image") == "6,000 images" and plural(3, "class", "classes") == (
+        "3 classes")
 
 
 # --- the first screen: summary, contents, anchors, zoom, page basics --------------------------
@@ -527,13 +552,16 @@ CLASSIFIERS = {"best_test_acc_mean": 0.9921, "best_test_acc_std": 0.0005,
                "best_test_accs": [0.9916, 0.9921, 0.9926]}
 
 
-def comparison(verdict: str, mean: float, std: float, n: int) -> dict:
-    side = {"mean": mean, "std": std, "min": mean, "max": mean, "n": n}
-    return {"verdict": verdict, "difference": 0.01, "margin": 0.005, "a": side, "b": side}
+def comparison(verdict: str, mean: float, std: float, n: int, unit: str = "seed",
+               reason: str = "spreads", why: str = "") -> dict:
+    side = {"mean": mean, "std": std, "min": mean - std, "max": mean + std, "n": n}
+    return {"verdict": verdict, "difference": 0.01, "margin": 0.005, "a": side, "b": side,
+            "unit": unit, "units": unit + "s", "b_unit": unit, "b_units": unit + "s",
+            "reason": reason, "against": None, "why": why}
 
 
 EMBEDDINGS = {"knn_tsne": 0.9512, "knn_raw": 0.9401,
-              "tsne_vs_raw": comparison("ahead", 0.9512, 0.0031, 5)}
+              "tsne_vs_raw": comparison("ahead", 0.9512, 0.0031, 5, "fold")}
 OPTIMIZERS = {"winner": None, "winner_name": None, "best": "adam", "best_name": "Adam",
               "tied_text": "Adam and RMSprop", "fair_test_mean": {"adam": 0.9812},
               "fair_test_std": {"adam": 0.0011}, "best_optimizer_name": "RMSprop"}
@@ -566,7 +594,7 @@ def test_summary_renders_the_headline_numbers_from_metrics(tmp_path: Path) -> No
     text = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", "", summary))
     assert "99.21 ± 0.05 %" in text and "over 3 seeds" in text
     assert "95.12 ± 0.31 %" in text and "over 5 folds" in text
-    assert "ahead of all raw pixels (94.01 %)" in text
+    assert "ahead of all raw pixels (94.01 %) over 5 folds each" in text
     assert "No clear winner" in text and "Adam and RMSprop cannot be separated" in text
     assert "98.12 ± 0.11 %" in text and "Later sections train with RMSprop" in text
     assert "87.3 %" in text and "0.612" in text and "0.950" in text
@@ -576,6 +604,33 @@ def test_summary_renders_the_headline_numbers_from_metrics(tmp_path: Path) -> No
     links = re.findall(r'<a class="headline-what" href="#([^"]+)"', summary)
     assert links == ["classifiers", "embeddings", "optimizers", "gan", "transfer"]
     assert page.index('id="summary"') < page.index('<nav class="toc"') < page.index('id="main"')
+
+
+def test_summary_says_why_a_comparison_was_not_made(tmp_path: Path) -> None:
+    transfer = {**TRANSFER, "head_vs_best": comparison(
+        "cannot separate", 0.9, 0.01, 2, reason="not comparable",
+        why="different test sets (500 against 10,000 images)")}
+    text = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", "", summary_html(render(
+        tmp_path, headline_views(tmp_path, {"transfer": transfer})))))
+    assert ("not compared with the stronger CNN trained from scratch: different test sets "
+            "(500 against 10,000 images)") in text
+    assert "behind" not in text
+
+
+def test_summary_labels_each_card_with_its_profile_when_the_page_mixes_them(
+        tmp_path: Path) -> None:
+    views = headline_views(tmp_path)
+    for v in views:
+        v.reduced = [] if v.name == "embeddings" else [{"key": "epochs", "value": 1, "full": 2}]
+        v.provenance = {"profile": "full" if v.name == "embeddings" else "quick"}
+    summary = summary_html(render(tmp_path, views))
+    labels = re.findall(r'<span class="headline-profile">([^<]+)</span>', summary)
+    assert labels == ["quick profile", "full profile", "quick profile", "quick profile",
+                      "quick profile"]
+    (tmp_path / "site").rename(tmp_path / "mixed")
+    for v in views:  # one profile throughout: no labels
+        v.reduced, v.provenance = [], {"profile": "full"}
+    assert "headline-profile" not in summary_html(render(tmp_path, views))
 
 
 def test_summary_names_a_winner_and_a_single_seed_without_spread(tmp_path: Path) -> None:
@@ -747,3 +802,52 @@ def test_appendix_without_benchmarks_has_no_table(tmp_path: Path) -> None:
     page = render(tmp_path, [view(tmp_path, "first", "# First\n\nText.\n", [])],
                   {**BUILD, "benchmarks": None})
     assert 'id="benchmarks"' not in page and 'href="#benchmarks"' not in page
+
+
+# --- numbers from another section made with another profile -----------------------------------
+
+
+def mixed_views(tmp_path: Path, prose: str) -> list[SectionView]:
+    """'up' frozen with the full profile, 'down' re-run with the quick one, reading up's."""
+    up = view(tmp_path, "up", "Text.\n", [], metrics={"n": 60000})
+    up.provenance = {"profile": "full"}
+    down = view(tmp_path, "down", prose, [], metrics={"n": 6000},
+                reduced=[{"key": "epochs", "value": 1, "full": 2}])
+    down.provenance, down.requires = {"profile": "quick"}, ("up",)
+    return [up, down]
+
+
+def test_a_number_from_a_section_of_another_profile_must_say_so(tmp_path: Path) -> None:
+    with pytest.raises(ProseError, match=r"analyses/down\.md: uses numbers of \['up'\].*"
+                                         r"across\(name\)"):
+        render(tmp_path, mixed_views(tmp_path, "Up used {{ metrics.up.n | num }} images.\n"))
+    shutil.rmtree(tmp_path / "site")
+    page = render(tmp_path, mixed_views(
+        tmp_path, 'Up used {{ metrics.up.n | num }} images{{ across("up") }}; we used '
+                  '{{ m.n | num }} ({{ profile_of("down") }}).\n'))
+    assert "Up used 60,000 images (full profile); we used 6,000 (quick profile)." in page
+
+
+def test_same_profile_numbers_need_no_label_and_get_none(tmp_path: Path) -> None:
+    views = mixed_views(tmp_path, 'Up used {{ metrics.up.n | num }} images{{ across("up") }}.\n')
+    views[0].reduced, views[0].provenance = views[1].reduced, {"profile": "quick"}
+    assert "Up used 60,000 images." in render(tmp_path, views)
+    # A section whose numbers never depend on the profile (no quick overrides) needs none.
+    views = mixed_views(tmp_path / "b", "Up used {{ metrics.up.n | num }} images.\n")
+    views[0].varies = False
+    (tmp_path / "b").mkdir(exist_ok=True)
+    assert "Up used 60,000 images." in render(tmp_path / "b", views)
+
+
+def test_a_section_inherits_the_profile_of_the_results_it_builds_on(tmp_path: Path) -> None:
+    from report.render import ProfileLabels
+
+    up = view(tmp_path, "up", "", [], reduced=[{"key": "epochs", "value": 1, "full": 2}])
+    up.provenance = {"profile": "quick"}
+    down = view(tmp_path, "down", "", [])
+    down.requires, down.varies = ("up",), False
+    labels = ProfileLabels([up, down], "quick")
+    assert labels.labels == {"up": "quick profile", "down": "quick profile"}
+    page = render(tmp_path, [up, down])
+    note = section_html(page, "down")
+    assert "Quick profile." in note and '<a href="#up">up</a> (quick profile)' in note
