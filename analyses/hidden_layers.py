@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from digits import drawing
 from digits.metrics import accuracy
 from digits.models import Model2
 from digits.plots import new_figure
@@ -258,7 +259,7 @@ def conv_filters_figure(kernels: np.ndarray, layer: str):
 
 def fc_weights_figure(weight: np.ndarray, layer: str):
     """A fully connected weight matrix [out, in] on a zero-centred diverging scale."""
-    fig, axes = new_figure(7.5, 1.9)
+    fig, axes = new_figure(7.5, 2.4)  # tall enough for ten class labels readable on a phone
     ax = axes[0, 0]
     im = _diverging(ax, weight, float(np.abs(weight).max()), aspect="auto")
     ax.set_yticks(range(weight.shape[0]))
@@ -289,7 +290,7 @@ def feature_map_figure(image: np.ndarray, acts: dict[str, np.ndarray], title: st
     ax.set_xticks(range(10))
     ax.set_ylim(0, 1)
     ax.tick_params(labelsize=7)
-    ax.set_title("fc2: class probabilities", fontsize=8)
+    ax.set_title("class probabilities", fontsize=8)
     ax = fig.add_subplot(grid[2, 1])
     ax.imshow(acts["fc1"].reshape(4, 32), cmap="magma", vmin=0, interpolation="nearest")
     ax.set_title("fc1 after ReLU (128 units as 4×32)", fontsize=8)
@@ -301,7 +302,8 @@ def feature_map_figure(image: np.ndarray, acts: dict[str, np.ndarray], title: st
 def saliency_figure(images: np.ndarray, maps: np.ndarray, labels, predicted):
     """Rows: examples; columns: the image, then the saliency map of each class."""
     n = len(images)
-    fig, axes = new_figure(9.5, 0.95 * n + 0.3, nrows=n, ncols=11)
+    # Rows tall enough for two-line titles at a size readable on a phone (digits.plots).
+    fig, axes = new_figure(9.5, 1.3 * n + 0.3, nrows=n, ncols=11)
     for r in range(n):
         axes[r, 0].imshow(images[r], cmap="gray_r", interpolation="nearest")
         axes[r, 0].set_title(f"label {labels[r]}", fontsize=7)
@@ -309,7 +311,7 @@ def saliency_figure(images: np.ndarray, maps: np.ndarray, labels, predicted):
         for c in range(10):
             ax = axes[r, c + 1]
             _diverging(ax, maps[r, c], limit)
-            mark = " (pred.)" if c == predicted[r] else ""
+            mark = "\n(pred.)" if c == predicted[r] else ""
             ax.set_title(f"class {c}{mark}", fontsize=6.5,
                          color="C3" if c == predicted[r] else "black")
     for ax in axes.flat:
@@ -338,10 +340,12 @@ def shares_figure(ink: np.ndarray, on_ink: np.ndarray):
 
 
 def draw(ctx: DrawContext) -> None:
-    """The filter, feature-map and saliency figures and the saliency-on-ink verdict."""
+    """The filter, feature-map and saliency figures, the saliency-on-ink verdict, and the
+    drawing pad's network."""
     draw_filters(ctx)
     draw_digits_through_layers(ctx)
     draw_saliency(ctx)
+    draw_pad(ctx)
 
 
 def draw_filters(ctx: DrawContext) -> None:
@@ -387,3 +391,45 @@ def draw_saliency(ctx: DrawContext) -> None:
     ctx.figure("saliency", saliency_figure(
         data.test_images.cpu()[chosen].numpy(), ctx.array("saliency_maps"),
         data.test_labels.cpu()[chosen].tolist(), ctx.array("saliency_predicted").tolist()))
+
+
+# --- draw: the drawing pad (templates/static/draw_pad.js runs it; digits/drawing.py) ------------
+
+PAD_SCRIPT = "draw_pad_model.js"  # the asset: weights and example digits (digits/drawing.py)
+PAD_CORRECT = 6  # example buttons: the first test digits the network reads right ...
+PAD_MISTAKES = 4  # ... and its most confident mistakes
+PAD_CHECK = 1_000  # test images on which the float16 weights are checked against float32
+
+
+def draw_pad(ctx: DrawContext) -> None:
+    """The stronger CNN as the page runs it: batch norms folded, float16, in a script asset
+    with a few test digits to load; its size, and what the float16 rounding changes."""
+    model = drawing.best_cnn(ctx.load("classifiers", "best"))
+    folded = drawing.fold_batch_norm(model)
+    half = drawing.half_rounded(folded)
+    data = ctx.data
+    images, labels = data.test_images.cpu(), data.test_labels.cpu()
+    examples = drawing.pad_examples(images.numpy(), labels.numpy(),
+                                    ctx.array_of("classifiers", "best_seed0_logits"),
+                                    PAD_CORRECT, PAD_MISTAKES)
+    script = drawing.encode_pad_script(half, examples)
+    ctx.asset(PAD_SCRIPT, script)
+    ctx.metric("pad_script", PAD_SCRIPT)
+    ctx.metric("pad_script_bytes", len(script.encode()))
+    ctx.metric("pad_parameters", half.parameters)
+    ctx.metric("pad_side", drawing.SIDE)
+    ctx.metric("pad_box", drawing.BOX)
+    _, maps = drawing.forward(half, np.zeros((1, drawing.SIDE, drawing.SIDE), np.uint8))
+    ctx.metric("pad_maps", [{"channels": m.shape[1], "size": m.shape[2]} for m in maps])
+    ctx.metric("pad_multiply_adds", drawing.multiply_adds(half))
+    ctx.metric("pad_examples", [{k: v for k, v in e.items() if k != "pixels"}
+                                for e in examples])
+    # What storing float16 changes: the trained network (float32, batch norm unfolded) and the
+    # page's, on the first test images.
+    x = to_input(images[:PAD_CHECK])
+    with torch.no_grad():
+        trained = model(x)
+        page = drawing.folded_module(half)(x)
+    ctx.metric("pad_checked", len(x))
+    ctx.metric("pad_same_class", int((trained.argmax(1) == page.argmax(1)).sum()))
+    ctx.metric("pad_max_logit_change", float((trained - page).abs().max()))

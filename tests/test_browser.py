@@ -18,6 +18,7 @@ Run with `python -m pytest -m browser`, or, against a site built earlier,
 from __future__ import annotations
 
 import functools
+import json
 import os
 import re
 import shutil
@@ -236,6 +237,10 @@ def settle(page: Page) -> None:
     page.wait_for_load_state("networkidle")
     page.wait_for_function("() => !document.querySelector('div.tsne-map[data-src]:not([hidden])')"
                            " || document.querySelector('div.tsne-map[data-ready]')")
+    # The drawing pad loads its weights when it nears the window (the scroll above): ready, or
+    # hidden again because they failed to load (which the console reports).
+    page.wait_for_function("() => !document.querySelector('div.draw-pad[data-src]:not([hidden])')"
+                           " || document.querySelector('div.draw-pad[data-ready]')")
 
 
 def wait_scrolled(page: Page) -> None:
@@ -720,3 +725,316 @@ def test_gif_player_plays_pauses_and_seeks(visit) -> None:
     assert "Pause" in button.inner_text()
     page.wait_for_function(changes, arg=[slider.element_handle(), str(middle)])
     v.assert_clean()
+
+
+# --- the drawing pad (templates/static/draw_pad.js, digits/drawing.py) ------------------------
+
+# The page's forward pass against torch's, with the same float16 weights: both compute in
+# float32, in different orders (the page adds nine taps' products in double precision and then
+# to a float32 sum; torch's kernels block and vectorise the sums), so they differ by float32
+# rounding, about 1e-7 of a logit per layer. Logits are at most a few tens, so 1e-3 is
+# a hundred times that and still far below anything that could change a class.
+LOGIT_TOLERANCE = 1e-3
+# The page's preprocessing against digits/drawing.py's on the same bitmaps: the same
+# arithmetic in double precision, but numpy sums in another order (pairwise, BLAS), so a value
+# that lands on exactly .5 may round the other way: one grey level at most.
+PIXEL_TOLERANCE = 1
+
+PAD_INPUT = """(root) => {
+  // The 28 x 28 preview canvas (what the network reads), as grey levels.
+  const c = root.querySelector("canvas.draw-pad-preview"), g = c.getContext("2d");
+  const px = g.getImageData(0, 0, c.width, c.height).data, grey = [];
+  for (let p = 0; p < px.length; p += 4) grey.push(px[p]);
+  return grey;
+}"""
+
+PAD_STATE = """(root) => ({
+  updates: Number(root.getAttribute("data-updates") || 0),
+  input: root.drawPad.input(),
+  probabilities: root.drawPad.probabilities(),
+  ink: root.drawPad.ink(),
+  bars: Array.from(root.querySelectorAll(".draw-pad-bars li"), li => ({
+    width: parseFloat(li.querySelector(".draw-pad-bar").style.width),
+    text: li.querySelector(".draw-pad-value").textContent, top: li.classList.contains("top")})),
+  status: root.querySelector(".draw-pad-status").textContent,
+  maps: Array.from(root.querySelectorAll("canvas.draw-pad-map"), c => {
+    const px = c.getContext("2d").getImageData(0, 0, c.width, c.height).data;
+    let lit = 0;
+    for (let p = 0; p < px.length; p += 4) if (px[p] + px[p + 1] + px[p + 2] > 60) lit++;
+    return lit;
+  })
+})"""
+
+
+def open_pad(page: Page) -> tuple:
+    """The pad's root (ready), its element handle and its drawing canvas, scrolled into view."""
+    root = page.locator("div.draw-pad[data-ready='true']")
+    assert root.count() == 1, "the drawing pad did not start"
+    root.locator("canvas.draw-pad-ink").evaluate(
+        "c => c.scrollIntoView({block: 'center', behavior: 'instant'})")
+    wait_scrolled(page)
+    return root, root.element_handle(), root.locator("canvas.draw-pad-ink")
+
+
+def pad_net(quick_site_dir: Path, root) -> tuple:
+    """The network and examples the page loaded, decoded by Python from the same file."""
+    from digits.drawing import decode_pad_script
+
+    return decode_pad_script((quick_site_dir / root.get_attribute("data-src")).read_text())
+
+
+def stroke_path(box: dict, shape: str = "seven") -> list[tuple[float, float]]:
+    """Points of a digit-like stroke inside the canvas box, in page coordinates."""
+    x, y, w, h = box["x"], box["y"], box["width"], box["height"]
+    corners = {"seven": [(0.25, 0.2), (0.75, 0.2), (0.45, 0.85)],
+               "one": [(0.5, 0.15), (0.52, 0.85)]}[shape]
+    points = []
+    for (ax, ay), (bx, by) in zip(corners, corners[1:]):
+        points += [(x + w * (ax + (bx - ax) * t / 12), y + h * (ay + (by - ay) * t / 12))
+                   for t in range(12)]
+    points.append((x + w * corners[-1][0], y + h * corners[-1][1]))
+    return points
+
+
+def draw_with_mouse(page: Page, points: list) -> None:
+    page.mouse.move(*points[0])
+    page.mouse.down()
+    for point in points[1:]:
+        page.mouse.move(*point)
+    page.mouse.up()
+
+
+def draw_with_finger(page: Page, points: list) -> None:
+    """One finger on the touch screen (Chromium turns touches into pointer events)."""
+    cdp = page.context.new_cdp_session(page)
+    cdp.send("Input.dispatchTouchEvent", {"type": "touchStart",
+                                          "touchPoints": [{"x": points[0][0], "y": points[0][1]}]})
+    for x, y in points[1:]:
+        cdp.send("Input.dispatchTouchEvent", {"type": "touchMove", "touchPoints": [{"x": x, "y": y}]})
+    cdp.send("Input.dispatchTouchEvent", {"type": "touchEnd", "touchPoints": []})
+    cdp.detach()
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    e = np.exp(logits - logits.max())
+    return e / e.sum()
+
+
+def check_reading(page: Page, handle, before: int) -> dict:
+    """After a change, the pad read its input once more: the preview shows the input, the
+    bars its probabilities (those of the page's own predict), every conv panel lit."""
+    page.wait_for_function("([root, n]) => Number(root.getAttribute('data-updates')) > n",
+                           arg=[handle, before])
+    page.evaluate("() => new Promise(r => requestAnimationFrame(() => r()))")
+    state = handle.evaluate(PAD_STATE)
+    assert handle.evaluate(PAD_INPUT) == state["input"]
+    assert any(state["input"]), "the network's input is blank after a stroke"
+    probabilities = np.array(state["probabilities"])
+    logits = np.array(page.evaluate("(x) => window.mnistPad.predict(Uint8Array.from(x))",
+                                    state["input"]))
+    np.testing.assert_allclose(probabilities, softmax(logits), atol=1e-6)
+    widths = np.array([bar["width"] for bar in state["bars"]])
+    np.testing.assert_allclose(widths, 100 * probabilities, atol=0.01)
+    assert [bar["top"] for bar in state["bars"]] == list(np.arange(10) == probabilities.argmax())
+    assert all(bar["text"].endswith("%") for bar in state["bars"])
+    assert all(lit > 0 for lit in state["maps"]), state["maps"]
+    return state
+
+
+def test_draw_pad_model_agrees_with_torch(visit, quick_site_dir: Path, mnist) -> None:
+    """100 test images through the page's network and through torch with the same float16
+    weights (decoded by Python from the page's file): logits within LOGIT_TOLERANCE."""
+    import torch
+
+    from digits.drawing import folded_module
+
+    v = visit(DESKTOP)
+    root, handle, _ = open_pad(v.page)
+    net, examples = pad_net(quick_site_dir, root)
+    if mnist is not None:
+        images = mnist["t10k-images-idx3-ubyte"][:100]
+    else:  # no data cache here: the examples and random ink
+        rng = np.random.default_rng(0)
+        random = rng.integers(0, 256, (100 - len(examples), 28, 28)) * (rng.random((100 - len(
+            examples), 28, 28)) < 0.2)
+        images = np.concatenate([np.stack([e["pixels"] for e in examples]), random])
+    images = np.asarray(images, np.uint8)
+    page_logits = np.array(v.page.evaluate(
+        "(xs) => xs.map(x => window.mnistPad.predict(Uint8Array.from(x)))",
+        images.reshape(len(images), -1).tolist()))
+    with torch.no_grad():
+        torch_logits = folded_module(net)(torch.from_numpy(images.copy())[:, None].float()
+                                          / 255).numpy()
+    difference = float(np.abs(page_logits - torch_logits).max())
+    print(f"\ndrawing pad: max |page logit - torch logit| over {len(images)} test images: "
+          f"{difference:.2e} (tolerance {LOGIT_TOLERANCE:g})")
+    assert page_logits.shape == (len(images), 10)
+    assert difference < LOGIT_TOLERANCE
+    assert (page_logits.argmax(1) == torch_logits.argmax(1)).all()
+    if mnist is not None:  # a trained network: it reads most of them right
+        labels = mnist["t10k-labels-idx1-ubyte"][:100]
+        assert (page_logits.argmax(1) == labels).mean() > 0.8
+    # The asset's size is the one the page states.
+    metrics = json.loads((quick_site_dir / "data" / "hidden_layers" / "metrics.json").read_text())
+    asset = quick_site_dir / root.get_attribute("data-src")
+    assert metrics["pad_script_bytes"] == asset.stat().st_size
+    v.assert_clean()
+
+
+def test_draw_pad_preprocessing_matches_python(visit, mnist) -> None:
+    """Fixed high-resolution bitmaps through the page's preprocessing and digits/drawing.py's:
+    within PIXEL_TOLERANCE grey levels."""
+    from digits.drawing import preprocess
+
+    bitmaps = []
+    rng = np.random.default_rng(7)
+    sources = (mnist["t10k-images-idx3-ubyte"][:4] if mnist is not None
+               else rng.integers(0, 256, (4, 28, 28)) * (rng.random((4, 28, 28)) < 0.3))
+    for k, digit in enumerate(sources):  # test digits enlarged (by 7 to 13), placed off-centre
+        big = np.kron(np.asarray(digit, np.uint8), np.ones((7 + 2 * k, 7 + 2 * k), np.uint8))
+        canvas = np.zeros((big.shape[0] + 60, big.shape[1] + 90), np.uint8)
+        canvas[10 + 5 * k:10 + 5 * k + big.shape[0], 80 - 20 * k:80 - 20 * k + big.shape[1]] = big
+        bitmaps.append(canvas)
+    ring = np.hypot(*np.mgrid[-150:150, -110:110] / np.array([130, 80])[:, None, None])
+    bitmaps.append(np.clip((1 - np.abs(ring - 0.8) / 0.12) * 255, 0, 255).astype(np.uint8))  # 0
+    line = np.zeros((320, 200), np.uint8)
+    line[20:300, 97:104] = 255  # a thin 1: narrower than a pixel once scaled
+    bitmaps.append(line)
+    v = visit(DESKTOP)
+    page_out = v.page.evaluate(
+        "(items) => items.map(b => Array.from(window.mnistPad.preprocess("
+        "Uint8Array.from(b.ink), b.width, b.height)))",
+        [{"ink": b.ravel().tolist(), "width": b.shape[1], "height": b.shape[0]} for b in bitmaps])
+    worst = 0
+    for bitmap, ours in zip(bitmaps, page_out):
+        expected = preprocess(bitmap).astype(int).ravel()
+        assert expected.any()
+        worst = max(worst, int(np.abs(np.array(ours) - expected).max()))
+    print(f"\ndrawing pad: max pixel difference, page vs Python preprocessing, over "
+          f"{len(bitmaps)} bitmaps: {worst} grey level(s) (tolerance {PIXEL_TOLERANCE})")
+    assert worst <= PIXEL_TOLERANCE
+    v.assert_clean()
+
+
+def test_draw_pad_reads_a_stroke_clears_and_loads_test_digits(visit, quick_site_dir: Path) -> None:
+    from digits.drawing import preprocess
+
+    v = visit(DESKTOP)
+    page = v.page
+    root, handle, canvas = open_pad(page)
+    net, examples = pad_net(quick_site_dir, root)
+    before = handle.evaluate(PAD_STATE)
+    assert before["probabilities"] is None and not any(before["input"])
+    assert root.locator(".draw-pad-status").inner_text() == \
+        root.locator(".draw-pad-status").get_attribute("data-empty")
+
+    # A mouse stroke: the preview, bars and maps follow; the input is the Python
+    # preprocessing of the very ink on the canvas.
+    draw_with_mouse(page, stroke_path(canvas.bounding_box()))
+    state = check_reading(page, handle, before["updates"])
+    ink = np.array(state["ink"]["alpha"], np.uint8).reshape(state["ink"]["side"], -1)
+    assert np.abs(np.array(state["input"]) - preprocess(ink).ravel().astype(int)).max() \
+        <= PIXEL_TOLERANCE
+
+    # Clear: blank input, empty bars.
+    root.locator("button.draw-pad-clear").click()
+    page.wait_for_function("root => !root.drawPad.probabilities()", arg=handle)
+    cleared = handle.evaluate(PAD_STATE)
+    assert not any(cleared["input"]) and all(bar["width"] == 0 for bar in cleared["bars"])
+
+    # Each test digit loads as it is; the mistakes are read as the classifiers section recorded.
+    buttons = root.locator("button.draw-pad-example")
+    assert buttons.count() == len(examples) and any(e["mistake"] for e in examples)
+    for k, example in enumerate(examples):
+        updates = handle.evaluate(PAD_STATE)["updates"]
+        buttons.nth(k).click()
+        state = check_reading(page, handle, updates)
+        assert state["input"] == example["pixels"].ravel().tolist()
+        predicted = int(np.argmax(state["probabilities"]))
+        if example["probability"] > 0.9:  # far from a tie: float16 cannot change it
+            assert predicted == example["predicted"], (k, example["index"])
+        assert f"{example['index']:,}" in state["status"]
+        assert (buttons.nth(k).get_attribute("class").endswith("mistake")) == example["mistake"]
+    v.assert_clean()
+
+
+@pytest.mark.parametrize("look", LOOKS, ids=[look.name for look in LOOKS])
+def test_draw_pad_in_each_look(visit, look: Look, artifacts: Path) -> None:
+    """Drawn by mouse on a desktop and by a finger on a phone (390 px, touch): the pad reads the
+    stroke, fits the window, follows the colour scheme; a screenshot of each."""
+    v = visit(look)
+    page = v.page
+    root, handle, canvas = open_pad(page)
+    box = canvas.bounding_box()
+    before = handle.evaluate(PAD_STATE)["updates"]
+    if look.phone:
+        assert page.evaluate("() => matchMedia('(pointer: coarse)').matches")
+        assert canvas.evaluate("c => getComputedStyle(c).touchAction") == "none"
+        scroll = page.evaluate("() => scrollY")
+        draw_with_finger(page, stroke_path(box, "one"))
+        # The finger drew; it did not scroll the page.
+        assert page.evaluate("() => scrollY") == scroll
+    else:
+        draw_with_mouse(page, stroke_path(box))
+    check_reading(page, handle, before)
+    pad = root.bounding_box()
+    width = page.evaluate("() => document.documentElement.clientWidth")
+    assert pad["x"] >= 0 and pad["x"] + pad["width"] <= width, (pad, width)
+    assert box["width"] >= 200 and abs(box["width"] - box["height"]) < 1, box
+    background = canvas.evaluate("c => getComputedStyle(c).backgroundColor")
+    page_background = page.evaluate("() => getComputedStyle(document.body).backgroundColor")
+    assert background == page_background  # the pad's paper follows the theme
+    folder = artifacts / "draw-pad"
+    folder.mkdir(exist_ok=True)
+    root.screenshot(path=folder / f"{look.name}.png")
+    v.assert_clean()
+
+
+def test_page_without_javascript(browser, site_url: str) -> None:
+    """With JavaScript off the pad stays hidden and a note says it needs JavaScript; the
+    static figures stay."""
+    context = browser.new_context(java_script_enabled=False, viewport={"width": 1280, "height": 900})
+    try:
+        page = context.new_page()
+        page.goto(site_url + "index.html", wait_until="load")
+        assert not page.locator("div.draw-pad").is_visible()
+        note = page.locator(".draw-pad-nojs")
+        assert note.is_visible() and "JavaScript" in note.inner_text()
+        assert page.locator("#embeddings-tsne_map img").is_visible()
+    finally:
+        context.close()
+
+
+def test_page_from_disk_draws_offline(browser, quick_site_dir: Path) -> None:
+    """Opened as a file (file://), the page loads the pad's weights and reads a stroke, with no
+    request that leaves the site's folder and no console error."""
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    problems: list[str] = []
+    try:
+        page = context.new_page()
+        page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda e: problems.append(str(e)))
+        outside: list[str] = []
+        folder = quick_site_dir.resolve().as_uri()
+
+        def route(r) -> None:
+            if r.request.url.startswith((folder + "/", "data:", "blob:")):
+                r.continue_()
+            else:
+                outside.append(r.request.url)
+                r.abort("blockedbyclient")
+
+        context.route("**/*", route)
+        page.on("request", lambda r: None if r.url.startswith((folder + "/", "data:", "blob:"))
+                else outside.append(r.url))
+        page.goto((quick_site_dir / "index.html").resolve().as_uri(), wait_until="load")
+        settle(page)
+        root, handle, canvas = open_pad(page)
+        before = handle.evaluate(PAD_STATE)["updates"]
+        draw_with_mouse(page, stroke_path(canvas.bounding_box()))
+        check_reading(page, handle, before)
+        assert page.locator("div.tsne-map[data-ready='true']").count() == 1
+        assert not outside, f"requests that left the site's folder: {outside}"
+        assert not problems, problems
+    finally:
+        context.close()

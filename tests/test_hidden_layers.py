@@ -13,10 +13,10 @@ import torch
 from analyses import PRESENTATION, hidden_layers
 from digits import original
 from digits.data import MNIST
-from digits.models import Model2
+from digits.models import BestCNN, Model2
 from report.analysis import sections_from_modules
 from report.compare import AHEAD, BEHIND, UNSEPARATED, Runs, compare
-from report.context import ComputeContext, DrawContext
+from report.context import ComputeContext, DrawContext, Results
 from report.keys import PRESENTATION_MODULES, Keys
 from report.render import SectionView, make_environment, render_sections
 from report.workers import execute
@@ -145,6 +145,14 @@ def computed(tmp_path_factory) -> dict:
     # Saved as the classifiers section saves it: every float tensor in half precision.
     torch.save({"state_dict": {k: v.half() for k, v in model2.state_dict().items()},
                 "mean": 0.0, "std": 1.0}, classifiers / "objects" / "model2.pt")
+    # The stronger CNN and its recorded test logits, which only draw reads (the drawing pad).
+    best = BestCNN(0.13, 0.31).eval()
+    torch.save({"state_dict": best.state_dict(), "mean": 0.13, "std": 0.31, "dropout": 0.4},
+               classifiers / "objects" / "best.pt")
+    (classifiers / "arrays").mkdir()
+    with torch.no_grad():
+        np.savez_compressed(classifiers / "arrays" / "best_seed0_logits.npz",
+                            values=best(data.test_images[:, None].float() / 255).numpy())
     dataset = tmp / "dataset"
     dataset.mkdir()
     (dataset / "manifest.json").write_text(json.dumps({"metrics": {}}))
@@ -186,7 +194,7 @@ def render(ctx: SimpleNamespace, staging: Path, metrics: dict | None = None,
                        ctx.cfg, metrics or ctx.metrics, ctx.items, staging, "run")
     env = make_environment(REPO / "templates")
     classifiers = {"n_train_used": 6_000, "n_train_total": 60_000,
-                   "model2_plain_histories": [{"epochs": [1, 2]}]}
+                   "model2_plain_histories": [{"epochs": [1, 2]}], "best_test_accs": [0.99]}
     render_sections(env, [view], {"metrics": {"hidden_layers": view.metrics,
                                               "classifiers": classifiers},
                                   "build": {"profile": "quick", "reduced": reduced or {}},
@@ -210,7 +218,7 @@ def test_section_runs_on_synthetic_data(section) -> None:
     assert {"saliency_images", "saliency_digits"} <= set(ctx.streams.used)
     assert {i["name"] for i in ctx.items} == {
         "conv1_filters", "conv2_filters", "fc2_weights", "feature_maps_correct",
-        "feature_maps_wrong", "saliency", "saliency_shares"}
+        "feature_maps_wrong", "saliency", "saliency_shares", "draw_pad_model.js"}
 
 
 def test_compute_records_arrays_and_no_verdict(computed) -> None:
@@ -220,7 +228,7 @@ def test_compute_records_arrays_and_no_verdict(computed) -> None:
     assert all(i["kind"] == "array" for i in ctx.items)  # no figure: those are draw's
 
     def array(name: str) -> np.ndarray:
-        return np.load(folder / "arrays" / f"{name}.npy")
+        return Results("hidden_layers", "hidden_layers", folder).array(name)
 
     # The kernels as saved (float16), exactly: model 2 is stored in half precision.
     saved = torch.load(computed["upstream"]["classifiers"] / "objects" / "model2.pt",
@@ -246,15 +254,18 @@ def test_draw_reproduces_items_and_verdict_from_the_results(computed) -> None:
     assert first.metrics == again.metrics
     assert not set(first.metrics) & set(computed["ctx"].metrics)
     assert first.metrics["saliency_vs_ink"]["a"]["mean"] == pytest.approx(
-        float(np.load(computed["folder"] / "arrays" / "saliency_on_ink_shares.npy").mean()))
-    # Edited shares (saliency all on ink) turn the verdict: it is drawn from the arrays.
+        float(Results("hidden_layers", "hidden_layers", computed["folder"])
+              .array("saliency_on_ink_shares").mean()))
+    # Edited shares (saliency nearly all on ink) turn the verdict: it is drawn from the arrays.
     edited = computed["tmp"] / "edited"
     (edited / "arrays").mkdir(parents=True)
     for path in (computed["folder"] / "arrays").iterdir():
         (edited / "arrays" / path.name).symlink_to(path)
     (edited / "manifest.json").write_text((computed["folder"] / "manifest.json").read_text())
-    (edited / "arrays" / "saliency_on_ink_shares.npy").unlink()
-    np.save(edited / "arrays" / "saliency_on_ink_shares.npy", np.ones(40))
+    (edited / "arrays" / "saliency_on_ink_shares.npz").unlink()
+    # (Nearly all on ink, with some spread: a spread of zero would measure no noise.)
+    np.savez_compressed(edited / "arrays" / "saliency_on_ink_shares.npz",
+                        values=np.linspace(0.95, 1.0, 40))
     assert draw_from(computed, "draw_edited", edited).metrics["saliency_vs_ink"]["verdict"] \
         == AHEAD
 
@@ -295,3 +306,64 @@ def test_strokes_sentence_follows_the_verdict(section, verdict: str) -> None:
     metrics["saliency_vs_ink"]["verdict"] = verdict
     html = render(ctx, staging, metrics)
     assert ("concentrates on the strokes" in html) == (verdict == AHEAD)
+
+
+# --- the drawing pad ----------------------------------------------------------------------------
+
+
+def test_draw_pad_asset_is_the_saved_cnn_folded_in_half_precision(section, computed) -> None:
+    from digits import drawing
+
+    ctx, staging = section
+    m = ctx.metrics
+    script = (staging / hidden_layers.PAD_SCRIPT).read_text()
+    net, examples = drawing.decode_pad_script(script)
+    saved = torch.load(computed["upstream"]["classifiers"] / "objects" / "best.pt",
+                       weights_only=False)
+    expected = drawing.half_rounded(drawing.fold_batch_norm(drawing.best_cnn(saved)))
+    assert len(net.layers) == len(expected.layers)
+    for ours, theirs in zip(net.layers, expected.layers):
+        assert (ours.kind, ours.relu) == (theirs.kind, theirs.relu)
+        if ours.weight is not None:
+            np.testing.assert_array_equal(ours.weight, theirs.weight)
+            np.testing.assert_array_equal(ours.bias, theirs.bias)
+    assert m["pad_script"] == hidden_layers.PAD_SCRIPT
+    assert m["pad_script_bytes"] == len(script.encode())
+    assert m["pad_parameters"] == expected.parameters
+    assert m["pad_maps"] == [{"channels": 32, "size": 28}, {"channels": 32, "size": 28},
+                             {"channels": 64, "size": 14}, {"channels": 64, "size": 14}]
+    assert m["pad_multiply_adds"] == drawing.multiply_adds(expected)
+    # The examples: right ones first, then mistakes, as the recorded logits read them.
+    logits = Results("classifiers", "best", computed["upstream"]["classifiers"]).array(
+        "best_seed0_logits")
+    labels = computed["data"].test_labels.numpy()
+    flags = [e["mistake"] for e in m["pad_examples"]]
+    # (An untrained network reads few digits right: one per digit, as many as there are.)
+    assert flags == sorted(flags) and 1 <= flags.count(False) <= hidden_layers.PAD_CORRECT
+    right = [e["label"] for e in m["pad_examples"] if not e["mistake"]]
+    assert len(set(right)) == len(right)  # one per digit
+    assert 0 < flags.count(True) <= hidden_layers.PAD_MISTAKES
+    for e, shown in zip(m["pad_examples"], examples):
+        assert e == {k: v for k, v in shown.items() if k != "pixels"}
+        assert (logits[e["index"]].argmax() != labels[e["index"]]) == e["mistake"]
+        np.testing.assert_array_equal(shown["pixels"],
+                                      computed["data"].test_images[e["index"]].numpy())
+    # float16 against the trained float32 network, on every test image here (fewer than
+    # PAD_CHECK).
+    assert m["pad_checked"] == len(labels)
+    assert 0 <= m["pad_checked"] - m["pad_same_class"] <= 2
+    assert 0 < m["pad_max_logit_change"] < 0.05
+
+
+def test_prose_places_the_pad_and_says_it_needs_javascript(section) -> None:
+    ctx, staging = section
+    html = render(ctx, staging)
+    assert html.count('class="draw-pad"') == 1
+    assert f'data-src="assets/hidden_layers/{hidden_layers.PAD_SCRIPT}"' in html
+    assert html.count('class="draw-pad-example') == len(ctx.metrics["pad_examples"])
+    assert html.count('class="draw-pad-map"') == len(ctx.metrics["pad_maps"])
+    assert "needs JavaScript" in html
+    pad = html[html.index('<div class="draw-pad"'):html.index('class="draw-pad-nojs"')]
+    assert "\n\n" not in pad and "<p><div" not in html  # one HTML block, not broken by Markdown
+    text = " ".join(html.split())
+    assert f"({ctx.metrics['pad_script_bytes']:,} bytes)" in text
