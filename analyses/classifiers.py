@@ -47,14 +47,11 @@ class Config:
     confident: float = 0.9  # a mistake counts as confident above this predicted probability
 
 
-# What 0 means for the settings where 0 is not a number of things, as the page shows it
-# (report.engine.reduced_settings): never "train_subset 6,000 (full: 0)".
-ZERO_MEANS = {"train_subset": "all"}
-
 ANALYSIS = Analysis(
     name="classifiers",
     requires=("dataset",),
     config=Config(),
+    zero_means={"train_subset": "all"},  # what 0 means where it is not a count
     # 2 CPU cores, about 2 minutes: a 6k subset, 2 epochs and 2 seeds for models 1 and 2 in
     # both input scalings (8 runs), 3 epochs of one seed of the stronger CNN.
     quick={"train_subset": 6_000, "epochs": 2, "seeds": 2, "best_epochs": 3, "best_seeds": 1},

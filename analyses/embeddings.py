@@ -58,14 +58,11 @@ class Config:
     sprite_sheet: int = 10_000  # thumbnails per sprite sheet PNG of the interactive map
 
 
-# What 0 means for the settings where 0 is not a number of things, as the page shows it
-# (report.engine.reduced_settings): never "train_subset 6,000 (full: 0)".
-ZERO_MEANS = {"threads": "all cores"}
-
 ANALYSIS = Analysis(
     name="embeddings",
     requires=("dataset",),
     config=Config(),
+    zero_means={"threads": "all cores"},  # what 0 means where it is not a count
     # t-SNE dominates: about 30 s for 5,000 points on 2 shared CPU cores, against minutes
     # for all 70,000 (and kNN on raw pixels grows with n^2). Five disjoint trustworthiness
     # samples of 1,000 fit in the 5,000 embedded points.

@@ -73,14 +73,11 @@ class Config:
     fps: float = 4.0
 
 
-# What 0 means for the settings where 0 is not a number of things, as the page shows it
-# (report.engine.reduced_settings): never "train_subset 6,000 (full: 0)".
-ZERO_MEANS = {"train_subset": "all"}
-
 ANALYSIS = Analysis(
     name="gan",
     requires=("dataset", "classifiers"),
     config=Config(),
+    zero_means={"train_subset": "all"},  # what 0 means where it is not a count
     # 2 CPU cores. With the original's optimizer (Adam 2e-4, beta1 0.9, batches of 100), 320
     # steps at half widths and 1,920 at quarter widths left conditional accuracy at chance.
     # Measured on one run (quarter widths, 8,000 images): Adam 2e-3 with beta1 0.5 (the

@@ -49,13 +49,11 @@ class Config:
     group_size: int = 24  # models trained at once in concurrent mode
 
 
-# What 0 means for the settings where 0 is not a number of things, as the page shows it
-# (report.engine.reduced_settings): never "train_subset 6,000 (full: 0)".
-ZERO_MEANS = {"train_subset": "all", "test_subset": "all"}
-
 ANALYSIS = Analysis(
     name="optimizers",
     config=Config(),
+    # What 0 means where it is not a count.
+    zero_means={"train_subset": "all", "test_subset": "all"},
     # 36 short runs of 1,500 images x 2 epochs: about 2 minutes on 2 idle CPU cores.
     quick={"epochs": 2, "lr_factors": (0.3, 1.0), "validation": 1_000, "train_subset": 1_500,
            "test_subset": 2_000, "seeds": 2},
@@ -407,8 +405,9 @@ def _describe(ctx: DrawContext, study: Recorded) -> None:
         for name in ("shared", "grid", "fair")})
     # Every run that did not train (diverged, or ended at chance), named by optimizer, rate and
     # seed: its accuracy is in its optimizer's mean, so the prose says so wherever it counts.
-    failed = {name: [{"optimizer": r["optimizer"], "name": NAMES.get(r["optimizer"], r["optimizer"]),
-                      "lr": r["lr"], "seed": r["seed"], "why": run_failure(r),
+    failed = {name: [{"optimizer": r["optimizer"],
+                      "name": NAMES.get(r["optimizer"], r["optimizer"]), "lr": r["lr"],
+                      "seed": r["seed"], "why": run_failure(r),
                       "validation": r["validation"][-1], "test": r.get("test", [None])[-1]}
                      for r in study.runs if r["study"] == name and run_failure(r)]
               for name in ("shared", "grid", "fair")}

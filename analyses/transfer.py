@@ -83,15 +83,12 @@ class Config:
     threads: int = 0  # openTSNE threads; 0 = all cores (on 2 busy cores, 2 ran 17x slower than 1)
 
 
-# What 0 means for the settings where 0 is not a number of things, as the page shows it
-# (report.engine.reduced_settings): never "train_subset 6,000 (full: 0)".
-ZERO_MEANS = {"train_subset": "all", "test_subset": "all", "budgets": "all",
-              "threads": "all cores", "finetune_epochs": "none"}
-
 ANALYSIS = Analysis(
     name="transfer",
     requires=("dataset", "classifiers"),
     config=Config(),
+    zero_means={"train_subset": "all", "test_subset": "all", "budgets": "all",
+                "threads": "all cores", "finetune_epochs": "none"},  # what 0 means here
     # 2 CPU cores, about two minutes: 48-px inputs (EfficientNet-Lite0 runs about 240 images/s
     # on one core there, 120 at 64 px, and its head was no better at 64: 88.9 against 89.4 %),
     # 2,000 training and 500 test images, two seeds, budgets of 10 and 100 per class and all, no

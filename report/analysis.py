@@ -35,6 +35,9 @@ class Analysis:
     requires: tuple[str, ...] = ()
     config: Any = field(default_factory=NoConfig)
     quick: Mapping[str, Any] = field(default_factory=dict)
+    # What 0 means for settings where 0 is not a count (e.g. {"train_subset": "all"}), so that
+    # the page never shows "train_subset 6,000 (full: 0)".
+    zero_means: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.name.isidentifier():
@@ -43,9 +46,11 @@ class Analysis:
             raise TypeError(f"{self.name}: config must be a dataclass instance")
         if not type(self.config).__dataclass_params__.frozen:
             raise TypeError(f"{self.name}: config dataclass must be frozen")
-        unknown = set(self.quick) - {f.name for f in dataclasses.fields(self.config)}
-        if unknown:
-            raise ValueError(f"{self.name}: quick overrides unknown fields {sorted(unknown)}")
+        fields = {f.name for f in dataclasses.fields(self.config)}
+        for what, names in (("quick overrides", self.quick), ("zero_means names", self.zero_means)):
+            unknown = set(names) - fields
+            if unknown:
+                raise ValueError(f"{self.name}: {what} unknown fields {sorted(unknown)}")
 
 
 @dataclass(frozen=True)

@@ -11,8 +11,10 @@ of the means exceeds the sum of the two spreads. *Behind* is the mirror image; a
 spreads do not measure the noise:
 
 - a side has a single run: its noise is unknown (nothing is borrowed from the other side);
-- a side's runs are all equal: a spread of zero measures no noise, and would make any
-  difference "separated";
+- the runs of both sides are all equal (or, against a fixed number, the side's runs are): a
+  combined spread of zero measures no noise and would make any difference "separated". One
+  flat side beside a side with spread is decided by that spread (a network stuck at chance on
+  every seed is still behind one that learns, when the learning side's noise says so);
 - the two sides repeat different units (seeds against folds): their spreads measure
   different noises;
 - the unit is not an independent repeat at all (`Unit.repeats` is False): the ten classes of
@@ -189,7 +191,7 @@ def _unseparable(a: Runs, b: Runs | None) -> str | None:
     sides = (a,) if b is None else (a, b)
     if any(s.n < 2 for s in sides):
         return ONE_RUN
-    if any(max(s.values) == min(s.values) for s in sides):
+    if all(max(s.values) == min(s.values) for s in sides):
         return ZERO_SPREAD
     return None
 
@@ -214,7 +216,8 @@ def against(a: Runs, value: float, label: str) -> Comparison:
     """Runs `a` against a fixed number (chance, a published result) called `label`.
 
     The number has no spread: A is ahead when mean(A) - sd(A) > value, behind when
-    mean(A) + sd(A) < value; A needs two or more runs of an independent unit, not all equal.
+    mean(A) + sd(A) < value; A needs two or more runs of an independent unit, not all equal
+    (the number brings no spread, so A's must be measured).
     """
     a = _check(a, "a")
     value = float(value)

@@ -538,7 +538,7 @@ class Builder:
         configs = {s.name: self.section_config(s.name, outcomes[s.name])
                    for s in self.sections if s.name in outcomes}
         reduced = {s.name: reduced_settings(s.analysis.config, configs[s.name],
-                                            zero_means(s.module))
+                                            s.analysis.zero_means)
                    for s in self.sections if s.name in outcomes}
         return {
             "title": self.options.title,
@@ -641,7 +641,7 @@ class Builder:
                 items=outcome.draw_manifest.get("items", []), files=outcome.draw_entry,
                 status=outcome.status, error=outcome.error,
                 reduced=reduced_settings(section.analysis.config, cfg,
-                                         zero_means(section.module)),
+                                         section.analysis.zero_means),
                 varies=bool(section.analysis.quick), requires=section.analysis.requires,
                 provenance={"profile": outcome.profile, "frozen_state": outcome.frozen_state,
                             **{k: outcome.manifest.get(k, "") for k in
@@ -681,12 +681,6 @@ def _relative(path: Path, root: Path) -> str:
         return str(path.resolve().relative_to(root.resolve()))
     except ValueError:
         return str(path)
-
-
-def zero_means(module: Any) -> Mapping[str, str]:
-    """What 0 means for the settings of an analysis module that say so (its module-level
-    `ZERO_MEANS`, e.g. {"train_subset": "all"}); {} for the others."""
-    return getattr(module, "ZERO_MEANS", {})
 
 
 def reduced_settings(full: Any, used: Any,

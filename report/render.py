@@ -207,7 +207,7 @@ def why_unseparated(comparison: Mapping[str, Any]) -> str:
         return (f"one {name}{'' if comparison.get('against') else ' each'}, so the noise is "
                 "unknown" if both else f"one side rests on one {name}, so its noise is unknown")
     if reason == ZERO_SPREAD:
-        return f"identical {names} on one side: a spread of zero measures no noise"
+        return f"every {name} gave the same value: a spread of zero measures no noise"
     if reason == UNITS_DIFFER:
         return f"one side repeats {names}, the other {comparison['b_units']}"
     if reason in (NOT_REPEATS, NOT_COMPARABLE):

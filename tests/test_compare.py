@@ -105,10 +105,19 @@ def test_one_run_on_either_side_never_separates() -> None:
 
 def test_zero_spread_never_separates() -> None:
     # "Behind by 1.35 points, more than their combined spread of 0.00": not any more.
-    flat = compare(seeds(0.1035, 0.1035), seeds(0.117, 0.118))
+    flat = against(seeds(0.1035, 0.1035), 0.117, "majority")
     assert flat.verdict == UNSEPARATED and flat.reason == ZERO_SPREAD
-    assert compare(seeds(0.5, 0.5), seeds(0.4, 0.4)).reason == ZERO_SPREAD
-    assert compare(HIGH, seeds(0.2, 0.2, 0.2)).reason == ZERO_SPREAD
+    both = compare(seeds(0.5, 0.5), seeds(0.4, 0.4))
+    assert both.verdict == UNSEPARATED and both.reason == ZERO_SPREAD
+
+
+def test_one_flat_side_is_decided_by_the_other_sides_spread() -> None:
+    # A network stuck at chance on every seed, beside one that learns: the learning side's
+    # spread is the measured noise, and a difference far beyond it is called.
+    stuck = seeds(0.1035, 0.1035)
+    assert compare(seeds(0.92, 0.93), stuck).verdict == AHEAD
+    assert compare(seeds(0.92, 0.93), stuck).reason == BY_SPREAD
+    assert compare(stuck, seeds(0.10, 0.12)).verdict == UNSEPARATED  # within that spread
 
 
 def test_different_units_never_separate() -> None:
@@ -274,7 +283,8 @@ def test_repeats_and_why_unseparated() -> None:
     assert why_unseparated(compare(HIGH, LOW).as_metric()) == ""
     assert why_unseparated(compare(seeds(1), seeds(0)).as_metric()) == (
         "one seed each, so the noise is unknown")
-    assert "zero" in why_unseparated(compare(seeds(1, 1), LOW).as_metric())
+    assert "zero" in why_unseparated(compare(seeds(1, 1), seeds(0, 0)).as_metric())
+    assert why_unseparated(compare(seeds(1, 1), LOW).as_metric()) == ""  # LOW has spread
 
 
 def test_claim_in_prose(tmp_path) -> None:
