@@ -370,7 +370,7 @@ def article(tmp_path: Path, profiles: Mapping[str, str]) -> tuple[str, dict[str,
     from digits import original
     from report.analysis import sections_from_modules
     from report.config import make_config
-    from report.engine import reduced_settings, zero_means
+    from report.engine import reduced_settings
     from report.render import SectionView, render_site
 
     configs = {p: make_config([m.ANALYSIS for m in ANALYSES], p) for p in set(profiles.values())}
@@ -384,7 +384,7 @@ def article(tmp_path: Path, profiles: Mapping[str, str]) -> tuple[str, dict[str,
             name=section.name, prose=section.prose, cfg=cfg, metrics=data["metrics"],
             items=copy.deepcopy(data["items"]), files=None,
             status="frozen" if profile == "full" else "run",
-            reduced=reduced_settings(section.analysis.config, cfg, zero_means(section.module)),
+            reduced=reduced_settings(section.analysis.config, cfg, section.analysis.zero_means),
             provenance={"profile": profile, "device": "cpu", "device_name": "fixture",
                         "created": ""},
             varies=bool(section.analysis.quick), requires=section.analysis.requires,
