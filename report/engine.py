@@ -25,7 +25,7 @@ import torch
 
 from report.analysis import Section, execution_order, sections_from_modules, select
 from report.cache import Cache, pid_alive, read_manifest
-from report.config import BuildConfig, config_json
+from report.config import FULL, BuildConfig, config_json
 from report.errors import UserError
 from report.freeze import FrozenStore, code_environment
 from report.keys import PRESENTATION_MODULES, KeyInputs, Keys, why_changed
@@ -601,6 +601,10 @@ class Builder:
                 self.log(f"freeze: {name} not frozen: it used {', '.join(mixed)} of another "
                          "profile")
                 continue
+            if self._keeps_full_entry(name):
+                self.log(f"freeze: {name} not frozen: its frozen full-profile results are current "
+                         f"and a {self.config.profile}-profile result never replaces them")
+                continue
             if self.frozen.write(name, outcome.entry, outcome.manifest, self._frozen_code(name),
                                  self._frozen_drawing(name, outcome)):
                 changed.append(name)
@@ -610,6 +614,16 @@ class Builder:
                  f"({', '.join(changed) or 'none changed'}); {self.frozen.root}: "
                  f"{sum(sizes.values()) / 1e6:.1f} MB ({listing})")
         return changed
+
+    def _keeps_full_entry(self, name: str) -> bool:
+        """Whether `name`'s frozen entry is full-profile results that still match their code
+        while this build made another profile's (a --profile quick or --force freeze): the full
+        profile takes a GPU lease to remake, so a cheaper result never overwrites it."""
+        if self.config.profile == FULL or FULL not in self.profile_configs:
+            return False
+        current, _ = self.frozen.check(name)
+        return bool(current) and current.get("profile") == FULL \
+            and current["code_key"] == self.code_keys(FULL)[name]
 
     def _frozen_code(self, name: str) -> dict[str, Any]:
         inputs = self.code_inputs(self.config.profile)[name]

@@ -150,9 +150,10 @@ def toy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> ToyProject:
 
 
 def quick_args(out: Path, cache: Path, *extra: str) -> list[str]:
-    """build.py arguments for a quick CPU build into `out` with its own cache."""
+    """build.py arguments for a quick CPU build into `out` with its own cache, computing every
+    analysis: the committed frozen/ (which may hold quick entries too) is not read."""
     return ["--profile", "quick", "--device", "cpu", "--out", str(out),
-            "--cache-dir", str(cache), *extra]
+            "--cache-dir", str(cache), "--frozen-dir", str(cache.parent / "no-frozen"), *extra]
 
 
 def site_statuses(site: Path) -> dict[str, str]:

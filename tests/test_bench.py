@@ -16,7 +16,7 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from bench import harness  # noqa: E402 - after the path fix above
+from bench import gpu_timings, harness  # noqa: E402 - after the path fix above
 from bench.harness import Outcome, Row, Run, Side, Skip, markdown, run_benchmark  # noqa: E402
 
 MACHINE = {
@@ -300,3 +300,18 @@ def test_device_sizes_resolve_for_both_devices(size):
             resolved = sizes(quiet_run(size=size), name, device)
             # One run each where a benchmark has no "repeat" (the t-SNE ones).
             assert resolved.get("repeat", 1) >= 1 and resolved["n"] >= 1, (name, device)
+
+
+def test_gpu_timings_reads_each_compute_manifest_and_the_phases(tmp_path: Path) -> None:
+    for name, seconds in (("classifiers", 61.5), ("gan", 140.0)):
+        entry = tmp_path / "compute" / name / "abc123"
+        entry.mkdir(parents=True)
+        (entry / "manifest.json").write_text(json.dumps(
+            {"name": name, "seconds": seconds, "peak_gpu_bytes": 2**30, "device": "cuda",
+             "profile": "full", "metrics": {"ignored": 1}}))
+    (tmp_path / "phases.log").write_text("[4 s] start\n[300 s] builds over\n")
+    table = gpu_timings.timings(tmp_path, tmp_path / "phases.log")
+    assert table["analyses"]["gan"]["seconds"] == 140.0
+    assert table["analyses"]["classifiers"]["peak_gpu_bytes"] == 2**30
+    assert "metrics" not in table["analyses"]["gan"]
+    assert table["phases"] == ["[4 s] start", "[300 s] builds over"]

@@ -141,6 +141,23 @@ def test_an_explicit_profile_uses_only_its_own_frozen_entries(toy: ToyProject,
     assert {o.frozen_state for o in outcomes.values()} == {"unused"}
 
 
+def test_a_quick_freeze_never_replaces_current_full_results(toy: ToyProject,
+                                                            tmp_path: Path) -> None:
+    frozen_build(toy, freeze=True)  # full
+    store = toy.root / "frozen"
+    before = {n: (store / n / "manifest.json").read_bytes() for n in CHAIN}
+    toy.edit_code("delta")  # delta's full entry goes stale; the others stay current
+    _, outcomes = frozen_build(toy, profile="quick", allowed=("quick",), freeze=True,
+                               cache=tmp_path / "empty-cache")
+    assert statuses(outcomes) == dict.fromkeys(CHAIN, "run")
+    after = {n: json.loads((store / n / "manifest.json").read_text()) for n in CHAIN}
+    assert {n: m["profile"] for n, m in after.items()} == {
+        "alpha": "full", "beta": "full", "gamma": "full", "delta": "quick"}
+    assert all((store / n / "manifest.json").read_bytes() == before[n] for n in CHAIN[:3])
+    assert any("freeze: alpha not frozen: its frozen full-profile results are current" in line
+               for line in toy.logs)
+
+
 def test_refreezing_rewrites_only_what_changed(toy: ToyProject) -> None:
     frozen_build(toy, freeze=True)
     store = toy.root / "frozen"

@@ -19,7 +19,7 @@ from digits.sampling import balanced_index
 from digits.study import validation_split
 from report.analysis import Section
 from report.config import make_config
-from report.context import DrawContext
+from report.context import DrawContext, Results
 from report.engine import BuildOptions, DataSource, build
 from report.keys import PRESENTATION_MODULES, Keys
 from synthetic import blobs
@@ -172,7 +172,9 @@ def test_whole_section_on_synthetic_digits(tmp_path: Path,
     assert raw["head_lr"] == raw["head_lr_grid"][int(np.argmax(raw["head_lr_val_accs"]))]
     for verdict in ("head_vs_best", "head_test_mean", "knn_features", "budget_points"):
         assert verdict not in raw  # summaries and verdicts are draw's
-    arrays = {p.stem: np.load(p) for p in (computed / "arrays").glob("*.npy")}
+    stored = Results("test", "transfer", computed)
+    arrays = {p.name.split(".")[0]: stored.array(p.name.split(".")[0])
+              for p in (computed / "arrays").iterdir()}
     assert arrays["tsne_features"].shape == arrays["tsne_pixels"].shape == (120, 2)
     assert arrays["tsne_features"].dtype == np.float32 and arrays["tsne_labels"].dtype == np.uint8
     assert np.array_equal(arrays["tsne_labels"], data.test_labels.numpy()[arrays["tsne_index"]])
