@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from synthetic import blobs
 
 from analyses import PRESENTATION, classifiers, dataset
 from analyses import transfer as t
@@ -22,7 +23,6 @@ from report.config import make_config
 from report.context import DrawContext, Results
 from report.engine import BuildOptions, DataSource, build
 from report.keys import PRESENTATION_MODULES, Keys
-from synthetic import blobs
 
 REPO = Path(__file__).resolve().parent.parent
 
