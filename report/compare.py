@@ -196,20 +196,24 @@ def _unseparable(a: Runs, b: Runs | None) -> str | None:
     return None
 
 
+def _verdict(difference: float, margin: float, reason: str | None) -> str:
+    """The rule itself: separated only when nothing rules it out and the difference of means
+    exceeds the margin (the spreads that apply)."""
+    if reason is None and difference > margin:
+        return AHEAD
+    if reason is None and -difference > margin:
+        return BEHIND
+    return UNSEPARATED
+
+
 def compare(a: Runs, b: Runs) -> Comparison:
     """Ahead / behind / cannot separate for runs `a` against runs `b` (see module doc)."""
     a, b = _check(a, "a"), _check(b, "b")
     sa, sb = a.summary(), b.summary()
     difference, margin = sa.mean - sb.mean, sa.std + sb.std
     reason = _unseparable(a, b)
-    if reason is None and difference > margin:
-        verdict = AHEAD
-    elif reason is None and -difference > margin:
-        verdict = BEHIND
-    else:
-        verdict = UNSEPARATED
-    return Comparison(verdict, difference, margin, sa, sb, a.unit, reason or BY_SPREAD,
-                      b_unit=b.unit)
+    return Comparison(_verdict(difference, margin, reason), difference, margin, sa, sb, a.unit,
+                      reason or BY_SPREAD, b_unit=b.unit)
 
 
 def against(a: Runs, value: float, label: str) -> Comparison:
@@ -227,14 +231,8 @@ def against(a: Runs, value: float, label: str) -> Comparison:
     fixed = Summary(value, 0.0, value, value, 1)
     difference, margin = sa.mean - value, sa.std
     reason = _unseparable(a, None)
-    if reason is None and difference > margin:
-        verdict = AHEAD
-    elif reason is None and -difference > margin:
-        verdict = BEHIND
-    else:
-        verdict = UNSEPARATED
-    return Comparison(verdict, difference, margin, sa, fixed, a.unit, reason or BY_SPREAD,
-                      against=label)
+    return Comparison(_verdict(difference, margin, reason), difference, margin, sa, fixed, a.unit,
+                      reason or BY_SPREAD, against=label)
 
 
 def incomparable(a: Runs, b: Runs | float, why: str, label: str | None = None) -> Comparison:

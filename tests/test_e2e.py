@@ -4,7 +4,9 @@ Run with `python -m pytest -m e2e`; the list of analyses comes from analyses.ANA
 sections are covered without editing this file. The quick build (`quick_site`) is a session
 fixture in conftest.py, shared with the browser tests (tests/test_browser.py). That two builds
 give identical results is checked on tiny synthetic data for every analysis in
-tests/test_choices.py (a second quick build here cost about 350 s of the suite).
+tests/test_choices.py (a second quick build here cost about 350 s of the suite). The quick
+build reuses the committed quick-profile frozen entries (results of this code on this data,
+matched by code key) and computes every other analysis.
 """
 
 from __future__ import annotations
@@ -32,8 +34,17 @@ pytestmark = pytest.mark.e2e
 NAMES = [module.ANALYSIS.name for module in ANALYSES]
 
 
-def test_every_analysis_ran(quick_site: dict) -> None:
-    assert quick_site["first"] == dict.fromkeys(NAMES, "run")
+def frozen_profile(name: str) -> str | None:
+    """The profile of `name`'s committed frozen entry, if it has one."""
+    manifest = REPO / "frozen" / name / "manifest.json"
+    return json.loads(manifest.read_text()).get("profile") if manifest.is_file() else None
+
+
+def test_every_analysis_ran_or_reused_its_quick_frozen_entry(quick_site: dict) -> None:
+    first = quick_site["first"]
+    assert set(first) == set(NAMES) and set(first.values()) <= {"run", "frozen"}
+    assert all(first[n] == "run" for n in NAMES if frozen_profile(n) != "quick")
+    assert all(frozen_profile(n) == "quick" for n in NAMES if first[n] == "frozen")
 
 
 def test_page_and_sections(quick_site: dict) -> None:
@@ -41,7 +52,8 @@ def test_page_and_sections(quick_site: dict) -> None:
     assert len(page) > 1000
     positions = []
     for name in NAMES:
-        match = re.search(f'<section id="{name}" class="section status-run">', page)
+        status = quick_site["first"][name]
+        match = re.search(f'<section id="{name}" class="section status-{status}">', page)
         assert match, name
         positions.append(match.start())
     assert positions == sorted(positions)  # the article's order
@@ -86,7 +98,8 @@ def test_figures_and_data_exports(quick_site: dict) -> None:
 def test_second_build_reuses_every_analysis(quick_site: dict) -> None:
     out, cache = quick_site["out"], quick_site["cache"]
     assert build.main(args(out, cache)) == 0
-    assert statuses(out) == dict.fromkeys(NAMES, "cached")
+    first = quick_site["first"]
+    assert statuses(out) == {n: "frozen" if first[n] == "frozen" else "cached" for n in NAMES}
     assert (out / "index.html").stat().st_size > 0
 
 
