@@ -49,6 +49,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_weights, fuse_linear_bn_weights
 
 from digits.models import BestCNN, Standardize
 
@@ -142,27 +143,30 @@ def _layer(kind: str, module: nn.Module) -> Layer:
 
 
 def _fold(layer: Layer, bn: nn.Module) -> None:
-    """Fold evaluation-mode batch norm into `layer` (kept in float64 until the end)."""
-    scale = (bn.weight.detach().double() / torch.sqrt(bn.running_var.double() + bn.eps)).numpy()
-    shift = bn.bias.detach().double().numpy() - bn.running_mean.double().numpy() * scale
-    layer.weight = layer.weight * scale.reshape(-1, *([1] * (layer.weight.ndim - 1)))
-    layer.bias = layer.bias * scale + shift
+    """Fold evaluation-mode batch norm into `layer` with torch's own fusion (in float64 until
+    the end)."""
+    fuse = fuse_conv_bn_weights if layer.kind == "conv" else fuse_linear_bn_weights
+    weight, bias = fuse(torch.from_numpy(layer.weight), torch.from_numpy(layer.bias),
+                        bn.running_mean.double(), bn.running_var.double(), bn.eps,
+                        bn.weight.detach().double(), bn.bias.detach().double())
+    layer.weight, layer.bias = weight.detach().numpy(), bias.detach().numpy()
 
 
 def as_float32(net: PadNet) -> PadNet:
     """The same network with float32 weights (what torch and the page compute with)."""
-    return PadNet(net.mean, net.std, [
-        Layer(l.kind, None if l.weight is None else l.weight.astype(np.float32),
-              None if l.bias is None else l.bias.astype(np.float32), l.relu)
-        for l in net.layers])
+    return _cast(net, lambda a: a.astype(np.float32))
 
 
 def half_rounded(net: PadNet) -> PadNet:
     """Weights and biases rounded to float16 (what the page stores), held as float32."""
-    def r(a):
-        return None if a is None else a.astype(np.float16).astype(np.float32)
-    return PadNet(net.mean, net.std, [Layer(l.kind, r(l.weight), r(l.bias), l.relu)
-                                      for l in net.layers])
+    return _cast(net, lambda a: a.astype(np.float16).astype(np.float32))
+
+
+def _cast(net: PadNet, cast) -> PadNet:
+    def apply(a: np.ndarray | None) -> np.ndarray | None:
+        return None if a is None else cast(a)
+    return PadNet(net.mean, net.std, [Layer(layer.kind, apply(layer.weight), apply(layer.bias),
+                                            layer.relu) for layer in net.layers])
 
 
 def folded_module(net: PadNet) -> nn.Sequential:
