@@ -24,6 +24,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from digits import original
 from digits.data import iterate_batches
 from digits.training import autocast
 
@@ -51,6 +52,39 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in (
     Recipe("spectral", signed_range=True, dropout_in_g_step=False, real_target=0.9,
            spectral_norm=True),
 )}
+
+
+@dataclass(frozen=True)
+class AdamSetting:
+    """How every run of a build is optimised: Adam's learning rate and first beta, and the batch."""
+
+    name: str
+    lr: float
+    beta1: float
+    batch_size: int
+    origin: str  # whose setting it is: a noun phrase for the page
+
+
+# The settings a build may train with, named in its config (`optimizers`), fixed before any run.
+OPTIMIZERS: dict[str, AdamSetting] = {o.name: o for o in (
+    # The original's: Adam at 2e-4 with torch's default betas (0.9, 0.999), batches of 100.
+    AdamSetting("original", original.GAN_LR, 0.9, original.GAN_BATCH,
+                "the original's setting"),
+    # DCGAN's (Radford et al. 2015): Adam at 2e-4, beta1 0.5, batches of 128; most GAN recipes
+    # since use its beta1.
+    AdamSetting("dcgan", 2e-4, 0.5, 128, "DCGAN's setting"),
+    # DCGAN's beta1 with a tenfold step and batches of 64: more progress per CPU second.
+    AdamSetting("large-step", 2e-3, 0.5, 64, "a tenfold step with DCGAN's beta1"),
+)}
+
+
+def optimizers_named(names: Sequence[str]) -> list[AdamSetting]:
+    """The settings of OPTIMIZERS named in `names`, in order (one at least, none twice)."""
+    unknown = [n for n in names if n not in OPTIMIZERS]
+    if unknown or not names or len(set(names)) != len(names):
+        raise ValueError(f"optimizers must name distinct settings of {sorted(OPTIMIZERS)}, "
+                         f"got {names!r}")
+    return [OPTIMIZERS[n] for n in names]
 
 
 class RunLinear(nn.Module):

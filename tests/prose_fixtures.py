@@ -48,10 +48,13 @@ def load(profile: str) -> dict[str, dict[str, Any]]:
 
 
 def _items(cache: Path, name: str, metrics: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """The items of the draw entry that made `metrics` (tables' rows cut to ROWS_KEPT)."""
+    """The items of the draw entry that made `metrics` (tables' rows cut to ROWS_KEPT): one in
+    the cache, or the committed frozen drawing."""
     entries = sorted((cache / "draw" / name).glob("*/manifest.json"),
                      key=lambda p: p.stat().st_mtime, reverse=True)
-    for entry in entries:
+    for entry in [*entries, REPO / "frozen" / name / "drawn" / "manifest.json"]:
+        if not entry.is_file():
+            continue
         manifest = json.loads(entry.read_text())
         if all(metrics.get(k) == v for k, v in manifest["metrics"].items()):
             return [_slim(i) for i in manifest["items"] if i["kind"] != "asset"]
@@ -252,8 +255,10 @@ def transfer_full(quick: dict[str, Any], upstream: Mapping[str, Any]) -> dict[st
 
 
 def gan_full(quick: dict[str, Any], upstream: Mapping[str, Any]) -> dict[str, Any]:
+    from dataclasses import asdict
+
     from analyses import gan as section
-    from digits.gan import RECIPES
+    from digits.gan import OPTIMIZERS, RECIPES
     from report.compare import Runs, compare
 
     cfg = full_config("gan")
@@ -262,6 +267,7 @@ def gan_full(quick: dict[str, Any], upstream: Mapping[str, Any]) -> dict[str, An
     m.update(runs=list(cfg.runs), n_runs=len(cfg.runs), corrected_name=cfg.runs[-1],
              corrected_changes=section.changes(recipes[0], recipes[-1]),
              intermediate_runs=list(cfg.runs[1:-1]), original_optimizer=True,
+             optimizer=asdict(OPTIMIZERS[cfg.optimizers[0]]), trials=[], n_trials=0,
              n_train_used=60_000, n_generated=10 * cfg.samples_per_class,
              n_reference=10 * cfg.reference_per_class, steps=600 * cfg.epochs,
              recorded_epochs=list(range(0, cfg.epochs + 1, cfg.record_every)),

@@ -20,6 +20,7 @@ from digits.gan import (
     Generator,
     generate,
     loss_problem,
+    optimizers_named,
     recorded_epochs,
     to_unit,
     train_gan,
@@ -204,7 +205,7 @@ def test_balanced_index_and_nearest_distances() -> None:
 
 
 TINY = {"gan.train_subset": "0", "gan.epochs": "2", "gan.record_every": "1",
-        "gan.batch_size": "100", "gan.g_widths": "16,16,32", "gan.d_widths": "32,16,16",
+        "gan.optimizers": "original", "gan.g_widths": "16,16,32", "gan.d_widths": "32,16,16",
         "gan.runs": "original,range,smoothing", "gan.samples_per_class": "8",
         "gan.reference_per_class": "8", "gan.fid_batches": "2", "gan.copy_check": "4",
         "gan.walk_steps": "4"}
@@ -288,14 +289,64 @@ def test_whole_section_on_synthetic_digits(tmp_path: Path) -> None:
     assert "{{" not in page
 
 
+def test_the_optimizer_is_chosen_in_trials_the_reported_runs_do_not_reuse(
+        tmp_path: Path) -> None:
+    """Several settings named: trial runs choose one by the judge's cross-entropy, and the runs
+    the page reports are exactly those of a build that named the chosen setting alone."""
+    index, outcomes, _ = build_section(tmp_path / "trials", **{
+        "gan.optimizers": "original,large-step", "gan.trial_epochs": "1"})
+    computed, drawn = manifests(outcomes["gan"])
+    results = computed["metrics"]
+    trials = results["optimizer_trials"]
+    assert [t["name"] for t in trials] == ["original", "large-step"]
+    assert [t["steps"] for t in trials] == [400 // 100, 400 // 64]
+    scores = [section.trial_score(t["cross_entropy"]) for t in trials]
+    assert all(math.isfinite(v) and v > 0 for v in scores)
+    assert results["optimizer_name"] == trials[int(np.argmin(scores))]["name"]
+    metrics = drawn["metrics"]
+    assert metrics["n_trials"] == 2 and metrics["optimizer"]["name"] == results["optimizer_name"]
+    assert [t["cross_entropy"] for t in metrics["trials"]] == pytest.approx(scores)
+    page = index.read_text()
+    assert "How the optimizer was chosen" in page and "a tenfold step" in page
+    # The trials run on streams of their own: the reported runs do not see them.
+    alone_index, alone, _ = build_section(tmp_path / "alone",
+                                          **{"gan.optimizers": results["optimizer_name"]})
+    assert manifests(alone["gan"])[0]["metrics"]["optimizer_trials"] == []
+    for name in ("measured", "final", "samples"):
+        np.testing.assert_array_equal(
+            Results("test", "gan", outcomes["gan"].entry).array(name),
+            Results("test", "gan", alone["gan"].entry).array(name), err_msg=name)
+    assert "How the optimizer was chosen" not in alone_index.read_text()
+
+
+def test_trial_score_rules_out_a_setting_with_a_failed_run() -> None:
+    assert section.trial_score([1.0, 2.0]) == 1.5
+    assert section.trial_score([1.0, None]) == math.inf
+    assert section.trial_score([1.0, math.nan]) == math.inf
+
+
+@pytest.mark.parametrize("names", [(), ("adam",), ("original", "original")])
+def test_optimizers_named_rejects_bad_lists(names: tuple[str, ...]) -> None:
+    with pytest.raises(ValueError, match="optimizers must name"):
+        optimizers_named(names)
+
+
 def test_whole_section_reports_runs_that_stop(tmp_path: Path) -> None:
-    """Every run exceeding the loss limit stops; the section still builds and says so."""
-    index, outcomes, _ = build_section(tmp_path, **{"gan.explode_limit": "0.01"})
+    """Every run exceeding the loss limit stops; the section still builds and says so, and an
+    optimizer trial with a stopped run cannot be chosen."""
+    index, outcomes, _ = build_section(tmp_path, **{"gan.explode_limit": "0.01",
+                                                    "gan.optimizers": "large-step,original",
+                                                    "gan.trial_epochs": "1"})
     computed, drawn = manifests(outcomes["gan"])
     assert computed["metrics"]["final_measured"] == [False, False, False]
+    # Every trial had a stopped run: none could win, so the first named is kept.
+    assert computed["metrics"]["optimizer_name"] == "large-step"
+    assert all(t["cross_entropy"] == [None] * 3
+               for t in computed["metrics"]["optimizer_trials"])
     metrics = drawn["metrics"]
     assert metrics["n_stopped"] == 3
     assert metrics["stopped_runs"][0] == ["original", "exploded", 1]
     assert metrics["both_finished"] is False and metrics["corrected_fid"] is None
     page = index.read_text()
     assert "Runs that stopped" in page and "stopped at epoch" in page
+    assert page.count("so it could not be chosen") == 2
