@@ -311,6 +311,7 @@ def choose_optimizer(ctx: ComputeContext, recipes: list[Recipe], judge: BestCNN,
     cfg: Config = ctx.cfg
     candidates = optimizers_named(cfg.optimizers)
     trials: list[dict[str, Any]] = []
+    seconds = 0.0
     if len(candidates) > 1:
         asked = class_labels(cfg.samples_per_class, ctx.device)
         z = torch.randn(asked.shape[0], cfg.z_dim, generator=ctx.streams.torch("trial/noise"))
@@ -331,15 +332,16 @@ def choose_optimizer(ctx: ComputeContext, recipes: list[Recipe], judge: BestCNN,
                 _, logits = judge_outputs(judge, output[r])
                 losses.append(float(F.cross_entropy(logits.float().cpu(), asked.cpu())))
             trials.append({"name": setting.name, "cross_entropy": losses,
-                           "steps": history.steps, "seconds": history.seconds})
+                           "steps": history.steps})
+            seconds += history.seconds
             ctx.log(f"optimizer trial {setting.name}: judge cross-entropy "
                     + " ".join("stopped" if v is None else f"{v:.3f}" for v in losses))
     chosen = candidates[int(np.argmin([trial_score(t["cross_entropy"]) for t in trials]))
                         if trials else 0]
     ctx.metric("optimizer_name", chosen.name)
+    ctx.metric("optimizer_trials", trials)
     # Wall-clock time varies between builds; only metrics named for it may (see API notes).
-    ctx.metric("optimizer_trials", [{k: v for k, v in t.items() if k != "seconds"} for t in trials])
-    ctx.metric("trial_seconds", sum(t["seconds"] for t in trials))
+    ctx.metric("trial_seconds", seconds)
     return chosen
 
 
@@ -594,12 +596,14 @@ def describe_runs(ctx: DrawContext, recipes: list[Recipe]) -> None:
     ctx.metric("optimizer", asdict(chosen))
     ctx.metric("original_optimizer", chosen.name == "original")
     ctx.metric("full_optimizer", asdict(OPTIMIZERS[Config().optimizers[0]]))
-    trials = [{**asdict(OPTIMIZERS[t["name"]]), "steps": t["steps"],
-               "cross_entropy": trial_score(t["cross_entropy"]),
-               "failed": [recipes[r].name for r, v in enumerate(t["cross_entropy"]) if v is None]}
-              for t in ctx.results["optimizer_trials"]]
-    ctx.metric("trials", [{**t, "cross_entropy": None if not np.isfinite(t["cross_entropy"])
-                           else t["cross_entropy"]} for t in trials])
+    trials = []
+    for t in ctx.results["optimizer_trials"]:
+        score = trial_score(t["cross_entropy"])  # inf (shown as none) when a run failed
+        trials.append({**asdict(OPTIMIZERS[t["name"]]), "steps": t["steps"],
+                       "cross_entropy": score if np.isfinite(score) else None,
+                       "failed": [recipes[r].name for r, v in enumerate(t["cross_entropy"])
+                                  if v is None]})
+    ctx.metric("trials", trials)
     ctx.metric("n_trials", len(trials))
 
 
