@@ -1,13 +1,17 @@
-"""Operator calls and host reads per training step of `digits.training.train`, on the CPU.
+"""Operator calls and host reads per training step, on the CPU: the classifiers' and the GAN's.
 
 A GPU runs one batch of 32 through Model2 in microseconds of arithmetic, so its step time is
 set by how many kernels the host launches and whether it waits for the device in between. This
-counts both with torch.profiler on the CPU (no GPU needed), for Model2 at batch 32 and BestCNN
-at batch 128 with RandomAffine augmentation, under the autocast the build uses on this machine:
+counts both with torch.profiler on the CPU (no GPU needed), for `digits.training.train` on
+Model2 at batch 32 and BestCNN at batch 128 with RandomAffine augmentation (under the autocast
+the build uses on this machine), and for `digits.gan.train_gan`'s step of the full profile's five
+recipes at full widths and batch 100 (in float32, as its CUDA graph runs):
 
 - `ops`: every aten operator call (outer calls and the calls they make);
 - `launches`: the outermost aten calls (those Python or the autograd engine make) less views,
-  metadata and allocations: each launches at least one kernel on a GPU, most exactly one;
+  metadata and allocations, and less conversions that copy nothing (`.float()` of a float32
+  tensor): each launches at least one kernel on a GPU, most exactly one (a composite such as
+  binary_cross_entropy_with_logits launches a few);
 - `reads`: aten::_local_scalar_dense, what .item() and `if tensor:` run: on a GPU each one
   waits for the device. Reads of CPU tensors (optimizer step counters) count too but do not
   wait for a GPU; .tolist() and .cpu() copy nothing from a CPU tensor and are not seen here
@@ -15,21 +19,26 @@ at batch 128 with RandomAffine augmentation, under the autocast the build uses o
 
 Per step = (an epoch of 2S steps - an epoch of S steps) / S, so per-epoch work cancels.
 
-Measured with torch 2.14.1 on 2 CPU cores with AVX512-BF16, the same before and after
-digits.training took over the head, fine-tuning and concurrent loops (bf16 autocast; float32
-with --float32 in brackets):
+Measured with torch 2.14.1 on 2 CPU cores with AVX512-BF16 (bf16 autocast; float32 with
+--float32 in brackets; the GAN always float32):
 
-    model                ops        launches   reads
-    Model2, batch 32     255 (176)  45 (36)    0
-    BestCNN, batch 128   555 (480)  98 (90)    0
+    model                      ops         launches   reads
+    Model2, batch 32           255 (176)   45 (35)    0
+    BestCNN, batch 128         555 (480)   97 (88)    0
+    GAN, 5 recipes, float32    1131        269        18
 
-`train` reads nothing back per step, before and after: its sums stay on the device and are read
-once per epoch. Run: `python bench/launches.py [--steps S] [--float32]` (about 10 s).
+The GAN's step took 1522 ops and 357 launches before its spectral norm skipped the power
+iteration in G's step and computed sigma as |W^T v|, and D's loss became one call. Its 18
+reads are the CPU's fused Adam reading each parameter's step count (9 tensors in each of 2
+optimizers); on CUDA the counts stay on the device (`capturable`), as a CUDA graph requires.
+`train` reads nothing back per step: its sums stay on the device and are read once per epoch.
+Run: `python bench/launches.py [--steps S] [--float32]` (about 12 s).
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 from collections import Counter
 from collections.abc import Callable
@@ -44,6 +53,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from digits import training  # noqa: E402
 from digits.augment import RandomAffine  # noqa: E402
+from digits.gan import RECIPES, Discriminator, Generator, train_gan  # noqa: E402
 from digits.models import BestCNN, Model2  # noqa: E402
 from digits.training import TrainSpec, train  # noqa: E402
 
@@ -55,6 +65,11 @@ NO_KERNEL = frozenset({
     "aten::alias", "aten::_reshape_alias", "aten::reshape", "aten::lift_fresh",
     "aten::resolve_conj", "aten::resolve_neg", "aten::result_type", "aten::numpy_T",
     "aten::flatten", "aten::resize_", "aten::set_", "aten::contiguous"})
+# Calls that return their input or a view unless they must copy: a kernel only where a call
+# beneath them launches one (`.float()` of a float32 tensor calls nothing beneath).
+COPY_IF_NEEDED = frozenset({
+    "aten::to", "aten::type_as", "aten::expand_as", "aten::view_as", "aten::narrow",
+    "aten::reshape_as"})
 
 CASES: dict[str, tuple[Callable[[], nn.Module], int, Callable | None]] = {
     "Model2, batch 32": (Model2, 32, None),
@@ -72,6 +87,15 @@ def outermost(event: Any) -> bool:
     return True
 
 
+def launches_kernel(event: Any) -> bool:
+    """Whether the aten call `event` launches a kernel on a GPU, itself or through its calls."""
+    if event.name in NO_KERNEL:
+        return False
+    if event.name in COPY_IF_NEEDED:
+        return any(launches_kernel(child) for child in event.cpu_children)
+    return True
+
+
 def tally(events: list) -> Counter:
     """ops, launches and reads among the profiler's events of one run."""
     counts: Counter = Counter()
@@ -79,7 +103,7 @@ def tally(events: list) -> Counter:
         if not event.name.startswith("aten::"):
             continue
         counts["ops"] += 1
-        if event.name not in NO_KERNEL and outermost(event):
+        if outermost(event) and launches_kernel(event):
             counts["launches"] += 1
         if event.name == "aten::_local_scalar_dense":
             counts["reads"] += 1
@@ -100,11 +124,27 @@ def epoch_counts(make: Callable[[], nn.Module], batch: int, augment: Callable | 
     return tally(prof.events())
 
 
-def per_step(make: Callable[[], nn.Module], batch: int, augment: Callable | None,
-             steps: int) -> dict[str, float]:
+def gan_epoch_counts(steps: int, batch: int = 100) -> Counter:
+    """The tally of one epoch of `steps` GAN steps: the five recipes, full widths, float32."""
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (steps * batch, 28, 28), generator=g, dtype=torch.uint8)
+    labels = torch.randint(0, 10, (steps * batch,), generator=g)
+    torch.manual_seed(0)
+    recipes = list(RECIPES.values())
+    generator, discriminator = Generator(len(recipes)), Discriminator(len(recipes))
+    bf16, training.cpu_bf16 = training.cpu_bf16, lambda: False  # the CUDA graph's float32
+    try:
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            train_gan(generator, discriminator, recipes, images, labels, epochs=1,
+                      batch_size=batch, lr=2e-4, generator_order=torch.Generator().manual_seed(1))
+    finally:
+        training.cpu_bf16 = bf16
+    return tally(prof.events())
+
+
+def per_step(epoch: Callable[[int], Counter], steps: int) -> dict[str, float]:
     """Counts per step: the difference between epochs of 2S and S steps, over S."""
-    short = epoch_counts(make, batch, augment, steps)
-    long = epoch_counts(make, batch, augment, 2 * steps)
+    short, long = epoch(steps), epoch(2 * steps)
     return {key: (long[key] - short[key]) / steps for key in ("ops", "launches", "reads")}
 
 
@@ -120,10 +160,13 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(1)
     precision = "bf16 autocast" if training.bf16(torch.device("cpu")) else "float32"
     print(f"per training step, CPU, {precision}, torch {torch.__version__}")
-    print(f"{'model':20} {'ops':>6} {'launches':>8} {'reads':>6}")
-    for name, (make, batch, augment) in CASES.items():
-        counts = per_step(make, batch, augment, args.steps)
-        print(f"{name:20} {counts['ops']:6g} {counts['launches']:8g} {counts['reads']:6g}")
+    print(f"{'model':24} {'ops':>6} {'launches':>8} {'reads':>6}")
+    epochs = {name: functools.partial(epoch_counts, make, batch, augment)
+              for name, (make, batch, augment) in CASES.items()}
+    epochs["GAN, 5 recipes, float32"] = gan_epoch_counts
+    for name, epoch in epochs.items():
+        counts = per_step(epoch, args.steps)
+        print(f"{name:24} {counts['ops']:6g} {counts['launches']:8g} {counts['reads']:6g}")
 
 
 if __name__ == "__main__":

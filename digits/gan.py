@@ -16,7 +16,6 @@ import itertools
 import math
 import time
 from collections.abc import Callable, Sequence
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -142,7 +141,8 @@ class Discriminator(nn.Module):
     Dropout (p = 0.3) follows each hidden layer. Whether it is on is decided per run and per
     call (`dropout` [R] bool): the original leaves it on everywhere. Spectral normalisation
     (per run, `spectral` [R] bool) divides each weight by its largest singular value, estimated
-    by one power iteration per training call (Miyato et al. 2018).
+    as torch.nn.utils.spectral_norm does (Miyato et al. 2018): one power-iteration step per
+    training call, on singular vectors kept between calls.
     """
 
     def __init__(self, runs: int, widths: Sequence[int] = (1024, 512, 256), p: float = 0.3):
@@ -153,8 +153,12 @@ class Discriminator(nn.Module):
         self.layers = nn.ModuleList(RunLinear(runs, a, b)
                                     for a, b in itertools.pairwise(sizes))
         for i, layer in enumerate(self.layers):
-            self.register_buffer(f"u{i}", F.normalize(torch.randn(1, layer.weight.shape[2]),
-                                                      dim=1).repeat(runs, 1))
+            # Singular-vector estimates of each run's weight [R, in, out]: u [R, out] random,
+            # v [R, in] its first power-iteration step (drawing no random numbers).
+            u = F.normalize(torch.randn(1, layer.weight.shape[2]), dim=1).repeat(runs, 1)
+            v = F.normalize(torch.bmm(layer.weight.detach(), u[:, :, None])[:, :, 0], dim=1)
+            self.register_buffer(f"u{i}", u)
+            self.register_buffer(f"v{i}", v)
         self.register_buffer("spectral", torch.zeros(runs, dtype=torch.bool))
         self.use_spectral = False  # a Python copy: testing the buffer would sync the GPU per call
 
@@ -163,25 +167,37 @@ class Discriminator(nn.Module):
         self.spectral.copy_(torch.tensor(list(flags), dtype=torch.bool))
         self.use_spectral = any(flags)
 
-    def _sigma(self, i: int, weight: torch.Tensor) -> torch.Tensor:
-        """Largest singular value of each run's weight [R, in, out] (1 where spectral is off)."""
-        u = getattr(self, f"u{i}")
-        w = weight.detach().float()
-        if self.training:
+    def _sigma(self, i: int, weight: torch.Tensor, iterate: bool) -> torch.Tensor:
+        """Largest singular value of each run's weight [R, in, out] (1 where spectral is off).
+
+        With `iterate`, one power-iteration step first refines the stored vectors from this
+        weight. sigma = |W^T v| equals torch's u'^T W^T v with u' = W^T v / |W^T v| held
+        constant, in value and in gradient (v u'^T), without a second product with W.
+        """
+        u, v = getattr(self, f"u{i}"), getattr(self, f"v{i}")
+        if iterate:
             with torch.no_grad():
-                v = F.normalize(torch.bmm(w, u[:, :, None])[:, :, 0], dim=1)
-                u.copy_(F.normalize(torch.bmm(v[:, None, :], w)[:, 0], dim=1))
-        u = u.clone()  # the buffer changes in place at the next call; the graph keeps this copy
-        v = F.normalize(torch.bmm(w, u[:, :, None])[:, :, 0], dim=1)
-        sigma = torch.bmm(torch.bmm(v[:, None, :], weight.float()), u[:, :, None])[:, 0, 0]
-        return torch.where(self.spectral, sigma, torch.ones_like(sigma))
+                v.copy_(F.normalize(torch.bmm(weight.float(), u[:, :, None])[:, :, 0], dim=1))
+        wt_v = torch.bmm(v[:, None, :], weight.float())[:, 0]  # [R, out], differentiable in W
+        sigma = torch.linalg.vector_norm(wt_v, dim=1)
+        if iterate:
+            with torch.no_grad():  # as F.normalize, with the norm already at hand
+                u.copy_(wt_v / sigma.clamp_min(1e-12)[:, None])
+        return torch.where(self.spectral, sigma, 1.0)
 
     def forward(self, x: torch.Tensor, labels: torch.Tensor,
-                dropout: torch.Tensor | None = None) -> torch.Tensor:
-        """x [R, B, 784], labels [B] -> logits [R, B]; `dropout` [R] bool, default all on."""
+                dropout: torch.Tensor | None = None, power_iteration: bool = True
+                ) -> torch.Tensor:
+        """x [R, B, 784], labels [B] -> logits [R, B]; `dropout` [R] bool, default all on.
+
+        `power_iteration=False` keeps the spectral norm's vectors as they are in a training
+        call: G's step, which leaves D's weights unchanged, then needs 2 kernels per layer for
+        sigma instead of 10 (Miyato et al.'s Algorithm 1 iterates once per update of D).
+        """
+        iterate = self.training and power_iteration
         h = torch.cat([x, self.embed(labels)], dim=2)
         for i, layer in enumerate(self.layers):
-            h = layer(h, self._sigma(i, layer.weight) if self.use_spectral else None)
+            h = layer(h, self._sigma(i, layer.weight, iterate) if self.use_spectral else None)
             if i < len(self.layers) - 1:
                 h = F.leaky_relu(h, 0.2)
                 if self.training and self.p > 0:
@@ -215,6 +231,25 @@ class GanHistory:
         return {k: getattr(self, k) for k in ("names", "epochs", "d_loss", "g_loss", "d_real",
                                               "stopped", "stopped_epoch", "seconds", "steps",
                                               "cuda_graph")}
+
+    def add_epoch(self, epoch: int, means: list[list[float]], limit: float) -> list[int]:
+        """Record each run's epoch means [D loss, G loss, D(x)][run]; stop a run whose loss
+        turned non-finite or passed `limit`; the runs stopped now (a stopped run records NaN)."""
+        self.epochs.append(epoch)
+        stopped_now = []
+        for r in range(len(self.names)):
+            if self.stopped[r] is not None:
+                d, g, dr = math.nan, math.nan, math.nan
+            else:
+                d, g, dr = means[0][r], means[1][r], means[2][r]
+                problem = loss_problem(d, g, limit)
+                if problem is not None:
+                    self.stopped[r], self.stopped_epoch[r] = problem, epoch
+                    stopped_now.append(r)
+            self.d_loss[r].append(d)
+            self.g_loss[r].append(g)
+            self.d_real[r].append(dr)
+        return stopped_now
 
 
 def loss_problem(d_loss: float, g_loss: float, limit: float) -> str | None:
@@ -257,6 +292,134 @@ def generate(generator: Generator, z: torch.Tensor, labels: torch.Tensor,
     return torch.cat(out, dim=1).view(generator.runs, -1, 28, 28)
 
 
+class GanStep:
+    """One D update and one G update of every run, on tensors made once: a CUDA graph replays it.
+
+    Nothing in it reads a value back to the host: the epoch's sums of D's loss, G's loss and
+    mean D(x) on real images accumulate in `sums` [3, R] on the device.
+    """
+
+    def __init__(self, generator: Generator, discriminator: Discriminator,
+                 recipes: Sequence[Recipe], *, lr: float, beta1: float, batch_size: int,
+                 graphed: bool):
+        device = next(generator.parameters()).device
+        runs = len(recipes)
+        self.generator, self.discriminator, self.device = generator, discriminator, device
+        self.graphed = graphed  # float32 (TF32 matmuls) in a graph, else autocast (see amp)
+        # Fused Adam: one multi-tensor kernel per optimizer instead of several per tensor (on
+        # the CPU too, see digits.training.FUSED); capturable keeps its step count on the
+        # device, which a CUDA graph needs. Betas (beta1, 0.999); the original's beta1 is 0.9.
+        extra = {"fused": True, "capturable": graphed} if device.type == "cuda" else \
+            {"fused": True}
+        self.opt_g = torch.optim.Adam(generator.parameters(), lr=lr, betas=(beta1, 0.999),
+                                      **extra)
+        self.opt_d = torch.optim.Adam(discriminator.parameters(), lr=lr, betas=(beta1, 0.999),
+                                      **extra)
+        self.d_params = list(discriminator.parameters())
+
+        def per_run(values: list[float]) -> torch.Tensor:
+            return torch.tensor(values, device=device)
+
+        # uint8 -> each run's range in one addcmul: x * scale + shift, scale including / 255.
+        self.scale = per_run([2.0 if r.signed_range else 1.0 for r in recipes]).view(-1, 1, 1)
+        self.scale /= 255
+        self.shift = per_run([-1.0 if r.signed_range else 0.0 for r in recipes]).view(-1, 1, 1)
+        # Targets made once (a Python float turned into a device tensor per step is a host
+        # copy): D's for the real then the generated half of its one call, [R, 2B], and G's.
+        real_target = per_run([r.real_target for r in recipes])[:, None]
+        self.d_target = torch.cat([real_target.expand(runs, batch_size),
+                                   torch.zeros(runs, batch_size, device=device)], dim=1)
+        self.g_target = torch.ones(runs, batch_size, device=device)
+        self.g_dropout = torch.tensor([r.dropout_in_g_step for r in recipes], device=device)
+        self.alive = torch.ones(runs, dtype=torch.bool, device=device)  # False: run stopped
+        self.sums = torch.zeros(3, runs, device=device)
+
+    def amp(self) -> Any:
+        """bf16 autocast on an eager step (CUDA, or a CPU with native bf16: 2.25x the steps per
+        second of float32 for three quick-profile runs on 2 cores); float32 in a CUDA graph."""
+        return autocast(self.device, enabled=not self.graphed)
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        """Train every run on the uint8 images `x` [B, 28, 28] of classes `y` [B]."""
+        generator, discriminator, b = self.generator, self.discriminator, x.shape[0]
+        real = torch.addcmul(self.shift, x.view(1, b, PIXELS).float(), self.scale)  # [R, B, 784]
+        z = torch.randn(b, generator.z_dim, device=self.device)
+        fake_labels = torch.randint(0, N_CLASSES, (b,), device=self.device)
+        with self.amp():
+            fake = generator(z, fake_labels).detach()
+            # Real and generated batches through D in one call: half the kernel launches of
+            # two calls; dropout masks stay independent per row as in two calls.
+            both = torch.cat([real.to(fake.dtype), fake], dim=1)
+            d_both = discriminator(both, torch.cat([y, fake_labels]))
+        # The mean loss on the real half plus the mean on the generated half, in one loss call.
+        d_loss = _bce(d_both, self.d_target) * 2  # [R]
+        self.opt_d.zero_grad(set_to_none=True)
+        torch.where(self.alive, d_loss, 0.0).sum().backward()
+        self.opt_d.step()
+
+        z = torch.randn(b, generator.z_dim, device=self.device)
+        fake_labels = torch.randint(0, N_CLASSES, (b,), device=self.device)
+        for param in self.d_params:  # G's step needs no gradient for D's weights: skip it
+            param.requires_grad_(False)
+        try:
+            with self.amp():
+                d_on_fake = discriminator(generator(z, fake_labels), fake_labels,
+                                          self.g_dropout, power_iteration=False)
+            g_loss = _bce(d_on_fake, self.g_target)
+            self.opt_g.zero_grad(set_to_none=True)
+            torch.where(self.alive, g_loss, 0.0).sum().backward()
+            self.opt_g.step()
+        finally:  # also after a failed graph capture, so that eager steps can go on
+            for param in self.d_params:
+                param.requires_grad_(True)
+        # Accumulate on the device: a .item() per step would synchronise every batch.
+        d_real = torch.sigmoid(d_both[:, :b].detach().float()).mean(1)
+        self.sums.add_(torch.stack([d_loss.detach(), g_loss.detach(), d_real]))
+
+
+def _bce(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Per-run mean binary cross-entropy of logits [R, B] against targets [R, B]."""
+    return F.binary_cross_entropy_with_logits(logits.float(), target, reduction="none").mean(1)
+
+
+class StepRunner:
+    """Runs a GanStep eagerly or, when it is graphed, as a CUDA graph: GRAPH_WARMUP eager steps
+    on a side stream, one capture, then replays. If capturing fails, steps go on eagerly."""
+
+    def __init__(self, step: GanStep):
+        self.step = step
+        self.graph: torch.cuda.CUDAGraph | None = None
+        self.static: tuple[torch.Tensor, torch.Tensor] | None = None
+        self.warm_steps = 0
+        self.side = torch.cuda.Stream(step.device) if step.graphed else None
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        """One step on the batch (x, y)."""
+        if self.graph is not None and self.static is not None:
+            self.static[0].copy_(x)
+            self.static[1].copy_(y)
+            self.graph.replay()
+        elif self.step.graphed and self.warm_steps < GRAPH_WARMUP:
+            # Warm-up steps run eagerly on a side stream, as torch.cuda.graph asks: they
+            # create Adam's state and the libraries' workspaces before capture.
+            assert self.side is not None
+            current = torch.cuda.current_stream(self.step.device)
+            self.side.wait_stream(current)
+            with torch.cuda.stream(self.side):
+                self.step(x, y)
+            current.wait_stream(self.side)
+            self.warm_steps += 1
+        elif self.step.graphed:
+            self.graph, self.static = _capture(self.step, x, y)
+            if self.graph is None:  # capture failed: the rest of training runs eagerly
+                self.step.graphed = False
+                self.step(x, y)
+            else:
+                self.graph.replay()
+        else:
+            self.step(x, y)
+
+
 def train_gan(generator: Generator, discriminator: Discriminator, recipes: Sequence[Recipe],
               images: torch.Tensor, labels: torch.Tensor, *, epochs: int, batch_size: int,
               lr: float, generator_order: torch.Generator, beta1: float = 0.9,
@@ -267,46 +430,29 @@ def train_gan(generator: Generator, discriminator: Discriminator, recipes: Seque
               cuda_graph: bool = True) -> GanHistory:
     """Train all runs together on uint8 images held on their device; see the module doc.
 
-    Each step: D on a real batch and a generated batch (random classes) in one call, then G
-    through D. Adam's betas are (`beta1`, 0.999); the original's are torch's default (0.9).
-    A run whose epoch-mean loss turns non-finite or exceeds `explode_limit` stops: its losses
-    are masked out of later steps and `history.stopped` says why. `on_record(epoch, history)` is
-    called at every epoch in `record` (0 = before training) with the history so far.
+    Each step (GanStep): D on a real batch and a generated batch (random classes) in one call,
+    then G through D. Adam's betas are (`beta1`, 0.999); the original's are torch's default
+    (0.9). A run whose epoch-mean loss turns non-finite or exceeds `explode_limit` stops: its
+    losses are masked out of later steps and `history.stopped` says why. `on_record(epoch,
+    history)` is called at every epoch in `record` (0 = before training) with the history so
+    far. Losses are read back once per epoch.
 
-    Nothing in the step loop reads a value back to the host: losses accumulate on the device
-    and are read once per epoch. On CUDA the whole step (both forward and backward passes and
-    both Adam updates) is captured once as a CUDA graph and replayed: on an H200 (torch 2.11)
-    a step of five full-width runs at batch 100 took 20.6 ms eagerly, host-bound (about 575
-    kernels for 1.7 ms of GPU work), and 1.8 to 2.0 ms replayed as a graph (about 400 kernels).
+    On CUDA the whole step (both forward and backward passes and both Adam updates) is captured
+    once as a CUDA graph and replayed: on an H200 (torch 2.11) a step of five full-width runs at
+    batch 100 took 20.6 ms eagerly, host-bound (about 575 kernels for 1.7 ms of GPU work), and
+    1.8 to 2.0 ms replayed as a graph (about 400 kernels). Since then the spectral norm and
+    D's loss take fewer: 357 -> 269 launches per step counted on the CPU (`python
+    bench/launches.py`), so about 300 kernels on a GPU (not yet measured there).
     If capturing fails, training goes on eagerly (`history.cuda_graph` says which ran).
     """
     device = images.device
-    runs = len(recipes)
     generator.to(device)
     discriminator.to(device)
     discriminator.set_spectral([r.spectral_norm for r in recipes])
-    use_graph = cuda_graph and device.type == "cuda"
-    # Fused Adam: one multi-tensor kernel per optimizer instead of several per tensor (on the
-    # CPU too, see digits.training.FUSED); capturable keeps its step count on the device, which
-    # a CUDA graph needs.
-    extra = {"fused": True, "capturable": use_graph} if device.type == "cuda" else \
-        {"fused": True}
-    betas = (beta1, 0.999)
-    opt_g = torch.optim.Adam(generator.parameters(), lr=lr, betas=betas, **extra)
-    opt_d = torch.optim.Adam(discriminator.parameters(), lr=lr, betas=betas, **extra)
-    d_params = list(discriminator.parameters())
-    # uint8 -> each run's range in one addcmul: x * scale + shift, scale including the / 255.
-    scale = torch.tensor([2.0 if r.signed_range else 1.0 for r in recipes],
-                         device=device).view(-1, 1, 1) / 255
-    shift = torch.tensor([-1.0 if r.signed_range else 0.0 for r in recipes],
-                         device=device).view(-1, 1, 1)
-    # Targets made once: a Python float turned into a device tensor per step is a host copy.
-    real_target = torch.tensor([r.real_target for r in recipes], device=device)
-    zeros = torch.zeros(runs, device=device)
-    ones = torch.ones(runs, device=device)
-    g_dropout = torch.tensor([r.dropout_in_g_step for r in recipes], device=device)
-    alive = torch.ones(runs, dtype=torch.bool, device=device)
-    sums = torch.zeros(3, runs, device=device)  # D loss, G loss, mean D(x): summed per epoch
+    step = GanStep(generator, discriminator, recipes, lr=lr, beta1=beta1, batch_size=batch_size,
+                   graphed=cuda_graph and device.type == "cuda")
+    runner = StepRunner(step)
+    runs = len(recipes)
     history = GanHistory([r.name for r in recipes], stopped=[None] * runs,
                          stopped_epoch=[None] * runs, d_loss=[[] for _ in recipes],
                          g_loss=[[] for _ in recipes], d_real=[[] for _ in recipes])
@@ -316,109 +462,23 @@ def train_gan(generator: Generator, discriminator: Discriminator, recipes: Seque
     discriminator.train()
     if on_record is not None and 0 in record:
         on_record(0, history)
-
-    def bce(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """Per-run mean binary cross-entropy of logits [R, B] against per-run targets [R]."""
-        return F.binary_cross_entropy_with_logits(
-            logits.float(), target.view(-1, 1).expand_as(logits), reduction="none").mean(1)
-
-    def step(x: torch.Tensor, y: torch.Tensor) -> None:
-        """One D update and one G update of every run; losses added to `sums` in place."""
-        b = x.shape[0]
-        real = torch.addcmul(shift, x.view(1, b, PIXELS).float(), scale)  # [R, B, 784]
-        z = torch.randn(b, generator.z_dim, device=device)
-        fake_labels = torch.randint(0, N_CLASSES, (b,), device=device)
-        with amp():
-            fake = generator(z, fake_labels).detach()
-            # Real and generated batches through D in one call: half the kernel launches of
-            # two calls; dropout masks stay independent per row as in two calls.
-            both = torch.cat([real.to(fake.dtype), fake], dim=1)
-            d_both = discriminator(both, torch.cat([y, fake_labels]))
-        d_real, d_fake = d_both[:, :b], d_both[:, b:]
-        d_loss = bce(d_real, real_target) + bce(d_fake, zeros)  # [R]
-        opt_d.zero_grad(set_to_none=True)
-        torch.where(alive, d_loss, 0.0).sum().backward()
-        opt_d.step()
-
-        z = torch.randn(b, generator.z_dim, device=device)
-        fake_labels = torch.randint(0, N_CLASSES, (b,), device=device)
-        for param in d_params:  # G's step needs no gradient for D's weights: skip computing it
-            param.requires_grad_(False)
-        try:
-            with amp():
-                d_on_fake = discriminator(generator(z, fake_labels), fake_labels, g_dropout)
-            g_loss = bce(d_on_fake, ones)
-            opt_g.zero_grad(set_to_none=True)
-            torch.where(alive, g_loss, 0.0).sum().backward()
-            opt_g.step()
-        finally:  # also after a failed graph capture, so that eager steps can go on
-            for param in d_params:
-                param.requires_grad_(True)
-        # Accumulate on the device: a .item() per step would synchronise every batch.
-        sums.add_(torch.stack([d_loss.detach(), g_loss.detach(),
-                               torch.sigmoid(d_real.detach().float()).mean(1)]))
-
-    def amp() -> Any:
-        """bf16 autocast on an eager step (CUDA, or a CPU with native bf16: 2.25x the steps per
-        second of float32 for three quick-profile runs on 2 cores); float32 (TF32 matmuls) in a
-        CUDA graph."""
-        if use_graph:
-            return nullcontext()
-        return autocast(device)
-
-    graph: torch.cuda.CUDAGraph | None = None
-    static: tuple[torch.Tensor, torch.Tensor] | None = None
-    side = torch.cuda.Stream(device) if use_graph else None
-    precision = _matmul_precision("high") if use_graph else None  # TF32; restored below
+    precision = _matmul_precision("high") if step.graphed else None  # TF32; restored below
     try:
         for epoch in range(1, epochs + 1):
-            sums.zero_()
-            if device.type == "cuda":
-                torch.cuda.synchronize()
+            step.sums.zero_()
+            _synchronize(device)
             start = time.perf_counter()
             for x, y in iterate_batches(images, labels, batch_size, generator=generator_order,
                                         drop_last=True):
-                if graph is not None and static is not None:
-                    static[0].copy_(x)
-                    static[1].copy_(y)
-                    graph.replay()
-                elif use_graph and history.steps < GRAPH_WARMUP:
-                    # Warm-up steps run eagerly on a side stream, as torch.cuda.graph asks:
-                    # they create Adam's state and the libraries' workspaces before capture.
-                    assert side is not None
-                    side.wait_stream(torch.cuda.current_stream(device))
-                    with torch.cuda.stream(side):
-                        step(x, y)
-                    torch.cuda.current_stream(device).wait_stream(side)
-                elif use_graph:
-                    graph, static = _capture(step, x, y)
-                    if graph is None:  # capture failed: the rest of training runs eagerly
-                        use_graph = False
-                        step(x, y)
-                    else:
-                        graph.replay()
-                else:
-                    step(x, y)
+                runner(x, y)
                 history.steps += 1
                 if bar is not None:
                     bar.update(1)
-            if device.type == "cuda":
-                torch.cuda.synchronize()
+            _synchronize(device)
             history.seconds += time.perf_counter() - start
-            means = (sums / steps_per_epoch).cpu().tolist()
-            history.epochs.append(epoch)
-            for r in range(runs):
-                if history.stopped[r] is not None:
-                    d, g, dr = math.nan, math.nan, math.nan
-                else:
-                    d, g, dr = means[0][r], means[1][r], means[2][r]
-                    problem = loss_problem(d, g, explode_limit)
-                    if problem is not None:
-                        history.stopped[r], history.stopped_epoch[r] = problem, epoch
-                        alive[r] = False  # in place: a captured graph reads the same tensor
-                history.d_loss[r].append(d)
-                history.g_loss[r].append(g)
-                history.d_real[r].append(dr)
+            means = (step.sums / steps_per_epoch).cpu().tolist()
+            for r in history.add_epoch(epoch, means, explode_limit):
+                step.alive[r] = False  # in place: a captured graph reads the same tensor
             if on_record is not None and epoch in record:
                 on_record(epoch, history)
             if bar is not None:
@@ -427,10 +487,16 @@ def train_gan(generator: Generator, discriminator: Discriminator, recipes: Seque
     finally:
         if precision is not None:
             _matmul_precision(precision)
-    history.cuda_graph = graph is not None
+    history.cuda_graph = runner.graph is not None
     if bar is not None:
         bar.close()
     return history
+
+
+def _synchronize(device: torch.device) -> None:
+    """Wait for a CUDA device (epoch timings cover the work, not its launch); no-op elsewhere."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def _matmul_precision(value: str) -> str | None:

@@ -17,7 +17,7 @@ A step reads nothing back from the device: the running loss and accuracy stay th
 read once per epoch, so on a GPU the host queues step after step without waiting. Per step of
 `train` (`python bench/launches.py`: torch.profiler on the CPU, bf16 autocast), Model2 at
 batch 32 makes 255 aten calls of which 45 launch kernels, BestCNN at batch 128 with
-RandomAffine 555 and 98; neither reads a value back. The same before and after the loops
+RandomAffine 555 and 97; neither reads a value back. The same before and after the loops
 below were merged into this one.
 """
 

@@ -178,9 +178,9 @@ def megabytes(value: float | None) -> str:
     return "n/a" if value is None else f"{value / 1e6:.1f} MB"
 
 
-def _count(n: int, singular: str, plural: str) -> str:
-    """'one seed', '3 seeds'."""
-    return f"one {singular}" if n == 1 else f"{n:,} {plural}"
+def _count(n: int, singular: str, many: str) -> str:
+    """'one seed', '3 seeds': `plural` with a word for one."""
+    return f"one {singular}" if n == 1 else plural(n, singular, many)
 
 
 def repeats(comparison: Mapping[str, Any]) -> str:

@@ -146,12 +146,14 @@ def test_runs_start_alike_and_train_independently() -> None:
     torch.testing.assert_close(unit[0], (out[0] + 1) / 2)
 
 
-def test_a_batched_run_equals_the_same_run_trained_alone() -> None:
-    """Training three recipes together leaves the middle one as if it had trained alone."""
+@pytest.mark.parametrize("middle", ["range", "spectral"])
+def test_a_batched_run_equals_the_same_run_trained_alone(middle: str) -> None:
+    """Training three recipes together leaves the middle one as if it had trained alone (the
+    spectral norm's vectors too are per run)."""
     images, labels = digits(200, 1)
     weights = []
-    for recipes in ([RECIPES["original"], RECIPES["range"], RECIPES["smoothing"]],
-                    [RECIPES["range"]]):
+    for recipes in ([RECIPES["original"], RECIPES[middle], RECIPES["smoothing"]],
+                    [RECIPES[middle]]):
         torch.manual_seed(0)
         g = Generator(len(recipes), z_dim=8, **SMALL)
         d = Discriminator(len(recipes), widths=(32, 16, 16))
@@ -188,9 +190,43 @@ def test_spectral_norm_bounds_the_largest_singular_value() -> None:
     for _ in range(30):  # power iteration converges over training calls
         d(x, y)
     w = d.layers[0].weight.detach()
-    sigma = d._sigma(0, d.layers[0].weight).detach()
+    sigma = d._sigma(0, d.layers[0].weight, iterate=False).detach()
     assert sigma[0] == pytest.approx(float(torch.linalg.matrix_norm(w[0], ord=2)), rel=1e-3)
     assert sigma[1] == 1.0
+
+
+def test_g_step_calls_leave_the_power_iteration_alone() -> None:
+    """A training call refines the spectral norm's vectors; one without power iteration (G's
+    step) and an eval call leave them as they are."""
+    torch.manual_seed(0)
+    d = Discriminator(2, widths=(32, 16, 16))
+    d.set_spectral([True, True])
+    x, y = torch.rand(2, 10, 784), torch.arange(10)
+    before = [buffer.clone() for buffer in (d.u0, d.v0)]
+    d(x, y, power_iteration=False)
+    d.eval()
+    d(x, y)
+    assert all(torch.equal(a, b) for a, b in zip(before, (d.u0, d.v0)))
+    d.train()
+    d(x, y)
+    d(x, y)  # v starts as the first step from u, so the first call moves u alone
+    assert not any(torch.equal(a, b) for a, b in zip(before, (d.u0, d.v0)))
+
+
+def test_sigma_equals_torchs_form_in_value_and_gradient() -> None:
+    """|W^T v| is torch's u'^T W^T v with u' = normalise(W^T v) held constant, gradient too."""
+    torch.manual_seed(0)
+    d = Discriminator(2, widths=(32, 16, 16))
+    d.set_spectral([True, True])
+    weight = d.layers[1].weight.detach().clone().requires_grad_(True)
+    ours = d._sigma(1, weight, iterate=False)
+    (grad_ours,) = torch.autograd.grad(ours.sum(), weight)
+    wt_v = torch.bmm(d.v1[:, None, :], weight)  # [R, 1, out]
+    u = torch.nn.functional.normalize(wt_v.detach(), dim=2)
+    torchs = torch.bmm(wt_v, u.transpose(1, 2))[:, 0, 0]
+    (grad_torchs,) = torch.autograd.grad(torchs.sum(), weight)
+    torch.testing.assert_close(ours, torchs)
+    torch.testing.assert_close(grad_ours, grad_torchs)
 
 
 def test_balanced_index_and_nearest_distances() -> None:
