@@ -25,7 +25,7 @@ from torch.nn import functional as F
 
 from digits import original
 from digits.data import iterate_batches
-from digits.training import autocast
+from digits.training import autocast, synchronize
 
 N_CLASSES = 10
 PIXELS = 28 * 28
@@ -466,7 +466,7 @@ def train_gan(generator: Generator, discriminator: Discriminator, recipes: Seque
     try:
         for epoch in range(1, epochs + 1):
             step.sums.zero_()
-            _synchronize(device)
+            synchronize(device)
             start = time.perf_counter()
             for x, y in iterate_batches(images, labels, batch_size, generator=generator_order,
                                         drop_last=True):
@@ -474,7 +474,7 @@ def train_gan(generator: Generator, discriminator: Discriminator, recipes: Seque
                 history.steps += 1
                 if bar is not None:
                     bar.update(1)
-            _synchronize(device)
+            synchronize(device)
             history.seconds += time.perf_counter() - start
             means = (step.sums / steps_per_epoch).cpu().tolist()
             for r in history.add_epoch(epoch, means, explode_limit):
@@ -491,12 +491,6 @@ def train_gan(generator: Generator, discriminator: Discriminator, recipes: Seque
     if bar is not None:
         bar.close()
     return history
-
-
-def _synchronize(device: torch.device) -> None:
-    """Wait for a CUDA device (epoch timings cover the work, not its launch); no-op elsewhere."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def _matmul_precision(value: str) -> str | None:
