@@ -287,6 +287,14 @@ def new_networks(ctx: ComputeContext, runs: int, init_stream: str
             Discriminator(runs, widths=ctx.cfg.d_widths))
 
 
+def judged_runs(judge: BestCNN, output: torch.Tensor, history: GanHistory
+                ) -> list[tuple[torch.Tensor, torch.Tensor] | None]:
+    """The judge's (features, logits) of each run's digits `output` [R, N, 28, 28]; None for a
+    run that stopped or made a non-finite digit, which is not judged."""
+    return [None if history.stopped[r] is not None or not torch.isfinite(output[r]).all()
+            else judge_outputs(judge, output[r]) for r in range(output.shape[0])]
+
+
 def trial_score(cross_entropies: Sequence[float | None]) -> float:
     """A trial's criterion: the mean of its recipes' cross-entropies; inf if any run failed."""
     if any(v is None or not np.isfinite(v) for v in cross_entropies):
@@ -324,13 +332,9 @@ def choose_optimizer(ctx: ComputeContext, recipes: list[Recipe], judge: BestCNN,
                                 generator_order=ctx.streams.torch("trial/batch_order"),
                                 explode_limit=cfg.explode_limit, progress=ctx.progress)
             output = to_unit(generate(generator, z.to(ctx.device), asked), recipes)
-            losses: list[float | None] = []
-            for r in range(len(recipes)):
-                if history.stopped[r] is not None or not torch.isfinite(output[r]).all():
-                    losses.append(None)
-                    continue
-                _, logits = judge_outputs(judge, output[r])
-                losses.append(float(F.cross_entropy(logits.float().cpu(), asked.cpu())))
+            losses = [None if judged is None
+                      else float(F.cross_entropy(judged[1].float().cpu(), asked.cpu()))
+                      for judged in judged_runs(judge, output, history)]
             trials.append({"name": setting.name, "cross_entropy": losses,
                            "steps": history.steps})
             seconds += history.seconds
@@ -362,13 +366,10 @@ def train_all(ctx: ComputeContext, recipes: list[Recipe], optimizer: AdamSetting
     def on_record(epoch: int, history: GanHistory) -> None:
         output = to_unit(generate(generator, noise["metric_z"], noise["metric_labels"]), recipes)
         epochs.append(epoch)
-        for r in range(len(recipes)):
-            if history.stopped[r] is not None or not torch.isfinite(output[r]).all():
-                measured.append(None)
-                continue
-            features, logits = judge_outputs(judge, output[r])
-            measured.append(measure(features.cpu(), logits.cpu(), noise["metric_labels"].cpu(),
-                                    reference, cfg.k))
+        measured.extend(None if judged is None
+                        else measure(judged[0].cpu(), judged[1].cpu(),
+                                     noise["metric_labels"].cpu(), reference, cfg.k)
+                        for judged in judged_runs(judge, output, history))
         grid = to_unit(generate(generator, noise["grid_z"], noise["grid_labels"]), recipes)
         # Only the two runs the GIF shows: 78 KB a frame, 22 frames in the full profile.
         frames.append(to_uint8(grid[[0, len(recipes) - 1]]))

@@ -14,9 +14,11 @@ from analyses import ANALYSES, PRESENTATION, classifiers, dataset
 from analyses import gan as section
 from digits import original
 from digits.data import MNIST
+from digits.models import BestCNN
 from digits.gan import (
     RECIPES,
     Discriminator,
+    GanHistory,
     Generator,
     generate,
     loss_problem,
@@ -353,6 +355,18 @@ def test_the_optimizer_is_chosen_in_trials_the_reported_runs_do_not_reuse(
             Results("test", "gan", outcomes["gan"].entry).array(name),
             Results("test", "gan", alone["gan"].entry).array(name), err_msg=name)
     assert "How the optimizer was chosen" not in alone_index.read_text()
+
+
+def test_judged_runs_skip_a_stopped_run_and_a_non_finite_one() -> None:
+    torch.manual_seed(0)
+    judge = BestCNN()
+    output = torch.rand(3, 4, 28, 28)
+    output[2, 1, 5, 5] = math.nan
+    history = GanHistory(["a", "b", "c"], stopped=[None, "exploded", None])
+    judged = section.judged_runs(judge, output, history)
+    assert judged[1] is None and judged[2] is None
+    features, logits = judged[0]
+    assert logits.shape == (4, 10) and features.shape[0] == 4
 
 
 def test_trial_score_rules_out_a_setting_with_a_failed_run() -> None:
