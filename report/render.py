@@ -370,6 +370,14 @@ def reduced_text(view: SectionView, keys: Sequence[str]) -> str:
     return f"Settings that differ from the full profile: {'; '.join(parts)}." if parts else ""
 
 
+def made_on(view: SectionView, build: Mapping[str, Any]) -> str:
+    """The machine that made a section's results ('NVIDIA H200'), for its timings: a frozen
+    section's may differ from this build's; the build's when the section records none."""
+    own = view.provenance
+    return (own.get("device_name") or own.get("device") or build.get("device_name")
+            or build.get("device") or "")
+
+
 def _inline_markdown(text: str) -> Markup:
     """Markdown of a caption, without the paragraph around it."""
     html = markdown.markdown(str(text).strip())
@@ -439,6 +447,7 @@ def _prose_html(env: Environment, view: SectionView, context: Mapping[str, Any],
                                gif=place("gif"), table=place("table"), ref=ref,
                                asset_url=asset_url, reduced=view.reduced,
                                reduced_note=reduced_note, profile_of=profile_of, across=across,
+                               made_on=made_on(view, context.get("build", {})),
                                metrics=Tracked(context.get("metrics", {}), used))}
     view.title = env.from_string(title).render(**names).strip() if title else view.name
     text = env.from_string(body).render(**names)

@@ -437,6 +437,25 @@ def test_prose_sees_config_build_and_filters(tmp_path: Path) -> None:
     assert "3 epochs, 98.00 %, 70,000 images, quick profile." in render(tmp_path, [one])
 
 
+def test_timings_name_the_machine_that_made_the_section_not_the_one_that_built_the_page(
+        tmp_path: Path) -> None:
+    prose = "Trained on {{ made_on }}.\n"
+    frozen = view(tmp_path, "frozen", prose, [], status="frozen")
+    frozen.provenance = {"profile": "full", "device": "cuda", "device_name": "NVIDIA H200",
+                         "created": "2026-12-05T00:00:00+00:00"}
+    fresh = view(tmp_path, "fresh", prose, [])  # records nothing: this build made it
+    page = render(tmp_path, [frozen, fresh])  # a CPU build (BUILD)
+    assert "Trained on NVIDIA H200." in section_html(page, "frozen")
+    assert "Trained on x86_64." in section_html(page, "fresh")
+
+
+def test_no_prose_times_a_section_with_the_page_builds_device() -> None:
+    # A frozen section's timings were measured on the machine that froze it: `made_on` says
+    # which; `build.device` is the machine rendering the page (the byline and appendix only).
+    uses = [p.name for p in (REPO / "analyses").glob("*.md") if "build.device" in p.read_text()]
+    assert uses == []
+
+
 # --- filters -----------------------------------------------------------------------------------
 
 
