@@ -189,12 +189,16 @@ def section(computed) -> tuple[SimpleNamespace, Path]:
 
 
 def render(ctx: SimpleNamespace, staging: Path, metrics: dict | None = None,
-           reduced: dict | None = None) -> str:
+           reduced: dict | None = None, model2_acc: float | None = None) -> str:
+    """The section's HTML; `model2_acc`: the classifiers' accuracy of the network as trained
+    (default: this section's, of its stored copy)."""
     view = SectionView("hidden_layers", (REPO / "analyses" / "hidden_layers.md").read_text(),
                        ctx.cfg, metrics or ctx.metrics, ctx.items, staging, "run")
     env = make_environment(REPO / "templates")
-    classifiers = {"n_train_used": 6_000, "n_train_total": 60_000,
-                   "model2_plain_histories": [{"epochs": [1, 2]}], "best_test_accs": [0.99]}
+    trained = view.metrics["test_accuracy"] if model2_acc is None else model2_acc
+    classifiers = {"n_train_used": 6_000, "n_train_total": 60_000, "n_test": 10_000,
+                   "model2_plain_histories": [{"epochs": [1, 2]}], "best_test_accs": [0.99],
+                   "model2_plain_test_accs": [trained, 0.5]}
     render_sections(env, [view], {"metrics": {"hidden_layers": view.metrics,
                                               "classifiers": classifiers},
                                   "build": {"profile": "quick", "reduced": reduced or {}},
@@ -297,6 +301,20 @@ def test_prose_renders_and_names_reduced_upstream_settings(section) -> None:
     only_seeds = " ".join(render(ctx, staging, reduced={"classifiers": [
         {"key": "seeds", "value": 2, "full": 3}]}).split())
     assert "differ from the full profile" not in only_seeds  # seeds do not shape model 2
+
+
+@pytest.mark.parametrize("trained, says", [
+    (None, "correctly, as the network in full precision did."),
+    (0.9837, "correctly, against 98.37 % for the network in full precision: rounding its "
+             "weights cost 1 correct answer."),
+    (0.9830, "correctly, against 98.30 % for the network in full precision: rounding its "
+             "weights gained 6 correct answers.")])
+def test_the_stored_copys_accuracy_is_set_beside_the_trained_networks(
+        section, trained: float | None, says: str) -> None:
+    ctx, staging = section
+    metrics = {**ctx.metrics, "test_accuracy": 0.9836}
+    plain = " ".join(render(ctx, staging, metrics, model2_acc=trained).split())
+    assert f"it classifies 98.36 % of the test images {says}" in plain
 
 
 @pytest.mark.parametrize("verdict", [AHEAD, BEHIND, UNSEPARATED])
