@@ -305,10 +305,10 @@ def test_prose_renders_and_names_reduced_upstream_settings(section) -> None:
 
 @pytest.mark.parametrize("trained, says", [
     (None, "correctly, as the network in full precision did."),
-    (0.9837, "correctly, against 98.37 % for the network in full precision: rounding its "
-             "weights cost 1 correct answer."),
-    (0.9830, "correctly, against 98.30 % for the network in full precision: rounding its "
-             "weights gained 6 correct answers.")])
+    (0.9837, "correctly, against 98.37 % for the network as the classifiers section measured "
+             "it, in full precision: rounding cost 1 correct answer."),
+    (0.9830, "correctly, against 98.30 % for the network as the classifiers section measured "
+             "it, in full precision: rounding gained 6 correct answers.")])
 def test_the_stored_copys_accuracy_is_set_beside_the_trained_networks(
         section, trained: float | None, says: str) -> None:
     ctx, staging = section
