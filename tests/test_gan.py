@@ -14,7 +14,6 @@ from analyses import ANALYSES, PRESENTATION, classifiers, dataset
 from analyses import gan as section
 from digits import original
 from digits.data import MNIST
-from digits.models import BestCNN
 from digits.gan import (
     RECIPES,
     Discriminator,
@@ -27,6 +26,7 @@ from digits.gan import (
     to_unit,
     train_gan,
 )
+from digits.models import BestCNN
 from digits.sampling import balanced_index
 from report import DrawContext
 from report.analysis import sections_from_modules
