@@ -322,6 +322,7 @@ def choose_optimizer(ctx: ComputeContext, recipes: list[Recipe], judge: BestCNN,
     seconds = 0.0
     if len(candidates) > 1:
         asked = class_labels(cfg.samples_per_class, ctx.device)
+        asked_cpu = asked.cpu()
         z = torch.randn(asked.shape[0], cfg.z_dim, generator=ctx.streams.torch("trial/noise"))
         for setting in candidates:
             generator, discriminator = new_networks(ctx, len(recipes), "trial/init")
@@ -333,7 +334,7 @@ def choose_optimizer(ctx: ComputeContext, recipes: list[Recipe], judge: BestCNN,
                                 explode_limit=cfg.explode_limit, progress=ctx.progress)
             output = to_unit(generate(generator, z.to(ctx.device), asked), recipes)
             losses = [None if judged is None
-                      else float(F.cross_entropy(judged[1].float().cpu(), asked.cpu()))
+                      else float(F.cross_entropy(judged[1].float().cpu(), asked_cpu))
                       for judged in judged_runs(judge, output, history)]
             trials.append({"name": setting.name, "cross_entropy": losses,
                            "steps": history.steps})
@@ -362,13 +363,14 @@ def train_all(ctx: ComputeContext, recipes: list[Recipe], optimizer: AdamSetting
     epochs: list[int] = []
     measured: list[dict[str, Any] | None] = []  # [epoch * runs + run]
     frames: list[np.ndarray] = []  # [2, 100, 28, 28] uint8 per measured epoch
+    metric_labels = noise["metric_labels"].cpu()  # the classes asked for, as `measure` takes them
 
     def on_record(epoch: int, history: GanHistory) -> None:
         output = to_unit(generate(generator, noise["metric_z"], noise["metric_labels"]), recipes)
         epochs.append(epoch)
         measured.extend(None if judged is None
-                        else measure(judged[0].cpu(), judged[1].cpu(),
-                                     noise["metric_labels"].cpu(), reference, cfg.k)
+                        else measure(judged[0].cpu(), judged[1].cpu(), metric_labels,
+                                     reference, cfg.k)
                         for judged in judged_runs(judge, output, history))
         grid = to_unit(generate(generator, noise["grid_z"], noise["grid_labels"]), recipes)
         # Only the two runs the GIF shows: 78 KB a frame, 22 frames in the full profile.
