@@ -38,6 +38,7 @@ Run: `python bench/launches.py [--steps S] [--float32]` (about 12 s).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import sys
 from collections import Counter
@@ -51,10 +52,13 @@ from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from analyses.optimizers import Config as StudyConfig, study_spec  # noqa: E402
 from digits import training  # noqa: E402
 from digits.augment import RandomAffine  # noqa: E402
 from digits.gan import RECIPES, Discriminator, Generator, train_gan  # noqa: E402
 from digits.models import BestCNN, Model2  # noqa: E402
+from digits.parallel import train_many  # noqa: E402
+from digits.study import LR_CENTRES, log_grid, train_spec  # noqa: E402
 from digits.training import TrainSpec, train  # noqa: E402
 
 # Calls that launch no kernel: views, metadata and allocations.
@@ -142,6 +146,31 @@ def gan_epoch_counts(steps: int, batch: int = 100) -> Counter:
     return tally(prof.events())
 
 
+def study_groups() -> dict[str, list[tuple[str, float]]]:
+    """The full optimizer study's two kinds of group: (optimizer, rate) of each run, in order."""
+    spec = study_spec(StudyConfig())  # the full profile's
+    seeds = [(o, spec.shared_lr) for o in spec.optimizers for _ in range(spec.seeds)]
+    grid = [(o, lr) for o in spec.optimizers for lr in log_grid(LR_CENTRES[o], spec.lr_factors)]
+    return {f"Model2 x{len(seeds)}, {len(spec.optimizers)} settings": seeds,
+            f"Model2 x{len(grid)}, {len(grid)} settings": grid}
+
+
+def group_epoch_counts(runs: list[tuple[str, float]], steps: int, batch: int = 32) -> Counter:
+    """The tally of one epoch of `steps` concurrent steps of Model2 runs (digits.parallel)."""
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (steps * batch, 28, 28), generator=g, dtype=torch.uint8)
+    labels = torch.randint(0, 10, (steps * batch,), generator=g)
+    torch.manual_seed(0)
+    spec = dataclasses.replace(study_spec(StudyConfig()), epochs=1, batch_size=batch)
+    specs = [train_spec(spec, optimizer, lr) for optimizer, lr in runs]
+    models = [Model2() for _ in runs]
+    generators = [torch.Generator().manual_seed(i) for i in range(len(runs))]
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        train_many(models, images, labels, specs, generators=generators, mode="concurrent",
+                   group_size=len(runs))
+    return tally(prof.events())
+
+
 def per_step(epoch: Callable[[int], Counter], steps: int) -> dict[str, float]:
     """Counts per step: the difference between epochs of 2S and S steps, over S."""
     short, long = epoch(steps), epoch(2 * steps)
@@ -164,6 +193,8 @@ def main(argv: list[str] | None = None) -> None:
     epochs = {name: functools.partial(epoch_counts, make, batch, augment)
               for name, (make, batch, augment) in CASES.items()}
     epochs["GAN, 5 recipes, float32"] = gan_epoch_counts
+    for name, runs in study_groups().items():
+        epochs[name] = functools.partial(group_epoch_counts, runs)
     for name, epoch in epochs.items():
         counts = per_step(epoch, args.steps)
         print(f"{name:24} {counts['ops']:6g} {counts['launches']:8g} {counts['reads']:6g}")

@@ -1,10 +1,23 @@
 """Train several independent models of one architecture at once, or one after another.
 
-Concurrent mode stacks the K models' parameters every step and runs one forward/backward for
-all of them with torch.func.vmap (convolutions become grouped convolutions, linear layers batched
-matmuls). Each model keeps its own torch.optim optimizer from digits.training.make_optimizer and
-its own data order (one generator per model, the same permutations `train` would draw), so a
-concurrent run computes what K sequential `train` calls compute, up to float rounding.
+Concurrent mode stacks the K models' parameters once, [K, ...] per parameter, and runs one
+forward/backward for all of them per step with torch.func.vmap (convolutions become grouped
+convolutions, linear layers batched matmuls). Consecutive runs whose optimizer settings are
+alike (optimizer, rate, momentum, decay, schedule) form a block that one torch.optim optimizer
+from digits.training.make_optimizer steps in one call, over Parameters that alias the block's
+rows of the stacked tensors: the same fused kernel and arithmetic as each run's own optimizer,
+elementwise. Each run keeps its own data order (one generator per model, the same permutations
+`train` would draw), so a concurrent run computes what K sequential `train` calls compute, up to
+float rounding; the models receive their weights after every epoch.
+
+Per step of the full optimizer study's two kinds of group (`python bench/launches.py`:
+torch.profiler on the CPU, Model2 at batch 32), the step made, before -> after blocks and
+stacking once: 18 runs in 6 blocks (studies (a) and the tuned runs), 2,752 -> 1,055 aten calls,
+582 -> 194 launches; 24 runs in 24 blocks (the rate grid: each run its own rate), 3,525 -> 3,095
+calls, 757 -> 655 launches. Before, every step stacked the parameters (8 stacks forward, 8 x K
+gradient copies backward) and stepped K optimizers. Most of the grid's remaining launches are
+RMSprop's and Adadelta's steps, which torch runs one tensor at a time on the CPU and as foreach
+kernels (a few per optimizer) on CUDA.
 
 Why both modes (measured with Model2, batch 32, torch 2.14, 2 CPU cores shared with other jobs,
 load average ~7.5, so absolute numbers are low and noisy; the ratios held across repeats):
@@ -22,7 +35,9 @@ load average ~7.5, so absolute numbers are low and noisy; the ratios held across
 from __future__ import annotations
 
 import copy
+import itertools
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -96,6 +111,50 @@ def _check_group(models: Sequence[nn.Module], specs: Sequence[TrainSpec]) -> Non
                          f"got {sorted({(s.epochs, s.batch_size) for s in specs})}")
 
 
+@dataclass
+class _Block:
+    """Consecutive runs of a group that share every optimizer setting, stepped as one.
+
+    `aliases` are Parameters over rows `rows` of the stacked leaves (same storage, no copy),
+    so one torch.optim optimizer updates the block's runs with one call per step, with the
+    same kernel and arithmetic as each run's own optimizer in `train`.
+    """
+
+    rows: slice
+    aliases: list[tuple[str, nn.Parameter]]
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None
+
+
+def _optimizer_settings(spec: TrainSpec) -> tuple:
+    """What an optimizer and its schedule read from a spec: runs alike here share one."""
+    return (spec.optimizer, spec.lr, spec.momentum, spec.nesterov, spec.weight_decay,
+            spec.schedule)
+
+
+def _blocks(stacked: dict[str, torch.Tensor], specs: Sequence[TrainSpec],
+            total_steps: int) -> list[_Block]:
+    """One optimizer per run of consecutive specs with the same optimizer settings."""
+    blocks, start = [], 0
+    for _, alike in itertools.groupby(specs, key=_optimizer_settings):
+        rows = slice(start, start + len(list(alike)))
+        aliases = [(name, nn.Parameter(leaf.detach()[rows])) for name, leaf in stacked.items()]
+        optimizer = make_optimizer(specs[start], [alias for _, alias in aliases])
+        blocks.append(_Block(rows, aliases, optimizer,
+                             make_scheduler(specs[start], optimizer, total_steps)))
+        start = rows.stop
+    return blocks
+
+
+@torch.no_grad()
+def _write_back(models: Sequence[nn.Module], stacked: dict[str, torch.Tensor],
+                buffers: dict[str, torch.Tensor]) -> None:
+    """Copy each run's row of the stacked parameters and buffers into its own model."""
+    for i, model in enumerate(models):
+        for name, tensor in [*model.named_parameters(), *model.named_buffers()]:
+            tensor.copy_(stacked[name][i] if name in stacked else buffers[name][i])
+
+
 def train_concurrently(
     models: Sequence[nn.Module],
     images: torch.Tensor,
@@ -107,7 +166,8 @@ def train_concurrently(
     progress: Callable[..., Any] | None = None,
     desc: str = "train",
 ) -> list[History]:
-    """One vmapped forward/backward for all models per step; per-model optimizers and curves."""
+    """One vmapped forward/backward for all models per step; one optimizer per block of alike
+    runs; per-model curves. The models hold their trained weights after each epoch."""
     _check_group(models, specs)
     device = images.device
     k, n = len(models), images.shape[0]
@@ -116,14 +176,13 @@ def train_concurrently(
         model.to(device)
     # A parameter-free copy gives the graph; each step feeds it the stacked tensors.
     skeleton = copy.deepcopy(models[0]).to("meta")
-    # The same Parameter objects every step: the optimizers update them in place.
-    param_lists = {name: [dict(m.named_parameters())[name] for m in models]
-                   for name, _ in models[0].named_parameters()}
-    buffer_lists = {name: [dict(m.named_buffers())[name] for m in models]
-                    for name, _ in models[0].named_buffers()}
-    optimizers = [make_optimizer(s, m.parameters()) for s, m in zip(specs, models)]
+    # Stacked once: the leaves the step differentiates, [K, ...] per parameter.
+    stacked = {name: torch.stack([dict(m.named_parameters())[name].detach() for m in models])
+               .requires_grad_() for name, _ in models[0].named_parameters()}
+    buffers = {name: torch.stack([dict(m.named_buffers())[name] for m in models])
+               for name, _ in models[0].named_buffers()}
     steps_per_epoch = -(-n // batch_size)
-    schedulers = [make_scheduler(s, o, epochs * steps_per_epoch) for s, o in zip(specs, optimizers)]
+    blocks = _blocks(stacked, specs, epochs * steps_per_epoch)
 
     def forward(params: dict, buffers: dict, x: torch.Tensor) -> torch.Tensor:
         return functional_call(skeleton, (params, buffers), (x,))
@@ -132,8 +191,6 @@ def train_concurrently(
     log = EpochLog(k, n, device)
     bar = progress(total=epochs * steps_per_epoch, desc=desc) if progress else None
     for epoch in range(1, epochs + 1):
-        for model in models:
-            model.train()
         # The permutation each model's `train` call would draw: same generator, same order.
         order = torch.stack([torch.randperm(n, generator=g) for g in generators]).to(device)
         with log.epoch(epoch):
@@ -142,23 +199,18 @@ def train_concurrently(
                 b = index.shape[1]
                 x = to_input(images[index].flatten(0, 1)).reshape(k, b, 1, *images.shape[1:])
                 y = labels[index]
-                params = {name: torch.stack(p) for name, p in param_lists.items()}
-                buffers = {name: torch.stack(v) for name, v in buffer_lists.items()}
                 with autocast(device):
-                    logits = batched(params, buffers, x).float()  # [K, b, 10]
+                    logits = batched(stacked, buffers, x).float()  # [K, b, 10]
                 losses = _losses(logits, y, specs)
-                for optimizer in optimizers:
-                    optimizer.zero_grad(set_to_none=True)
+                for leaf in stacked.values():
+                    leaf.grad = None
                 # The models are independent, so d(sum)/d(theta_i) = d(loss_i)/d(theta_i).
                 losses.sum().backward()
-                for optimizer in optimizers:
-                    optimizer.step()
-                for scheduler in schedulers:
-                    if scheduler is not None:
-                        scheduler.step()
+                _step(blocks, stacked)
                 log.step(losses, logits, y)
                 if bar is not None:
                     bar.update(1)
+        _write_back(models, stacked, buffers)
         log.evaluate(models, eval_sets, [s.eval_batch_size for s in specs])
         if bar is not None:
             mean = sum(h.train_loss[-1] for h in log.histories) / k
@@ -167,6 +219,16 @@ def train_concurrently(
         bar.close()
     # Wall time is shared by the group; images/s is per model (x K for the group's total).
     return log.finish()
+
+
+def _step(blocks: Sequence[_Block], stacked: dict[str, torch.Tensor]) -> None:
+    """Step every block's optimizer on its rows of the stacked gradients (views, no copy)."""
+    for block in blocks:
+        for name, alias in block.aliases:
+            alias.grad = stacked[name].grad[block.rows]
+        block.optimizer.step()
+        if block.scheduler is not None:
+            block.scheduler.step()
 
 
 def _losses(logits: torch.Tensor, labels: torch.Tensor,

@@ -23,6 +23,7 @@ below were merged into this one.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, nullcontext
@@ -103,6 +104,25 @@ WEIGHT_DECAY: dict[str, float] = {"adamw": 0.01}
 FUSED = frozenset({"sgd", "adam", "adamw", "adagrad"})
 
 
+@functools.cache
+def fused_works(optimizer: str, device_type: str) -> bool:
+    """Whether this torch steps `optimizer` fused on `device_type`: one step of one float.
+
+    Asked, not assumed from the version: CUDA's fused Adagrad landed in torch only in 2026
+    (pytorch#177672), so the GPU machine's torch 2.11 may raise at the first step where this
+    machine's 2.14 runs.
+    """
+    if optimizer not in FUSED:
+        return False
+    param = torch.zeros(1, device=device_type, requires_grad=True)
+    param.grad = torch.ones(1, device=device_type)
+    try:
+        OPTIMIZERS[optimizer]([param], lr=0.1, fused=True).step()
+    except (RuntimeError, NotImplementedError):
+        return False
+    return True
+
+
 def make_optimizer(spec: TrainSpec, params: Any) -> torch.optim.Optimizer:
     """Build the optimizer named in `spec` (fused where torch has it); momentum: SGD only."""
     if spec.optimizer not in OPTIMIZERS:
@@ -112,8 +132,9 @@ def make_optimizer(spec: TrainSpec, params: Any) -> torch.optim.Optimizer:
     if spec.optimizer == "sgd":
         kwargs["momentum"] = spec.momentum
         kwargs["nesterov"] = spec.nesterov
-    if spec.optimizer in FUSED and params and all(
-            p.device.type in ("cpu", "cuda") and p.dtype == torch.float32 for p in params):
+    devices = {p.device.type for p in params}
+    if len(devices) == 1 and all(p.dtype == torch.float32 for p in params) and fused_works(
+            spec.optimizer, devices.pop()):
         kwargs["fused"] = True
     return OPTIMIZERS[spec.optimizer](params, **kwargs)
 

@@ -8,7 +8,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from digits.models import Standardize
-from digits.parallel import resolve_mode, train_many
+from digits.parallel import _blocks, resolve_mode, train_many
 from digits import training
 from digits.training import TrainSpec
 
@@ -36,10 +36,15 @@ def toy_data(n: int = 120) -> tuple[torch.Tensor, torch.Tensor]:
     return images, labels
 
 
+# Every optimizer the study uses; the two SGD runs share their settings, so a concurrent group
+# steps them as one block (one optimizer over both rows).
 SPECS = [TrainSpec(epochs=2, batch_size=16, optimizer="sgd", lr=0.05),
+         TrainSpec(epochs=2, batch_size=16, optimizer="sgd", lr=0.05),
          TrainSpec(epochs=2, batch_size=16, optimizer="adam", lr=3e-3),
          TrainSpec(epochs=2, batch_size=16, optimizer="adadelta", lr=1.0),
-         TrainSpec(epochs=2, batch_size=16, optimizer="adamw", lr=1e-3, weight_decay=0.01)]
+         TrainSpec(epochs=2, batch_size=16, optimizer="adamw", lr=1e-3, weight_decay=0.01),
+         TrainSpec(epochs=2, batch_size=16, optimizer="rmsprop", lr=1e-3),
+         TrainSpec(epochs=2, batch_size=16, optimizer="adagrad", lr=0.01)]
 
 
 def run(mode: str, group_size: int = 8) -> tuple[list[nn.Module], list]:
@@ -60,7 +65,7 @@ def test_concurrent_matches_sequential(monkeypatch: pytest.MonkeyPatch) -> None:
     # sums are batched differently, which is not what this test is about.
     monkeypatch.setattr(training, "cpu_bf16", lambda: False)
     seq_models, seq_hist = run("sequential")
-    con_models, con_hist = run("concurrent", group_size=3)  # groups of 3 and 1
+    con_models, con_hist = run("concurrent", group_size=3)  # groups of 3, 3 and 1
     for a, b in zip(seq_models, con_models):
         for (name, p), q in zip(a.named_parameters(), b.parameters()):
             torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-5, msg=name)
@@ -74,7 +79,7 @@ def test_concurrent_matches_sequential(monkeypatch: pytest.MonkeyPatch) -> None:
         assert a.train_acc == pytest.approx(b.train_acc, abs=1 / 120 + 1e-9)
         assert a.eval_acc["val"] == pytest.approx(b.eval_acc["val"], abs=1 / 40 + 1e-9)
     # It did learn something, so the comparison is not between untrained models.
-    assert seq_hist[1].train_loss[-1] < seq_hist[1].train_loss[0]
+    assert all(h.train_loss[-1] < h.train_loss[0] for h in seq_hist)
 
 
 def test_seeds_reproduce_on_the_cpu() -> None:
@@ -106,3 +111,45 @@ def test_auto_mode_follows_the_device() -> None:
     assert resolve_mode("concurrent", torch.device("cpu")) == "concurrent"
     with pytest.raises(ValueError):
         resolve_mode("fast", torch.device("cpu"))
+
+
+def test_alike_consecutive_runs_share_one_optimizer_over_their_rows() -> None:
+    adam = TrainSpec(optimizer="adam", lr=1e-3)
+    specs = [adam, adam, TrainSpec(optimizer="adam", lr=3e-3), SPECS[0], adam]
+    stacked = {"w": torch.zeros(5, 3, requires_grad=True), "b": torch.zeros(5, requires_grad=True)}
+    blocks = _blocks(stacked, specs, total_steps=10)
+    assert [(b.rows.start, b.rows.stop) for b in blocks] == [(0, 2), (2, 3), (3, 4), (4, 5)]
+    assert [type(b.optimizer).__name__ for b in blocks] == ["Adam", "Adam", "SGD", "Adam"]
+    # The aliases are the stacked rows themselves: an optimizer step moves the stacked leaf.
+    first = blocks[0]
+    for name, alias in first.aliases:
+        assert alias.is_leaf and alias.data_ptr() == stacked[name].data_ptr()
+        alias.grad = torch.ones_like(alias)
+    first.optimizer.step()
+    assert (stacked["w"][:2] < 0).all() and (stacked["w"][2:] == 0).all()
+
+
+def test_an_optimizer_this_torch_cannot_fuse_steps_unfused(monkeypatch: pytest.MonkeyPatch
+                                                            ) -> None:
+    class NoFusedAdagrad(torch.optim.Adagrad):
+        """torch.optim.Adagrad as a torch without its fused kernel on this device has it."""
+
+        def step(self, closure=None):  # type: ignore[no-untyped-def]
+            if self.defaults.get("fused"):
+                raise RuntimeError("`fused=True` requires all the params to be floating point "
+                                   "Tensors of supported devices: ['cpu']")
+            return super().step(closure)
+
+    monkeypatch.setitem(training.OPTIMIZERS, "adagrad", NoFusedAdagrad)
+    training.fused_works.cache_clear()
+    try:
+        assert not training.fused_works("adagrad", "cpu")
+        param = nn.Parameter(torch.ones(3))
+        optimizer = training.make_optimizer(TrainSpec(optimizer="adagrad"), [param])
+        assert not optimizer.defaults["fused"]
+        param.grad = torch.ones(3)
+        optimizer.step()
+        assert (param < 1).all()
+    finally:
+        training.fused_works.cache_clear()
+    assert training.fused_works("adam", "cpu") and not training.fused_works("rmsprop", "cpu")
