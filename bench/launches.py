@@ -1,10 +1,12 @@
-"""Operator calls and host reads per training step, on the CPU: the classifiers' and the GAN's.
+"""Operator calls and host reads per training step, on the CPU: classifiers, optimizers, GAN.
 
 A GPU runs one batch of 32 through Model2 in microseconds of arithmetic, so its step time is
 set by how many kernels the host launches and whether it waits for the device in between. This
 counts both with torch.profiler on the CPU (no GPU needed), for `digits.training.train` on
 Model2 at batch 32 and BestCNN at batch 128 with RandomAffine augmentation (under the autocast
-the build uses on this machine), and for `digits.gan.train_gan`'s step of the full profile's five
+the build uses on this machine), for `digits.parallel`'s concurrent step of the full optimizer
+study's two kinds of group (18 runs of Model2 in 6 blocks of alike settings; the rate grid's 24
+runs, each its own rate), and for `digits.gan.train_gan`'s step of the full profile's five
 recipes at full widths and batch 100 (in float32, as its CUDA graph runs):
 
 - `ops`: every aten operator call (outer calls and the calls they make);
@@ -26,13 +28,20 @@ Measured with torch 2.14.1 on 2 CPU cores with AVX512-BF16 (bf16 autocast; float
     Model2, batch 32           255 (176)   45 (35)    0
     BestCNN, batch 128         555 (480)   97 (88)    0
     GAN, 5 recipes, float32    1131        269        18
+    Model2 x18, 6 settings     1083        202        24
+    Model2 x24, 24 settings    3096        655        96
 
 The GAN's step took 1522 ops and 357 launches before its spectral norm skipped the power
 iteration in G's step and computed sigma as |W^T v|, and D's loss became one call. Its 18
 reads are the CPU's fused Adam reading each parameter's step count (9 tensors in each of 2
 optimizers); on CUDA the counts stay on the device (`capturable`), as a CUDA graph requires.
 `train` reads nothing back per step: its sums stay on the device and are read once per epoch.
-Run: `python bench/launches.py [--steps S] [--float32]` (about 12 s).
+The groups' step took 2747 and 3520 ops, 582 and 757 launches, before it stacked the
+parameters once and stepped one optimizer per block; the grid's remaining launches are mostly
+RMSprop's and Adadelta's steps, one tensor at a time on the CPU (foreach kernels on CUDA), and
+its reads the CPU's fused optimizers reading step counts, as above.
+Run: `python bench/launches.py [--steps S] [--group-steps S] [--float32]` (about 90 s on 2
+cores, most of it the groups).
 """
 
 from __future__ import annotations
@@ -181,22 +190,32 @@ def main(argv: list[str] | None = None) -> None:
     """Print the per-step counts for each case."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--steps", type=int, default=4, help="S: steps in the shorter epoch")
+    # A group's count is the same at every step, and 24 full-width Model2s step slowly on a
+    # CPU: one step is enough (the GPU run's script runs this before packing its results).
+    parser.add_argument("--group-steps", type=int, default=1,
+                        help="S for the optimizer study's groups")
     parser.add_argument("--float32", action="store_true",
                         help="train without bf16 autocast even where the CPU has native bf16")
     args = parser.parse_args(argv)
     if args.float32:
         training.cpu_bf16 = lambda: False
     torch.set_num_threads(1)
+    # make_optimizer's one-step probe of each fused kernel runs once per process: run it here,
+    # or the first epoch profiled would count it and the per-step difference would shrink.
+    for name in training.OPTIMIZERS:
+        training.fused_works(name, "cpu")
     precision = "bf16 autocast" if training.bf16(torch.device("cpu")) else "float32"
     print(f"per training step, CPU, {precision}, torch {torch.__version__}")
     print(f"{'model':24} {'ops':>6} {'launches':>8} {'reads':>6}")
     epochs = {name: functools.partial(epoch_counts, make, batch, augment)
               for name, (make, batch, augment) in CASES.items()}
     epochs["GAN, 5 recipes, float32"] = gan_epoch_counts
+    steps = dict.fromkeys(epochs, args.steps)
     for name, runs in study_groups().items():
         epochs[name] = functools.partial(group_epoch_counts, runs)
+        steps[name] = args.group_steps
     for name, epoch in epochs.items():
-        counts = per_step(epoch, args.steps)
+        counts = per_step(epoch, steps[name])
         print(f"{name:24} {counts['ops']:6g} {counts['launches']:8g} {counts['reads']:6g}")
 
 

@@ -12,8 +12,8 @@ float rounding; the models receive their weights after every epoch.
 
 Per step of the full optimizer study's two kinds of group (`python bench/launches.py`:
 torch.profiler on the CPU, Model2 at batch 32), the step made, before -> after blocks and
-stacking once: 18 runs in 6 blocks (studies (a) and the tuned runs), 2,752 -> 1,055 aten calls,
-582 -> 194 launches; 24 runs in 24 blocks (the rate grid: each run its own rate), 3,525 -> 3,095
+stacking once: 18 runs in 6 blocks (studies (a) and the tuned runs), 2,747 -> 1,083 aten calls,
+582 -> 202 launches; 24 runs in 24 blocks (the rate grid: each run its own rate), 3,520 -> 3,096
 calls, 757 -> 655 launches. Before, every step stacked the parameters (8 stacks forward, 8 x K
 gradient copies backward) and stepped K optimizers. Most of the grid's remaining launches are
 RMSprop's and Adadelta's steps, which torch runs one tensor at a time on the CPU and as foreach
