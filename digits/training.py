@@ -108,9 +108,9 @@ FUSED = frozenset({"sgd", "adam", "adamw", "adagrad"})
 def fused_works(optimizer: str, device_type: str) -> bool:
     """Whether this torch steps `optimizer` fused on `device_type`: one step of one float.
 
-    Asked, not assumed from the version: CUDA's fused Adagrad landed in torch only in 2026
-    (pytorch#177672), so the GPU machine's torch 2.11 may raise at the first step where this
-    machine's 2.14 runs.
+    Asked, not assumed from the version: torch's fused Adagrad ran on the CPU only for years
+    and its CUDA kernel is recent, so the GPU machine's torch 2.11 may raise at the first step
+    where this machine's 2.14 runs.
     """
     if optimizer not in FUSED:
         return False
