@@ -39,7 +39,7 @@ optimizers); on CUDA the counts stay on the device (`capturable`), as a CUDA gra
 The groups' step took 2747 and 3520 ops, 582 and 757 launches, before it stacked the
 parameters once and stepped one optimizer per block; the grid's remaining launches are mostly
 RMSprop's and Adadelta's steps, one tensor at a time on the CPU (foreach kernels on CUDA), and
-its reads the CPU's fused optimizers reading step counts, as above.
+its reads the optimizers reading their step counts, CPU tensors here.
 Run: `python bench/launches.py [--steps S] [--group-steps S] [--float32]` (about 90 s on 2
 cores, most of it the groups).
 """
@@ -191,7 +191,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--steps", type=int, default=4, help="S: steps in the shorter epoch")
     # A group's count is the same at every step, and 24 full-width Model2s step slowly on a
-    # CPU: one step is enough (the GPU run's script runs this before packing its results).
+    # CPU: one step is enough (the GPU run's script runs this after packing its results, under
+    # a time limit).
     parser.add_argument("--group-steps", type=int, default=1,
                         help="S for the optimizer study's groups")
     parser.add_argument("--float32", action="store_true",
