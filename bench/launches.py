@@ -123,12 +123,17 @@ def tally(events: list) -> Counter:
     return counts
 
 
+def random_digits(n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """n uint8 28x28 noise images and labels 0-9, the same every call (counts ignore values)."""
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (n, 28, 28), generator=g, dtype=torch.uint8)
+    return images, torch.randint(0, 10, (n,), generator=g)
+
+
 def epoch_counts(make: Callable[[], nn.Module], batch: int, augment: Callable | None,
                  steps: int) -> Counter:
     """The tally of one epoch of `steps` steps of `train` (SGD, the default spec)."""
-    g = torch.Generator().manual_seed(0)
-    images = torch.randint(0, 256, (steps * batch, 28, 28), generator=g, dtype=torch.uint8)
-    labels = torch.randint(0, 10, (steps * batch,), generator=g)
+    images, labels = random_digits(steps * batch)
     torch.manual_seed(0)
     model = make()
     with profile(activities=[ProfilerActivity.CPU]) as prof:
@@ -139,9 +144,7 @@ def epoch_counts(make: Callable[[], nn.Module], batch: int, augment: Callable | 
 
 def gan_epoch_counts(steps: int, batch: int = 100) -> Counter:
     """The tally of one epoch of `steps` GAN steps: the five recipes, full widths, float32."""
-    g = torch.Generator().manual_seed(0)
-    images = torch.randint(0, 256, (steps * batch, 28, 28), generator=g, dtype=torch.uint8)
-    labels = torch.randint(0, 10, (steps * batch,), generator=g)
+    images, labels = random_digits(steps * batch)
     torch.manual_seed(0)
     recipes = list(RECIPES.values())
     generator, discriminator = Generator(len(recipes)), Discriminator(len(recipes))
@@ -166,9 +169,7 @@ def study_groups() -> dict[str, list[tuple[str, float]]]:
 
 def group_epoch_counts(runs: list[tuple[str, float]], steps: int, batch: int = 32) -> Counter:
     """The tally of one epoch of `steps` concurrent steps of Model2 runs (digits.parallel)."""
-    g = torch.Generator().manual_seed(0)
-    images = torch.randint(0, 256, (steps * batch, 28, 28), generator=g, dtype=torch.uint8)
-    labels = torch.randint(0, 10, (steps * batch,), generator=g)
+    images, labels = random_digits(steps * batch)
     torch.manual_seed(0)
     spec = dataclasses.replace(study_spec(StudyConfig()), epochs=1, batch_size=batch)
     specs = [train_spec(spec, optimizer, lr) for optimizer, lr in runs]
