@@ -141,10 +141,20 @@ class Cache:
 
     def latest(self, name: str) -> dict | None:
         """The manifest of the most recent entry of `name` (to say what changed since), or None."""
-        folders = [p for p in (self.root / name).glob("*") if (p / MANIFEST).is_file()] \
-            if (self.root / name).is_dir() else []
-        folders.sort(key=lambda p: (p / MANIFEST).stat().st_mtime)
-        return read_manifest(folders[-1]) if folders else None
+        # Staging (.tmp-*) and trash (.old-*) folders belong to builds still running: a
+        # concurrent build renames or deletes them at any moment, so only committed entries
+        # count, and an entry that vanishes while we look is skipped rather than fatal.
+        dated = []
+        for folder in (self.root / name).glob("[!.]*"):
+            try:
+                dated.append(((folder / MANIFEST).stat().st_mtime, folder))
+            except OSError:
+                continue
+        for _, folder in sorted(dated, reverse=True):
+            manifest = read_manifest(folder)
+            if manifest is not None:
+                return manifest
+        return None
 
     def state(self, name: str, key: str) -> str:
         """'cached' or 'stale' for `--list`."""

@@ -5,12 +5,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+import report.cache
 from report.cache import MANIFEST, Cache, pid_alive
 
 
@@ -105,3 +107,32 @@ def test_manifest_without_file_list_is_not_trusted(tmp_path: Path) -> None:
     (entry / MANIFEST).write_text(json.dumps({"key": key, "metrics": {}}))
     assert cache.check("x", key) == (None, "its manifest lists no files (written by an older "
                                            "version of the engine)")
+
+
+def test_latest_reads_only_committed_entries_and_survives_one_vanishing(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cache = Cache(tmp_path)
+    assert cache.latest("x") is None
+    for n, key in enumerate(["d" * 64, "e" * 64]):
+        staging = cache.staging("x")
+        cache.commit(staging, "x", key, {"n": n})
+        os.utime(cache.entry("x", key) / MANIFEST, (1_000 + n, 1_000 + n))
+    assert cache.latest("x")["n"] == 1
+    # A concurrent build's staging folder already holds its manifest just before its rename;
+    # it is newer than every entry, yet not an entry (CI once failed stat-ing one that had
+    # been renamed away between the listing and the stat).
+    pending = cache.staging("x")
+    (pending / MANIFEST).write_text(json.dumps({"n": 99}))
+    assert cache.latest("x")["n"] == 1
+    # The newest entry disappears (a forced re-run moved it aside) between the listing and
+    # its read: the next newest answers.
+    newest = cache.entry("x", "e" * 64)
+    real_read = report.cache.read_manifest
+
+    def read_after_removal(folder: Path) -> dict | None:
+        if folder == newest:
+            shutil.rmtree(newest)
+        return real_read(folder)
+
+    monkeypatch.setattr(report.cache, "read_manifest", read_after_removal)
+    assert cache.latest("x")["n"] == 0
