@@ -25,6 +25,7 @@ from torch.nn import functional as F
 
 from digits import original
 from digits.data import iterate_batches
+from digits.spectral import refine_v, spectral_linear
 from digits.training import autocast, synchronize
 
 N_CLASSES = 10
@@ -97,10 +98,9 @@ class RunLinear(nn.Module):
         self.bias = nn.Parameter(torch.empty(1, n_out).uniform_(-bound, bound)
                                  .repeat(runs, 1, 1))
 
-    def forward(self, x: torch.Tensor, scale: torch.Tensor | None = None) -> torch.Tensor:
-        """x [R, B, in] -> [R, B, out]; `scale` [R] divides each run's weight (spectral norm)."""
-        weight = self.weight if scale is None else self.weight / scale[:, None, None]
-        return torch.baddbmm(self.bias, x, weight)
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x [R, B, in] -> [R, B, out]."""
+        return torch.baddbmm(self.bias, x, self.weight)
 
 
 class RunEmbedding(nn.Module):
@@ -167,24 +167,6 @@ class Discriminator(nn.Module):
         self.spectral.copy_(torch.tensor(list(flags), dtype=torch.bool))
         self.use_spectral = any(flags)
 
-    def _sigma(self, i: int, weight: torch.Tensor, iterate: bool) -> torch.Tensor:
-        """Largest singular value of each run's weight [R, in, out] (1 where spectral is off).
-
-        With `iterate`, one power-iteration step first refines the stored vectors from this
-        weight. sigma = |W^T v| equals torch's u'^T W^T v with u' = W^T v / |W^T v| held
-        constant, in value and in gradient (v u'^T), without a second product with W.
-        """
-        u, v = getattr(self, f"u{i}"), getattr(self, f"v{i}")
-        if iterate:
-            with torch.no_grad():
-                v.copy_(F.normalize(torch.bmm(weight.float(), u[:, :, None])[:, :, 0], dim=1))
-        wt_v = torch.bmm(v[:, None, :], weight.float())[:, 0]  # [R, out], differentiable in W
-        sigma = torch.linalg.vector_norm(wt_v, dim=1)
-        if iterate:
-            with torch.no_grad():  # as F.normalize, with the norm already at hand
-                u.copy_(wt_v / sigma.clamp_min(1e-12)[:, None])
-        return torch.where(self.spectral, sigma, 1.0)
-
     def forward(self, x: torch.Tensor, labels: torch.Tensor,
                 dropout: torch.Tensor | None = None, power_iteration: bool = True
                 ) -> torch.Tensor:
@@ -192,12 +174,20 @@ class Discriminator(nn.Module):
 
         `power_iteration=False` keeps the spectral norm's vectors as they are in a training
         call: G's step, which leaves D's weights unchanged, then needs 2 kernels per layer for
-        sigma instead of 10 (Miyato et al.'s Algorithm 1 iterates once per update of D).
+        sigma instead of 8 (Miyato et al.'s Algorithm 1 iterates once per update of D).
+        Normalised layers go through digits.spectral, which scales each product rather than
+        each weight.
         """
         iterate = self.training and power_iteration
         h = torch.cat([x, self.embed(labels)], dim=2)
         for i, layer in enumerate(self.layers):
-            h = layer(h, self._sigma(i, layer.weight, iterate) if self.use_spectral else None)
+            if self.use_spectral:
+                u, v = getattr(self, f"u{i}"), getattr(self, f"v{i}")
+                if iterate:
+                    refine_v(layer.weight, u, v)
+                h = spectral_linear(h, layer.weight, layer.bias, v, self.spectral, u, iterate)
+            else:
+                h = layer(h)
             if i < len(self.layers) - 1:
                 h = F.leaky_relu(h, 0.2)
                 if self.training and self.p > 0:
@@ -441,8 +431,8 @@ def train_gan(generator: Generator, discriminator: Discriminator, recipes: Seque
     once as a CUDA graph and replayed: on an H200 (torch 2.11) a step of five full-width runs at
     batch 100 took 20.6 ms eagerly, host-bound (about 575 kernels for 1.7 ms of GPU work), and
     1.8 to 2.0 ms replayed as a graph (about 400 kernels). Since then the spectral norm and
-    D's loss take fewer: 357 -> 269 launches per step counted on the CPU (`python
-    bench/launches.py`), so about 300 kernels on a GPU (not yet measured there).
+    D's loss take fewer: 357 -> 237 launches per step counted on the CPU (`python
+    bench/launches.py`), so about 270 kernels on a GPU (not yet measured there).
     If capturing fails, training goes on eagerly (`history.cuda_graph` says which ran).
     """
     device = images.device
