@@ -63,9 +63,11 @@ def test_power_iteration_converges_to_the_largest_singular_value() -> None:
     sigma = torch.linalg.vector_norm(torch.bmm(v[:, None, :], weight), dim=(1, 2))
     torch.testing.assert_close(sigma, torch.linalg.matrix_norm(weight, ord=2), rtol=1e-6,
                                atol=0)
-    # Without iterating, u is left as it is.
-    spectral_linear(x, weight, bias, v, FLAGS, u, iterate=False)
     torch.testing.assert_close(u, F.normalize(torch.bmm(v[:, None, :], weight)[:, 0], dim=1))
+    # Without iterating (G's step), u is left as it is, even where it is not W^T v's direction.
+    u.copy_(before)
+    spectral_linear(x, weight, bias, v, FLAGS, u, iterate=False)
+    assert torch.equal(u, before)
 
 
 def test_under_bf16_autocast_dtypes_stay_consistent() -> None:
