@@ -27,14 +27,15 @@ Measured with torch 2.14.1 on 2 CPU cores with AVX512-BF16 (bf16 autocast; float
     model                      ops         launches   reads
     Model2, batch 32           255 (176)   45 (35)    0
     BestCNN, batch 128         555 (480)   97 (88)    0
-    GAN, 5 recipes, float32    1081        237        18
+    GAN, 5 recipes, float32    1043        227        18
     Model2 x18, 6 settings     1083        202        24
     Model2 x24, 24 settings    3096        655        96
 
 The GAN's step took 1522 ops and 357 launches before its spectral norm skipped the power
 iteration in G's step and computed sigma as |W^T v|, and D's loss became one call; 1131 and
 269 before the normalised layers scaled their products instead of their weights, with a
-backward written by hand (digits/spectral.py). Its 18
+backward written by hand (digits/spectral.py), and 1081 and 237 before D drew its three
+dropout masks at once. Its 18
 reads are the CPU's fused Adam reading each parameter's step count (9 tensors in each of 2
 optimizers); on CUDA the counts stay on the device (`capturable`), as a CUDA graph requires.
 `train` reads nothing back per step: its sums stay on the device and are read once per epoch.
@@ -79,7 +80,8 @@ NO_KERNEL = frozenset({
     "aten::unsqueeze", "aten::squeeze", "aten::slice", "aten::select", "aten::detach",
     "aten::alias", "aten::_reshape_alias", "aten::reshape", "aten::lift_fresh",
     "aten::resolve_conj", "aten::resolve_neg", "aten::result_type", "aten::numpy_T",
-    "aten::flatten", "aten::resize_", "aten::set_", "aten::contiguous"})
+    "aten::flatten", "aten::resize_", "aten::set_", "aten::contiguous", "aten::split",
+    "aten::split_with_sizes", "aten::chunk", "aten::unbind"})
 # Calls that return their input or a view unless they must copy: a kernel only where a call
 # beneath them launches one (`.float()` of a float32 tensor calls nothing beneath).
 COPY_IF_NEEDED = frozenset({

@@ -180,6 +180,7 @@ class Discriminator(nn.Module):
         """
         iterate = self.training and power_iteration
         h = torch.cat([x, self.embed(labels)], dim=2)
+        masks: Sequence[torch.Tensor] = ()
         for i, layer in enumerate(self.layers):
             if self.use_spectral:
                 u, v = getattr(self, f"u{i}"), getattr(self, f"v{i}")
@@ -191,14 +192,24 @@ class Discriminator(nn.Module):
             if i < len(self.layers) - 1:
                 h = F.leaky_relu(h, 0.2)
                 if self.training and self.p > 0:
-                    # One mask for all runs (paired, like the data and the noise); bernoulli_
-                    # and one scale: 2 kernels where rand, compare, cast and divide took 4.
-                    keep = torch.empty(h.shape[1:], device=h.device, dtype=h.dtype)
-                    keep = keep.bernoulli_(1 - self.p).mul_(1 / (1 - self.p))
-                    if dropout is not None:  # runs without dropout keep every unit
-                        keep = torch.where(dropout[:, None, None], keep, 1.0)
-                    h = h * keep
+                    masks = masks or self._dropout_masks(h, dropout)
+                    h = h * masks[i]
         return h[:, :, 0]
+
+    def _dropout_masks(self, h: torch.Tensor, dropout: torch.Tensor | None
+                       ) -> Sequence[torch.Tensor]:
+        """Every hidden layer's dropout mask, scaled by 1 / (1 - p), from one draw.
+
+        One mask for all runs (paired, like the data and the noise), [B, width] per layer, or
+        [R, B, width] with `dropout` (runs without dropout keep every unit). One bernoulli_,
+        one scale and one where for the three layers: 3 kernels where a draw per layer took 9.
+        """
+        widths = [layer.weight.shape[2] for layer in self.layers[:-1]]
+        keep = torch.empty(h.shape[1], sum(widths), device=h.device, dtype=h.dtype)
+        keep = keep.bernoulli_(1 - self.p).mul_(1 / (1 - self.p))
+        if dropout is not None:
+            keep = torch.where(dropout[:, None, None], keep, 1.0)
+        return keep.split(widths, dim=-1)
 
 
 @dataclass
@@ -431,8 +442,8 @@ def train_gan(generator: Generator, discriminator: Discriminator, recipes: Seque
     once as a CUDA graph and replayed: on an H200 (torch 2.11) a step of five full-width runs at
     batch 100 took 20.6 ms eagerly, host-bound (about 575 kernels for 1.7 ms of GPU work), and
     1.8 to 2.0 ms replayed as a graph (about 400 kernels). Since then the spectral norm and
-    D's loss take fewer: 357 -> 237 launches per step counted on the CPU (`python
-    bench/launches.py`), so about 270 kernels on a GPU (not yet measured there).
+    D's loss take fewer: 357 -> 227 launches per step counted on the CPU (`python
+    bench/launches.py`), so about 260 kernels on a GPU (not yet measured there).
     If capturing fails, training goes on eagerly (`history.cuda_graph` says which ran).
     """
     device = images.device

@@ -204,6 +204,22 @@ def test_spectral_norm_bounds_the_largest_singular_value() -> None:
         d.layers[1](F.leaky_relu(d.layers[0](h), 0.2)), 0.2)), 0.2))[1, :, 0])
 
 
+def test_dropout_masks_are_one_draw_shared_by_runs_and_off_where_asked() -> None:
+    """Each hidden layer's mask: 0 or 1 / (1 - p), the same for every run; all ones for a run
+    whose dropout is off."""
+    torch.manual_seed(0)
+    d = Discriminator(3, widths=(32, 16, 8), p=0.25)
+    h = torch.zeros(3, 40, 32)
+    masks = d._dropout_masks(h, None)
+    assert [tuple(m.shape) for m in masks] == [(40, 32), (40, 16), (40, 8)]
+    values = torch.cat([m.flatten() for m in masks])
+    torch.testing.assert_close(values.unique(), torch.tensor([0.0, 1 / 0.75]))
+    assert 0.15 < (values == 0).float().mean() < 0.35
+    off = d._dropout_masks(h, torch.tensor([True, False, True]))
+    assert all(m.shape[0] == 3 and torch.equal(m[0], m[2]) for m in off)
+    assert all(bool((m[1] == 1).all()) for m in off)
+
+
 def test_g_step_calls_leave_the_power_iteration_alone() -> None:
     """A training call refines the spectral norm's vectors; one without power iteration (G's
     step) and an eval call leave them as they are."""
