@@ -20,6 +20,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from torch.nn import functional as F
 
 EPS = 1e-12  # F.normalize's: keeps a zero vector from dividing by zero
 
@@ -29,8 +30,7 @@ def refine_v(weight: torch.Tensor, u: torch.Tensor, v: torch.Tensor) -> None:
     # In the weight's precision (float32) under autocast too, as sigma below.
     with torch.no_grad(), torch.autocast(weight.device.type, enabled=False):
         w_u = torch.bmm(weight, u[:, :, None])[:, :, 0]  # [R, in]
-        norm = torch.linalg.vector_norm(w_u, dim=1, keepdim=True).clamp_min_(EPS)
-        torch.div(w_u, norm, out=v)  # written into the buffer: no copy kernel
+        F.normalize(w_u, dim=1, eps=EPS, out=v)  # written into the buffer: no copy kernel
 
 
 class SpectralLinear(torch.autograd.Function):
