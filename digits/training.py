@@ -123,8 +123,16 @@ def fused_works(optimizer: str, device_type: str) -> bool:
     return True
 
 
-def make_optimizer(spec: TrainSpec, params: Any) -> torch.optim.Optimizer:
-    """Build the optimizer named in `spec` (fused where torch has it); momentum: SGD only."""
+# Optimizers with a `capturable` flag: it keeps their step counts on the device, which a CUDA
+# graph needs (digits.graphs). SGD keeps none, and Adagrad's only scales its rate when lr_decay
+# is set (never here), so both capture as they are.
+CAPTURABLE = frozenset({"rmsprop", "adam", "adamw", "adadelta"})
+
+
+def make_optimizer(spec: TrainSpec, params: Any, *, capturable: bool = False
+                   ) -> torch.optim.Optimizer:
+    """Build the optimizer named in `spec` (fused where torch has it); momentum: SGD only.
+    `capturable=True` builds one that a CUDA graph can capture (see CAPTURABLE)."""
     if spec.optimizer not in OPTIMIZERS:
         raise ValueError(f"unknown optimizer {spec.optimizer!r}; choose from {sorted(OPTIMIZERS)}")
     params = list(params)
@@ -132,6 +140,8 @@ def make_optimizer(spec: TrainSpec, params: Any) -> torch.optim.Optimizer:
     if spec.optimizer == "sgd":
         kwargs["momentum"] = spec.momentum
         kwargs["nesterov"] = spec.nesterov
+    if capturable and spec.optimizer in CAPTURABLE:
+        kwargs["capturable"] = True
     devices = {p.device.type for p in params}
     if len(devices) == 1 and all(p.dtype == torch.float32 for p in params) and fused_works(
             spec.optimizer, devices.pop()):
@@ -171,11 +181,11 @@ def bf16(device: torch.device) -> bool:
     return device.type == "cuda" or (device.type == "cpu" and cpu_bf16())
 
 
-def autocast(device: torch.device, enabled: bool = True) -> Any:
+def autocast(device: torch.device, enabled: bool = True, *, cache: bool = True) -> Any:
     """bf16 autocast on CUDA and on CPUs with native bf16; nothing (float32) elsewhere or when
-    not `enabled`."""
+    not `enabled`. `cache=False` recasts the weights at every use, as a CUDA graph capture needs."""
     if enabled and bf16(device):
-        return torch.autocast(device.type, dtype=torch.bfloat16)
+        return torch.autocast(device.type, dtype=torch.bfloat16, cache_enabled=cache)
     return nullcontext()
 
 
@@ -263,9 +273,17 @@ class EpochLog:
 
     def step(self, loss: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor) -> None:
         """Add one step: mean losses [K] (or one, []), logits [K, B, C] or [B, C], labels."""
-        batch = labels.shape[-1]
-        self.loss_sum += loss.detach() * batch
+        self.accumulate(loss, logits, labels)
+        self.count(labels.shape[-1])
+
+    def accumulate(self, loss: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor) -> None:
+        """A step's device half: add its losses and correct counts to the sums (a CUDA graph
+        replays this; `count` then runs on the host)."""
+        self.loss_sum += loss.detach() * labels.shape[-1]
         self.correct += (logits.argmax(-1) == labels).sum(-1)
+
+    def count(self, batch: int) -> None:
+        """A step's host half: one more step of `batch` images per model."""
         self.seen += batch
         self.steps += 1
 
