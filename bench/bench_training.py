@@ -153,8 +153,9 @@ def core_epoch(images: torch.Tensor, labels: torch.Tensor, device: torch.device,
 
 
 def many(images: torch.Tensor, labels: torch.Tensor, device: torch.device, k: int, mode: str,
-         args: argparse.Namespace) -> float:
-    """K models, one epoch each, in `mode`; returns images/s summed over the models."""
+         args: argparse.Namespace, cuda_graph: bool = True) -> float:
+    """K models, one epoch each, in `mode` (concurrent steps captured as a CUDA graph on CUDA
+    unless not `cuda_graph`); returns images/s summed over the models."""
     models = [new_model(args.seed + i, device) for i in range(k)]
     optimizers = ("sgd", "adam", "rmsprop", "adagrad", "adadelta", "adamw")
     specs = [TrainSpec(epochs=1, batch_size=args.batch_size, optimizer=optimizers[i % 6],
@@ -162,7 +163,8 @@ def many(images: torch.Tensor, labels: torch.Tensor, device: torch.device, k: in
     generators = [torch.Generator().manual_seed(args.seed + i) for i in range(k)]
     sync(device)
     start = time.perf_counter()
-    train_many(models, images, labels, specs, generators=generators, mode=mode, group_size=k)
+    train_many(models, images, labels, specs, generators=generators, mode=mode, group_size=k,
+               cuda_graph=cuda_graph)
     sync(device)
     return k * images.shape[0] / (time.perf_counter() - start)
 

@@ -43,6 +43,11 @@ The groups' step took 2747 and 3520 ops, 582 and 757 launches, before it stacked
 parameters once and stepped one optimizer per block; the grid's remaining launches are mostly
 RMSprop's and Adadelta's steps, one tensor at a time on the CPU (foreach kernels on CUDA), and
 its reads the optimizers reading their step counts, CPU tensors here.
+On CUDA the GAN and the groups (full batches, no schedule) replay their step as a CUDA graph
+(digits/graphs.py): the host then launches a group's step in two calls (the batch's rows
+copied into the graph's input, the replay) and the GAN's in five (its batch gathered and
+copied, the replay), and the counts above are the kernels the graph holds, which set its GPU
+time; `train` steps eagerly, so its counts are what a GPU's host launches.
 Run: `python bench/launches.py [--steps S] [--group-steps S] [--float32]` (about 90 s on 2
 cores, most of it the groups).
 """

@@ -204,27 +204,37 @@ def parallel(run: Run) -> None:
 
 
 def _parallel_on(run: Run, device, data, args: argparse.Namespace) -> None:
-    """The concurrent/sequential comparison on one device."""
+    """The concurrent/sequential comparison on one device; on CUDA also the concurrent step
+    captured as a CUDA graph (the default there) against the same step run eagerly."""
     from bench.bench_training import many
 
     name = device.type
+    graphs = name == "cuda"
     size = sizes(run, "parallel", name)
     n, k, repeat = size["n"], size["models"], size["repeat"]
     x, y = data.train_images[:n].to(device), data.train_labels[:n].to(device)
     run.log(f"{name}: warm-up, {k} models")
     many(x[:64], y[:64], device, k, "concurrent", args)
     many(x[:64], y[:64], device, k, "sequential", args)
-    seqs, cons = [], []
+    seqs, cons, eager = [], [], []
     for i in run.repeats(repeat):
         seqs.append(many(x, y, device, k, "sequential", args))
         cons.append(many(x, y, device, k, "concurrent", args))
+        if graphs:
+            eager.append(many(x, y, device, k, "concurrent", args, cuda_graph=False))
         run.log(f"{name} repeat {i + 1}/{repeat}: concurrent {cons[-1]:,.0f} img/s, "
-                f"sequential {seqs[-1]:,.0f} img/s")
+                f"sequential {seqs[-1]:,.0f} img/s"
+                + (f", concurrent eager {eager[-1]:,.0f} img/s" if graphs else ""))
+    detail = (f"Model2, {n:,} images per model, batch 32, six optimizers in turn, images/s "
+              f"summed over the models (one epoch, capture included), median of {len(cons)}")
     run.row("K models at once vs one after another", name,
             Side(f"{k} at once (vmap)", median(cons), "img/s", cons),
-            Side(f"{k} one after another", median(seqs), "img/s", seqs),
-            detail=f"Model2, {n:,} images per model, batch 32, six optimizers in turn, "
-                   f"images/s summed over the models, median of {len(cons)}")
+            Side(f"{k} one after another", median(seqs), "img/s", seqs), detail=detail)
+    if graphs:
+        run.row("K models at once: CUDA graph vs eager steps", name,
+                Side(f"{k} at once, captured CUDA graph", median(cons), "img/s", cons),
+                Side(f"{k} at once, eager steps", median(eager), "img/s", eager),
+                detail=detail)
 
 
 # --- 3. openTSNE against scikit-learn -------------------------------------------------------------

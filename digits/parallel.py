@@ -82,12 +82,14 @@ def train_many(
     group_size: int = 24,
     progress: Callable[..., Any] | None = None,
     desc: str = "train",
+    cuda_graph: bool = True,
 ) -> list[History]:
     """Train each model in place with its own spec and generator; return their histories.
 
     Concurrent mode trains up to `group_size` models per group; all specs in a group must share
     epochs and batch size (they see the same training set), optimizers and learning rates may
-    differ. Sequential mode is exactly `digits.training.train` called once per model.
+    differ; `cuda_graph=False` keeps its steps eager on CUDA. Sequential mode is exactly
+    `digits.training.train` called once per model.
     """
     if not (len(models) == len(specs) == len(generators)):
         raise ValueError(f"{len(models)} models, {len(specs)} specs and {len(generators)} "
@@ -103,7 +105,8 @@ def train_many(
             models[start:stop], images, labels, specs[start:stop],
             generators=generators[start:stop],
             eval_sets=eval_sets, progress=progress,
-            desc=f"{desc} {start + 1}-{min(stop, len(models))}/{len(models)}")
+            desc=f"{desc} {start + 1}-{min(stop, len(models))}/{len(models)}",
+            cuda_graph=cuda_graph)
     return histories
 
 
@@ -177,13 +180,14 @@ def train_concurrently(
     eval_sets: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None,
     progress: Callable[..., Any] | None = None,
     desc: str = "train",
+    cuda_graph: bool = True,
 ) -> list[History]:
     """One vmapped forward/backward for all models per step; one optimizer per block of alike
     runs; per-model curves. The models hold their trained weights after each epoch.
 
-    On CUDA, when no run follows a schedule (a schedule sets rates from the host every step),
-    the step of a full batch is captured once as a CUDA graph and replayed (digits.graphs);
-    the epoch's last, shorter batch runs eagerly.
+    On CUDA, with `cuda_graph` and no run following a schedule (a schedule sets rates from the
+    host every step), the step of a full batch is captured once as a CUDA graph and replayed
+    (digits.graphs); the epoch's last, shorter batch runs eagerly.
     """
     _check_group(models, specs)
     device = images.device
@@ -191,7 +195,8 @@ def train_concurrently(
     epochs, batch_size = specs[0].epochs, specs[0].batch_size
     for model in models:
         model.to(device)
-    graphed = device.type == "cuda" and all(s.schedule == "constant" for s in specs)
+    graphed = cuda_graph and device.type == "cuda" and all(
+        s.schedule == "constant" for s in specs)
     step = _GroupStep(models, images, labels, specs, graphed=graphed)
     runner = GraphedStep(step, device, enabled=graphed, name=desc)
     bar = progress(total=epochs * step.steps_per_epoch, desc=desc) if progress else None

@@ -180,19 +180,21 @@ def test_a_real_capture_trains_like_eager_steps_on_cuda(monkeypatch: pytest.Monk
     the same group trained eagerly ends (bf16 autocast, so to its rounding)."""
     original, runners = parallel.GraphedStep, []
 
-    def run(graph: bool) -> list[torch.nn.Module]:
-        def runner(step: Any, device: torch.device, *, enabled: bool, name: str) -> GraphedStep:
-            runners.append(original(step, device, enabled=enabled and graph, name=name))
-            return runners[-1]
+    def runner(step: Any, device: torch.device, *, enabled: bool, name: str) -> GraphedStep:
+        runners.append(original(step, device, enabled=enabled, name=name))
+        return runners[-1]
 
-        monkeypatch.setattr(parallel, "GraphedStep", runner)
+    monkeypatch.setattr(parallel, "GraphedStep", runner)
+
+    def run(graph: bool) -> list[torch.nn.Module]:
         images, labels = (t.cuda() for t in toy_data(120))
         models = []
         for seed in range(len(SPECS)):
             torch.manual_seed(seed)
             models.append(TinyCNN().cuda())
         generators = [torch.Generator().manual_seed(100 + i) for i in range(len(SPECS))]
-        train_many(models, images, labels, SPECS, generators=generators, mode="concurrent")
+        train_many(models, images, labels, SPECS, generators=generators, mode="concurrent",
+                   cuda_graph=graph)
         return models
 
     eager, graphed = run(graph=False), run(graph=True)
