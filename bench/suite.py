@@ -226,7 +226,8 @@ def _parallel_on(run: Run, device, data, args: argparse.Namespace) -> None:
                 f"sequential {seqs[-1]:,.0f} img/s"
                 + (f", concurrent eager {eager[-1]:,.0f} img/s" if graphs else ""))
     detail = (f"Model2, {n:,} images per model, batch 32, six optimizers in turn, images/s "
-              f"summed over the models (one epoch, capture included), median of {len(cons)}")
+              f"summed over the models{' (one epoch, capture included)' if graphs else ''}, "
+              f"median of {len(cons)}")
     run.row("K models at once vs one after another", name,
             Side(f"{k} at once (vmap)", median(cons), "img/s", cons),
             Side(f"{k} one after another", median(seqs), "img/s", seqs), detail=detail)
