@@ -21,6 +21,10 @@ from collections.abc import Callable, Sequence
 import torch
 
 GRAPH_WARMUP = 3  # eager steps before capture (torch's CUDA-graph example warms up with 3)
+# Why captures failed in this process. After one failure every later step runs eagerly: torch
+# ends a failed capture before its allocator leaves the capture's memory pool (CUDAGraph.cpp),
+# which can leave the allocator in a state no later capture should build on.
+FAILED_CAPTURES: list[str] = []
 
 
 class GraphedStep:
@@ -31,7 +35,7 @@ class GraphedStep:
     def __init__(self, step: Callable[..., None], device: torch.device, *, enabled: bool,
                  name: str, on_fallback: Callable[[], None] | None = None):
         self.step, self.name, self.on_fallback = step, name, on_fallback
-        self.graphed = enabled and device.type == "cuda"
+        self.graphed = enabled and device.type == "cuda" and not FAILED_CAPTURES
         self.graph: torch.cuda.CUDAGraph | None = None
         self.static: tuple[torch.Tensor, ...] | None = None
         self.warm_steps = 0
@@ -89,13 +93,19 @@ def capture(step: Callable[..., None], inputs: Sequence[torch.Tensor], name: str
     static = tuple(value.clone() for value in inputs)
     graph = torch.cuda.CUDAGraph()
     torch.cuda.synchronize()
+    stream = torch.cuda.current_stream()
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*capturable=True.*")
             with torch.cuda.graph(graph):
                 step(*static)
     except Exception as error:  # noqa: BLE001 - any capture failure falls back to eager
-        print(f"{name}: CUDA graph capture failed ({error!r}); training eagerly", flush=True)
+        # torch.cuda.graph's exit ends the capture before it restores the stream, so a failed
+        # end leaves its capture stream current: put ours back.
+        torch.cuda.set_stream(stream)
+        FAILED_CAPTURES.append(f"{name}: {error!r}")
+        print(f"{name}: CUDA graph capture failed ({error!r}); training eagerly, and every "
+              "later step in this process", flush=True)
         torch.cuda.synchronize()
         return None, None
     return graph, static

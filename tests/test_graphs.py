@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import torch
 
-from digits import parallel
+from digits import graphs, parallel
 from digits.graphs import GRAPH_WARMUP, GraphedStep
 from digits.parallel import train_many
 from test_parallel import SPECS, TinyCNN, toy_data
@@ -62,7 +62,9 @@ FAKE: dict[str, Any] = {"capturing": None}
 
 @pytest.fixture
 def fake_cuda(monkeypatch: pytest.MonkeyPatch) -> None:
-    """torch.cuda's stream and graph API as stand-ins (see the module doc)."""
+    """torch.cuda's stream and graph API as stand-ins (see the module doc), and no failed
+    capture before the test."""
+    monkeypatch.setattr(graphs, "FAILED_CAPTURES", [])
 
     @contextmanager
     def graph(g: FakeGraph) -> Any:
@@ -82,6 +84,10 @@ def fake_cuda(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(torch.cuda, "CUDAGraph", FakeGraph)
     monkeypatch.setattr(torch.cuda, "graph", graph)
     monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: None)
+    monkeypatch.setattr(torch.cuda, "set_stream", lambda stream: STREAMS.append(stream))
+
+
+STREAMS: list[Any] = []  # the streams a failed capture set back as current
 
 
 CUDA = torch.device("cuda")
@@ -117,6 +123,14 @@ def test_a_failed_capture_trains_on_eagerly_and_says_so(fake_cuda: None,
     assert step.seen == [x.tolist() for x in batches]
     assert not runner.graphed and runner.graph is None and fallbacks == [1]
     assert "group 1-3/3: CUDA graph capture failed" in capsys.readouterr().out
+    assert STREAMS and isinstance(STREAMS[-1], FakeStream)  # the stream put back
+    # A later step of this process starts eager and never tries to capture.
+    later = Recorder()
+    runner = GraphedStep(later, CUDA, enabled=True, name="group 4-6/6")
+    for i in range(GRAPH_WARMUP + 2):
+        runner(torch.tensor([i]))
+    assert not runner.graphed and runner.graph is None and later.graph is None
+    assert len(later.seen) == GRAPH_WARMUP + 2 and graphs.FAILED_CAPTURES
 
 
 def test_off_the_gpu_or_disabled_every_step_is_eager(fake_cuda: None) -> None:
@@ -186,19 +200,24 @@ def test_a_real_capture_trains_like_eager_steps_on_cuda(monkeypatch: pytest.Monk
 
     monkeypatch.setattr(parallel, "GraphedStep", runner)
 
-    def run(graph: bool) -> list[torch.nn.Module]:
+    def run(graph: bool) -> tuple[list[torch.nn.Module], list]:
         images, labels = (t.cuda() for t in toy_data(120))
         models = []
         for seed in range(len(SPECS)):
             torch.manual_seed(seed)
             models.append(TinyCNN().cuda())
         generators = [torch.Generator().manual_seed(100 + i) for i in range(len(SPECS))]
-        train_many(models, images, labels, SPECS, generators=generators, mode="concurrent",
-                   cuda_graph=graph)
-        return models
+        histories = train_many(models, images, labels, SPECS, generators=generators,
+                               mode="concurrent", cuda_graph=graph)
+        return models, histories
 
-    eager, graphed = run(graph=False), run(graph=True)
+    (eager, eager_curves), (graphed, graph_curves) = run(graph=False), run(graph=True)
     assert runners[0].graph is None and runners[1].graph is not None  # it did capture
     for a, b in zip(eager, graphed):
         for p, q in zip(a.parameters(), b.parameters()):
             torch.testing.assert_close(p, q, rtol=2e-2, atol=2e-3)
+    # The epoch sums the graph accumulated on the device: the same curves.
+    for a, b in zip(eager_curves, graph_curves):
+        assert a.steps == b.steps == 16
+        assert a.train_loss == pytest.approx(b.train_loss, rel=2e-2)
+        assert a.train_acc == pytest.approx(b.train_acc, abs=2 / 120 + 1e-9)
