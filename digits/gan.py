@@ -417,6 +417,7 @@ def train_gan(generator: Generator, discriminator: Discriminator, recipes: Seque
                    graphed=cuda_graph and device.type == "cuda")
     runner = GraphedStep(step, device, enabled=step.graphed, name="GAN",
                          on_fallback=lambda: setattr(step, "graphed", False))  # then autocast
+    step.graphed = runner.graphed  # False too after a failed capture earlier in this process
     runs = len(recipes)
     history = GanHistory([r.name for r in recipes], stopped=[None] * runs,
                          stopped_epoch=[None] * runs, d_loss=[[] for _ in recipes],
