@@ -27,7 +27,7 @@ Measured with torch 2.14.1 on 2 CPU cores with AVX512-BF16 (bf16 autocast; float
     model                      ops         launches   reads
     Model2, batch 32           255 (176)   45 (35)    0
     BestCNN, batch 128         555 (480)   97 (88)    0
-    GAN, 5 recipes, float32    1043        227        18
+    GAN, 5 recipes, float32    1055        227        18
     Model2 x18, 6 settings     1083        202        24
     Model2 x24, 24 settings    3096        655        96
 
@@ -35,7 +35,8 @@ The GAN's step took 1522 ops and 357 launches before its spectral norm skipped t
 iteration in G's step and computed sigma as |W^T v|, and D's loss became one call; 1131 and
 269 before the normalised layers scaled their products instead of their weights, with a
 backward written by hand (digits/spectral.py), and 1081 and 237 before D drew its three
-dropout masks at once. Its 18
+dropout masks at once (then 1043 ops: the power iteration's F.normalize(out=) adds 12 calls
+that launch nothing). Its 18
 reads are the CPU's fused Adam reading each parameter's step count (9 tensors in each of 2
 optimizers); on CUDA the counts stay on the device (`capturable`), as a CUDA graph requires.
 `train` reads nothing back per step: its sums stay on the device and are read once per epoch.
