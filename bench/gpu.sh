@@ -34,7 +34,10 @@
 # Environment knobs (defaults in brackets): BUILD_BUDGET [470], BENCH_BUDGET [80], PROFILE
 # [full], DEVICE [cuda], PYTHON [python3], EXTRA_SETS (more --set pairs, space separated, e.g.
 # for a rehearsal on the CPU), GAN_SETS, FROZEN_IN [frozen: reuse the checkout's entries;
-# `none`: every analysis runs from an empty cache].
+# `none`: every analysis runs from an empty cache], ANALYSES [every one: the analyses built;
+# the others are skipped]. A device call sends 64 MiB at most, the carry 33.8 MB of it: from a
+# slim checkout (`python bench/gpu_slim.py`: the code and the frozen entries the run reads)
+# with the ANALYSES it prints, which leaves out the analyses whose entries stayed behind.
 set -uo pipefail
 OUT=${1:?usage: bash bench/gpu.sh OUT_DIR [MNIST_DIR] [WHEELS_DIR]}
 DATA=${2:-}
@@ -44,6 +47,7 @@ BENCH_BUDGET=${BENCH_BUDGET:-80}
 PROFILE=${PROFILE:-full}
 DEVICE=${DEVICE:-cuda}
 PY=${PYTHON:-python3}
+ANALYSES=${ANALYSES:-dataset embeddings optimizers dynamics classifiers hidden_layers gan transfer}
 cd "$(dirname "$0")/.."
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
@@ -102,6 +106,7 @@ COMMON=(--profile "$PROFILE" --device "$DEVICE" --cache-dir "$WORK/cache"
         --frozen-dir "$FREEZE_DIR" --freeze --keep-going ${DATA:+--data-dir "$DATA"} "${SETS[@]}")
 
 build() {  # build ANALYSIS: build it (and reuse what it requires), freeze it, log it
+  case " $ANALYSES " in *" $1 "*) ;; *) stamp "skip $1 (not in ANALYSES)"; return 0;; esac
   "$PY" build.py "${COMMON[@]}" --out "$WORK/site-$1" --only "$1" > "$WORK/build-$1.log" 2>&1
   stamp "build $1 exited $?"
 }
@@ -109,11 +114,11 @@ build() {  # build ANALYSIS: build it (and reuse what it requires), freeze it, l
 stamp "start: profile $PROFILE on $DEVICE, build budget $BUILD_BUDGET s"
 build dataset
 # Each chain in its own process group, so the budget can stop a chain and its children.
-setsid bash -c "$(declare -f build stamp); $(declare -p COMMON PY WORK T0); \
+setsid bash -c "$(declare -f build stamp); $(declare -p COMMON PY WORK T0 ANALYSES); \
   OMP_NUM_THREADS=12 build embeddings" &
-setsid bash -c "$(declare -f build stamp); $(declare -p COMMON PY WORK T0); \
+setsid bash -c "$(declare -f build stamp); $(declare -p COMMON PY WORK T0 ANALYSES); \
   export OMP_NUM_THREADS=2; build optimizers; build dynamics" &
-setsid bash -c "$(declare -f build stamp); $(declare -p COMMON PY WORK T0 GSETS); \
+setsid bash -c "$(declare -f build stamp); $(declare -p COMMON PY WORK T0 ANALYSES GSETS); \
   export OMP_NUM_THREADS=2; build classifiers; build hidden_layers & \
   (COMMON+=(\"\${GSETS[@]}\"); build gan) & build transfer & wait" &
 CHAINS=$(jobs -p)

@@ -14,7 +14,8 @@
 #   run(command="bash bench/gpu.sh $OUT .carry/mnist .carry/wheels", carry=[".carry"])
 #
 # A device call sends the working tree and its carry, 64 MiB at most: the script ends by
-# printing both sizes.
+# printing both sizes. The whole frozen store outgrows what is left: `python bench/gpu_slim.py`
+# checks out a commit with only the entries the run reads and prints the call to make.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DIR=${1:-.carry}
