@@ -29,8 +29,8 @@
 # Builds still running at BUILD_BUDGET seconds are stopped, so the script ends within a device
 # lease (10 minutes a command). Measured on an H200 machine: the data section 4.4 s; the
 # embeddings 165 s (t-SNE of 70,000 on 16 threads 112 s, sharing the CPU with the classifiers'
-# build); the classifiers had not finished after 205 s. A second lease simply runs the script
-# again on the commit that holds the first one's entries.
+# build); the classifiers had not finished after 205 s. A second lease runs the script again
+# from a slim checkout of the commit that holds the first one's entries (see ANALYSES below).
 # Environment knobs (defaults in brackets): BUILD_BUDGET [470], BENCH_BUDGET [80], PROFILE
 # [full], DEVICE [cuda], PYTHON [python3], EXTRA_SETS (more --set pairs, space separated, e.g.
 # for a rehearsal on the CPU), GAN_SETS, FROZEN_IN [frozen: reuse the checkout's entries;
