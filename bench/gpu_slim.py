@@ -126,32 +126,40 @@ def folder_bytes(folder: Path) -> int:
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
 
 
-def frozen_sizes(names: Iterable[str]) -> str:
+def frozen_sizes(names: Iterable[str], root: Path) -> str:
     """'name (x.y MB), ...' for frozen entries in the working tree."""
-    return ", ".join(f"{n} ({folder_bytes(ROOT / 'frozen' / n) / 1e6:.1f} MB)" for n in names) \
+    return ", ".join(f"{n} ({folder_bytes(root / 'frozen' / n) / 1e6:.1f} MB)" for n in names) \
         or "none"
 
 
-def make(carry: Path, dry_run: bool) -> int:
-    """Plan, make and check out the slim commit; print what travels and the device call."""
-    if git("status", "--porcelain") and not dry_run:
-        print("error: the working tree has changes; commit them first (the GPU run must use "
-              "committed code, and switching commits would carry them along)", file=sys.stderr)
-        return 2
-    frozen_dir = ROOT / "frozen"
-    present = [p.name for p in frozen_dir.iterdir() if p.is_dir()] if frozen_dir.is_dir() else []
-    chosen = plan(full_profile_states(), requirements(), present)
+def present_entries(root: Path = ROOT) -> list[str]:
+    """The analyses with an entry folder in the working tree's frozen/."""
+    folder = root / "frozen"
+    return [p.name for p in folder.iterdir() if p.is_dir()] if folder.is_dir() else []
+
+
+def make(chosen: Plan, carry: Path, dry_run: bool, root: Path = ROOT) -> int:
+    """Make and check out the slim commit of `chosen`; print what travels and the device call."""
     print(f"runs:  {' '.join(chosen.run) or 'nothing: every section is frozen in full'}")
-    print(f"keeps: {frozen_sizes(chosen.keep)}")
-    print(f"drops: {frozen_sizes(chosen.drop)}")
+    print(f"keeps: {frozen_sizes(chosen.keep, root)}")
+    print(f"drops: {frozen_sizes(chosen.drop, root)}")
     if not chosen.run or dry_run:
         return 0
-    branch = git("rev-parse", "--abbrev-ref", "HEAD")
-    head = git("rev-parse", "--short", "HEAD")
+    branch = git("rev-parse", "--abbrev-ref", "HEAD", cwd=root)
+    problem = None
+    if git("status", "--porcelain", cwd=root):
+        problem = "the working tree has changes: commit them first (the GPU run uses commits)"
+    elif branch == "HEAD":
+        problem = "HEAD is detached: check out the branch to run from (--back leaves a slim one)"
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
+    head = git("rev-parse", "--short", "HEAD", cwd=root)
     commit = slim_commit(chosen.drop, f"{MARK} {branch} ({head})\n\nDropped: "
-                         f"{', '.join(chosen.drop) or 'nothing'}; runs: {' '.join(chosen.run)}")
-    tracked, carried = tree_bytes(commit), folder_bytes(ROOT / carry)
-    git("switch", "--quiet", "--detach", commit)
+                         f"{', '.join(chosen.drop) or 'nothing'}; runs: {' '.join(chosen.run)}",
+                         cwd=root)
+    tracked, carried = tree_bytes(commit, cwd=root), folder_bytes(root / carry)
+    git("switch", "--quiet", "--detach", commit, cwd=root)
     print(f"checked out {commit[:12]} (detached): {MARK} {branch} ({head})")
     print(f"travels: tracked {tracked / 1e6:.1f} MB + {carry} {carried / 1e6:.1f} MB = "
           f"{(tracked + carried) / 1e6:.1f} MB of {LIMIT / 1e6:.1f} MB")
@@ -185,7 +193,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="the carried folder, counted in what travels (default: .carry)")
     args = parser.parse_args(argv)
     try:
-        return back() if args.back else make(args.carry, args.dry_run)
+        if args.back:
+            return back()
+        return make(plan(full_profile_states(), requirements(), present_entries()), args.carry,
+                    args.dry_run)
     except RuntimeError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -132,3 +132,46 @@ def test_back_refuses_where_head_is_no_slim_commit(repo: Path,
                                                    capsys: pytest.CaptureFixture) -> None:
     assert gpu_slim.back(cwd=repo) == 2
     assert "not a slim checkout" in capsys.readouterr().err
+
+
+SLIM_PLAN = gpu_slim.Plan(run=("gan",), keep=("classifiers", "dataset"), drop=("embeddings",))
+
+
+def test_make_checks_out_the_slim_commit_and_prints_the_device_call(
+        repo: Path, capsys: pytest.CaptureFixture) -> None:
+    (repo / ".carry").mkdir()  # counted in what travels (untracked here: ignored in the project)
+    (repo / ".carry" / "wheel.whl").write_bytes(b"w" * 1000)
+    (repo / ".git" / "info" / "exclude").write_text(".carry/\n")
+    head = run_git(repo, "rev-parse", "--short", "HEAD")
+    assert gpu_slim.make(SLIM_PLAN, Path(".carry"), dry_run=False, root=repo) == 0
+    out = capsys.readouterr().out
+    assert run_git(repo, "log", "-1", "--format=%s") == f"{gpu_slim.MARK} main ({head})"
+    assert not (repo / "frozen" / "embeddings").exists()
+    assert "ANALYSES='gan' bash bench/gpu.sh $OUT .carry/mnist .carry/wheels" in out
+    assert f"+ .carry {1000 / 1e6:.1f} MB" in out
+    assert gpu_slim.back(cwd=repo) == 0 and (repo / "frozen" / "embeddings").exists()
+
+
+def test_make_refuses_uncommitted_changes_and_a_detached_head(
+        repo: Path, capsys: pytest.CaptureFixture) -> None:
+    head = run_git(repo, "rev-parse", "HEAD")
+    (repo / "code.py").write_text("print(2)\n")
+    assert gpu_slim.make(SLIM_PLAN, Path(".carry"), dry_run=False, root=repo) == 2
+    assert "commit them first" in capsys.readouterr().err
+    run_git(repo, "checkout", "-q", "code.py")
+    run_git(repo, "switch", "-q", "--detach", head)
+    assert gpu_slim.make(SLIM_PLAN, Path(".carry"), dry_run=False, root=repo) == 2
+    assert "HEAD is detached" in capsys.readouterr().err
+    assert run_git(repo, "rev-parse", "HEAD") == head  # nothing made, nothing switched
+
+
+def test_a_dry_run_or_nothing_to_run_changes_nothing(repo: Path,
+                                                     capsys: pytest.CaptureFixture) -> None:
+    head = run_git(repo, "rev-parse", "HEAD")
+    assert gpu_slim.make(SLIM_PLAN, Path(".carry"), dry_run=True, root=repo) == 0
+    idle = gpu_slim.Plan(run=(), keep=(), drop=("classifiers", "dataset", "embeddings"))
+    assert gpu_slim.make(idle, Path(".carry"), dry_run=False, root=repo) == 0
+    out = capsys.readouterr().out
+    assert "drops: embeddings (0.0 MB)" in out and "nothing: every section is frozen" in out
+    assert run_git(repo, "rev-parse", "--abbrev-ref", "HEAD") == "main"
+    assert run_git(repo, "rev-parse", "HEAD") == head
