@@ -43,4 +43,5 @@ EOF
 
 du -sh "$DIR"/*
 echo "carry: $(du -sb "$DIR" | cut -f1) bytes; tracked files: \
-$(git ls-files -z | xargs -0 du -cb | tail -1 | cut -f1) bytes; limit 67108864 together"
+$(git ls-files -z | xargs -0 du -cb | tail -1 | cut -f1) bytes; limit 67108864 together \
+(python bench/gpu_slim.py sends only the frozen entries the run reads)"
