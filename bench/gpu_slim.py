@@ -6,9 +6,9 @@ frozen store grows with every full-profile section: 30.3 MB with four of the eig
 eight about 53 MB (estimated from the quick entries: the GAN's recorded digits, GIF and frame
 sheet were 2.65 MB for 3 recipes x 6 recorded epochs, and the full profile records 5 x 22). So
 a run after the first (a refreeze, or the rest of a run cut short) would not fit. It needs far
-less: the code, and the frozen entries of the analyses that what it runs requires (the data
-section and the classifiers for the GAN and transfer; the optimizer study for dynamics, once
-that one is done).
+less: the code, and the frozen entries that the analyses it runs require (the data section and
+the classifiers for the GAN and transfer; the optimizer study for dynamics, once that one is
+done).
 
 This makes a commit of HEAD's tree without the other frozen entries, checks it out detached (the
 dropped files leave the working tree, so they do not travel) and prints the device call with
@@ -135,7 +135,10 @@ def frozen_sizes(names: Iterable[str], root: Path) -> str:
 def present_entries(root: Path = ROOT) -> list[str]:
     """The analyses with an entry folder in the working tree's frozen/."""
     folder = root / "frozen"
-    return [p.name for p in folder.iterdir() if p.is_dir()] if folder.is_dir() else []
+    if not folder.is_dir():
+        return []
+    # Not a killed freeze's staging folder (report/freeze.py names those .tmp-*, .old-*).
+    return [p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")]
 
 
 def make(chosen: Plan, carry: Path, dry_run: bool, root: Path = ROOT) -> int:
