@@ -33,6 +33,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # run as a plain script from anywhere
+
+from report.freeze import FrozenStore  # noqa: E402 - after the path fix above
+
 LIMIT = 64 * 2**20  # bytes a device call may send: tracked files, untracked ones and the carry
 MARK = "GPU run: slim checkout of"  # how a slim commit's message starts (see --back)
 
@@ -96,7 +100,6 @@ def full_profile_states() -> dict[str, str]:
 
 def requirements() -> dict[str, tuple[str, ...]]:
     """Each analysis's direct requirements, from the analyses' declarations."""
-    sys.path.insert(0, str(ROOT))
     from analyses import ANALYSES  # noqa: PLC0415 - imports torch: only when planning
 
     return {m.ANALYSIS.name: tuple(m.ANALYSIS.requires) for m in ANALYSES}
@@ -126,19 +129,15 @@ def folder_bytes(folder: Path) -> int:
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
 
 
+def frozen_store(root: Path = ROOT) -> FrozenStore:
+    """The working tree's frozen store (its entries and their sizes)."""
+    return FrozenStore(root / "frozen")
+
+
 def frozen_sizes(names: Iterable[str], root: Path) -> str:
     """'name (x.y MB), ...' for frozen entries in the working tree."""
-    return ", ".join(f"{n} ({folder_bytes(root / 'frozen' / n) / 1e6:.1f} MB)" for n in names) \
-        or "none"
-
-
-def present_entries(root: Path = ROOT) -> list[str]:
-    """The analyses with an entry folder in the working tree's frozen/."""
-    folder = root / "frozen"
-    if not folder.is_dir():
-        return []
-    # Not a killed freeze's staging folder (report/freeze.py names those .tmp-*, .old-*).
-    return [p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    sizes = frozen_store(root).size()
+    return ", ".join(f"{n} ({sizes[n] / 1e6:.1f} MB)" for n in names) or "none"
 
 
 def make(chosen: Plan, carry: Path, dry_run: bool, root: Path = ROOT) -> int:
@@ -198,8 +197,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.back:
             return back()
-        return make(plan(full_profile_states(), requirements(), present_entries()), args.carry,
-                    args.dry_run)
+        return make(plan(full_profile_states(), requirements(), frozen_store().names()),
+                    args.carry, args.dry_run)
     except RuntimeError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
