@@ -110,9 +110,26 @@ class ProfileLabels:
             self.varies[name] = (view.varies or bool(view.reduced)
                                  or any(self.varies[u] for u in upstream))
 
+        self.order = list(shown)  # page order (labels fill in upstream first)
         for name in shown:
             visit(name)
-        self.mixed = len({self.labels[n] for n in self.labels if self.varies[n]}) > 1
+        found = {self.labels[n] for n in self.labels if self.varies[n]}
+        self.mixed = len(found) > 1
+        # The banner's lead: what every section whose numbers depend on the profile shares,
+        # else the quick profile where any section has it (the reader's main caveat). Not the
+        # build's profile: a CPU build that reuses frozen full-profile results for every
+        # section is a full-profile page.
+        self.lead = (found.pop() if len(found) == 1 else "full profile" if not found
+                     else "quick profile" if "quick profile" in found else "changed settings")
+
+    def apart(self) -> list[tuple[str, list[str]]]:
+        """The sections whose numbers carry another label than the banner's lead, grouped by
+        label in page order: [("full profile", ["dataset", ...]), ...]."""
+        groups: dict[str, list[str]] = {}
+        for name in self.order:
+            if self.varies[name] and self.labels[name] != self.lead:
+                groups.setdefault(self.labels[name], []).append(name)
+        return list(groups.items())
 
     def differs(self, other: str, reader: str) -> bool:
         """Whether numbers of section `other`, read in section `reader`, need their label."""

@@ -858,6 +858,54 @@ def test_same_profile_numbers_need_no_label_and_get_none(tmp_path: Path) -> None
     assert "Up used 60,000 images." in render(tmp_path / "b", views)
 
 
+def banner(page: str) -> str:
+    """The page's profile banner as text: tags dropped, spaces collapsed."""
+    part = page[page.index('<p class="profile'):page.index("Seed ")]
+    return " ".join(re.sub(r"<[^>]+>", "", part).split())
+
+
+def test_a_page_of_frozen_full_results_built_on_a_cpu_is_a_full_profile_page(
+        tmp_path: Path) -> None:
+    """A CPU build's profile is quick, but when every section reuses frozen full-profile
+    results (the published page once a GPU run froze them all), the banner says full."""
+    up = view(tmp_path, "up", "Text.\n", [], metrics={"n": 60000}, status="frozen")
+    up.provenance = {"profile": "full", "device_name": "NVIDIA H200", "created": ""}
+    down = view(tmp_path, "down", "Text.\n", [], metrics={"n": 10}, status="frozen")
+    down.provenance = {"profile": "full", "device_name": "AMD EPYC", "created": ""}
+    down.requires = ("up",)
+    page = render(tmp_path, [up, down], {**BUILD, "profile": "quick"})
+    assert 'class="profile profile-full"' in page
+    text = banner(page)
+    assert text.startswith("Full profile. The full data and training budgets.")
+    assert "Quick" not in text and "quick" not in text and "Except" not in text
+    assert ("Every section reuses frozen results, made earlier (on NVIDIA H200; on AMD EPYC) "
+            "and kept while the code that made them is unchanged") in text
+
+
+def test_a_mixed_banner_leads_with_the_quick_profile_and_names_the_rest(tmp_path: Path) -> None:
+    views = mixed_views(tmp_path, "Text.\n")
+    views[0].status = "frozen"
+    views[0].provenance = {"profile": "full", "device_name": "NVIDIA H200", "created": ""}
+    page = render(tmp_path, views, {**BUILD, "profile": "quick"})
+    assert 'class="profile profile-quick"' in page
+    text = banner(page)
+    assert text.startswith("Quick profile.")
+    assert "Except up, made with the full profile. 1 of 2 sections reuse frozen results, " \
+           "made earlier (on NVIDIA H200)" in text
+
+
+def test_a_full_build_with_changed_settings_says_so_in_its_banner(tmp_path: Path) -> None:
+    """On a GPU (profile full) with a setting changed by --set, the page is not the full
+    profile's: the banner leads with the changed settings and names the section that has none."""
+    views = mixed_views(tmp_path, "Text.\n")
+    views[1].provenance = {"profile": "full"}
+    page = render(tmp_path, views, {**BUILD, "profile": "full"})
+    assert 'class="profile profile-changed"' in page
+    text = banner(page)
+    assert text.startswith("Changed settings.") and "Except up, made with the full profile." in text
+    assert "frozen" not in text
+
+
 def test_a_section_inherits_the_profile_of_the_results_it_builds_on(tmp_path: Path) -> None:
     from report.render import ProfileLabels
 
