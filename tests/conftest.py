@@ -1,5 +1,6 @@
 """Shared fixtures: a toy project in a temporary folder, no network outside the e2e tests, and
-one quick build of the real site per session (shared by the e2e and browser tests)."""
+two builds of the real site per session: the published page, as `python build.py` makes it here
+(the e2e and browser tests), and every analysis computed on the real data (the e2e tests)."""
 
 from __future__ import annotations
 
@@ -17,14 +18,15 @@ from types import ModuleType
 
 import pytest
 import torch
+from tiny import ON_REAL_DATA, TINY, set_args
 
 from report.config import make_config
 from report.engine import BuildOptions, DataSource, Outcome, build
 
 REPO = Path(__file__).resolve().parent.parent
 TOY_SOURCE = Path(__file__).resolve().parent / "toy"
-# A site built earlier (`build.py --profile quick --device cpu --out DIR`) that the browser tests
-# use instead of building one: for iterating on them without a build of several minutes.
+# A site built earlier (`build.py --device cpu --out DIR`) that the browser tests use instead of
+# building one: for iterating on them without waiting for a build.
 SITE_ENV = "MNIST_EXPLORED_SITE"
 # Where the browser tests saved their screenshots, for the summary at the end of the run.
 ARTIFACTS_KEY = pytest.StashKey[list]()
@@ -151,39 +153,60 @@ def toy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> ToyProject:
 
 def quick_args(out: Path, cache: Path, *extra: str) -> list[str]:
     """build.py arguments for a quick CPU build into `out` with its own cache. With an explicit
-    profile only that profile's frozen entries are reused: the committed quick ones, which are
-    this very code's results on the real data (their code keys say so); the rest compute."""
+    profile only that profile's frozen entries are reused (with --set, none matches)."""
     return ["--profile", "quick", "--device", "cpu", "--out", str(out),
             "--cache-dir", str(cache), *extra]
 
 
+def computed_args(out: Path, cache: Path) -> list[str]:
+    """build.py arguments that compute every analysis on the real MNIST with tiny settings
+    (tests/tiny.py), reusing no frozen entry: the frozen store is an empty folder."""
+    empty = cache.parent / "no-frozen-entries"
+    empty.mkdir(parents=True, exist_ok=True)
+    return quick_args(out, cache, "--frozen-dir", str(empty),
+                      *set_args({**TINY, **ON_REAL_DATA}))
+
+
 def site_statuses(site: Path) -> dict[str, str]:
-    """Analysis name -> run | cached | failed | skipped, from a built site's manifest."""
+    """Analysis name -> run | cached | frozen | failed | skipped, from a built site's manifest."""
     manifest = json.loads((site / "data" / "manifest.json").read_text())
     return {a["name"]: a["status"] for a in manifest["analyses"]}
 
 
 @pytest.fixture(scope="session")
-def quick_site(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """One quick build of every analysis on the real MNIST into fresh folders (several minutes
-    on 2 CPU cores), built once per session for the e2e and browser tests."""
+def computed_site(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """Every analysis computed and drawn on the real MNIST, tiny settings, from an empty cache
+    (about 65 s on 2 CPU cores): the whole pipeline on the real data, whatever is frozen. The
+    quick profile's own sizes would cost about 6 minutes once no quick entry is frozen."""
     import build  # here, not at the top: only the tests that need the real site import it
 
-    root = tmp_path_factory.mktemp("e2e")
+    root = tmp_path_factory.mktemp("computed")
     out, cache = root / "site", root / "cache"
-    assert build.main(quick_args(out, cache)) == 0
+    assert build.main(computed_args(out, cache)) == 0
     return {"out": out, "cache": cache, "first": site_statuses(out)}
 
 
 @pytest.fixture(scope="session")
-def quick_site_dir(request: pytest.FixtureRequest) -> Path:
-    """The built quick site, for tests that only read it: $MNIST_EXPLORED_SITE when set (a site
-    built earlier), otherwise the session's `quick_site` (built on first use)."""
+def published_site(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """The page `python build.py` makes on this machine (profile auto, on the CPU) from the
+    committed frozen entries, computing what is not frozen there; a fresh cache."""
+    import build
+
+    root = tmp_path_factory.mktemp("published")
+    out, cache = root / "site", root / "cache"
+    assert build.main(["--device", "cpu", "--out", str(out), "--cache-dir", str(cache)]) == 0
+    return {"out": out, "cache": cache, "first": site_statuses(out)}
+
+
+@pytest.fixture(scope="session")
+def site_dir(request: pytest.FixtureRequest) -> Path:
+    """The published page, for tests that only read it: $MNIST_EXPLORED_SITE when set (a site
+    built earlier), otherwise the session's `published_site` (built on first use)."""
     override = os.environ.get(SITE_ENV)
     if override:
         path = Path(override).resolve()
         if not (path / "index.html").is_file():
             pytest.fail(f"${SITE_ENV}={override} holds no index.html: build one with "
-                        f"`python build.py --profile quick --device cpu --out {override}`")
+                        f"`python build.py --device cpu --out {override}`")
         return path
-    return request.getfixturevalue("quick_site")["out"]
+    return request.getfixturevalue("published_site")["out"]

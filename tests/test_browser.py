@@ -1,9 +1,10 @@
-"""The built quick site in a real browser: headless Chromium driven by Playwright.
+"""The published page in a real browser: headless Chromium driven by Playwright.
 
 Debian's `chromium` package is the browser (`apt-get install chromium`; `.ci/run` installs it);
 Playwright drives it through `executable_path`, so no browser is downloaded at test time. The
-tests skip, saying why, where Playwright or Chromium is missing. The site is the session's quick
-build (`quick_site` in conftest.py), or the one in $MNIST_EXPLORED_SITE, served over HTTP on
+tests skip, saying why, where Playwright or Chromium is missing. The site is the session's build
+of the published page (`published_site` in conftest.py: what `python build.py` makes here from
+the committed frozen results), or the one in $MNIST_EXPLORED_SITE, served over HTTP on
 127.0.0.1 by a thread of this process. Every request that would leave that server is refused and
 fails the test that made it.
 
@@ -57,7 +58,7 @@ CHROMIUM, NO_CHROMIUM = find_chromium()
 
 pytestmark = [
     pytest.mark.browser,
-    pytest.mark.e2e,  # it needs the quick build of the real site
+    pytest.mark.e2e,  # it needs a build of the real site
     pytest.mark.skipif(sync_playwright is None,
                        reason="Playwright is not installed: pip install -e '.[test]'"),
     pytest.mark.skipif(CHROMIUM is None, reason=NO_CHROMIUM),
@@ -91,9 +92,9 @@ class QuietHandler(SimpleHTTPRequestHandler):
 
 
 @pytest.fixture(scope="module")
-def site_url(quick_site_dir: Path) -> Iterator[str]:
+def site_url(site_dir: Path) -> Iterator[str]:
     """The site served on 127.0.0.1 at a free port, by a thread of this process."""
-    handler = functools.partial(QuietHandler, directory=str(quick_site_dir))
+    handler = functools.partial(QuietHandler, directory=str(site_dir))
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -423,10 +424,10 @@ def markup_images(html: str) -> list[str]:
     return [html_unescape(url) for url in urls]
 
 
-def test_every_image_gif_and_sprite_loads(visit, quick_site_dir: Path) -> None:
+def test_every_image_gif_and_sprite_loads(visit, site_dir: Path) -> None:
     v = visit(DESKTOP)
     page = v.page
-    found = page.evaluate(DECODE_ALL, markup_images((quick_site_dir / "index.html").read_text()))
+    found = page.evaluate(DECODE_ALL, markup_images((site_dir / "index.html").read_text()))
     broken = [r["url"] for r in found["results"] if not (r["width"] > 0 and r["height"] > 0)]
     assert not broken, f"images that do not decode: {broken}"
     assert found["gifs"] > 0 and found["sprites"] > 0, found
@@ -549,14 +550,14 @@ def check_tooltip(tip: dict, point: dict, labels: np.ndarray, images: np.ndarray
     return digit
 
 
-def open_map(page: Page, quick_site_dir: Path) -> tuple:
+def open_map(page: Page, site_dir: Path) -> tuple:
     """The map's root, a handle on it, its data decoded by Python, and one point per digit to
     point at, with the map scrolled to the middle of the window."""
     from digits.tsne_map import decode_map_data
 
     root = page.locator("div.tsne-map[data-ready='true']")
     assert root.count() == 1, "the t-SNE map did not start"
-    data = decode_map_data((quick_site_dir / root.get_attribute("data-src")).read_text())
+    data = decode_map_data((site_dir / root.get_attribute("data-src")).read_text())
     root.locator(".tsne-map-stage > canvas").evaluate(
         "c => c.scrollIntoView({block: 'center', behavior: 'instant'})")
     wait_scrolled(page)
@@ -581,10 +582,10 @@ TIP_SHOWS = """([root, i]) => {
 }"""
 
 
-def test_tsne_map_hover_and_class_buttons(visit, quick_site_dir: Path, mnist) -> None:
+def test_tsne_map_hover_and_class_buttons(visit, site_dir: Path, mnist) -> None:
     v = visit(DESKTOP)
     page = v.page
-    root, handle, data, points = open_map(page, quick_site_dir)
+    root, handle, data, points = open_map(page, site_dir)
     labels, images = truth(mnist, data)
     assert len(points) >= 5, f"too few digits to point at: {points}"
 
@@ -638,11 +639,11 @@ def test_tsne_map_replaces_the_static_figure(visit) -> None:
     v.assert_clean()
 
 
-def test_tsne_map_tap_on_a_phone(visit, quick_site_dir: Path, mnist) -> None:
+def test_tsne_map_tap_on_a_phone(visit, site_dir: Path, mnist) -> None:
     """On a touch screen a tap pins the tooltip of the digit tapped."""
     v = visit(PHONE)
     page = v.page
-    root, handle, data, points = open_map(page, quick_site_dir)
+    root, handle, data, points = open_map(page, site_dir)
     labels, images = truth(mnist, data)
     assert points, "no digit to tap"
     point = next(iter(points.values()))
@@ -776,11 +777,11 @@ def open_pad(page: Page) -> tuple:
     return root, root.element_handle(), root.locator("canvas.draw-pad-ink")
 
 
-def pad_net(quick_site_dir: Path, root) -> tuple:
+def pad_net(site_dir: Path, root) -> tuple:
     """The network and examples the page loaded, decoded by Python from the same file."""
     from digits.drawing import decode_pad_script
 
-    return decode_pad_script((quick_site_dir / root.get_attribute("data-src")).read_text())
+    return decode_pad_script((site_dir / root.get_attribute("data-src")).read_text())
 
 
 def stroke_path(box: dict, shape: str = "seven") -> list[tuple[float, float]]:
@@ -841,7 +842,7 @@ def check_reading(page: Page, handle, before: int) -> dict:
     return state
 
 
-def test_draw_pad_model_agrees_with_torch(visit, quick_site_dir: Path, mnist) -> None:
+def test_draw_pad_model_agrees_with_torch(visit, site_dir: Path, mnist) -> None:
     """100 test images through the page's network and through torch with the same float16
     weights (decoded by Python from the page's file): logits within LOGIT_TOLERANCE."""
     import torch
@@ -850,7 +851,7 @@ def test_draw_pad_model_agrees_with_torch(visit, quick_site_dir: Path, mnist) ->
 
     v = visit(DESKTOP)
     root, handle, _ = open_pad(v.page)
-    net, examples = pad_net(quick_site_dir, root)
+    net, examples = pad_net(site_dir, root)
     if mnist is not None:
         images = mnist["t10k-images-idx3-ubyte"][:100]
     else:  # no data cache here: the examples and random ink
@@ -875,8 +876,8 @@ def test_draw_pad_model_agrees_with_torch(visit, quick_site_dir: Path, mnist) ->
         labels = mnist["t10k-labels-idx1-ubyte"][:100]
         assert (page_logits.argmax(1) == labels).mean() > 0.8
     # The asset's size is the one the page states.
-    metrics = json.loads((quick_site_dir / "data" / "hidden_layers" / "metrics.json").read_text())
-    asset = quick_site_dir / root.get_attribute("data-src")
+    metrics = json.loads((site_dir / "data" / "hidden_layers" / "metrics.json").read_text())
+    asset = site_dir / root.get_attribute("data-src")
     assert metrics["pad_script_bytes"] == asset.stat().st_size
     v.assert_clean()
 
@@ -916,13 +917,13 @@ def test_draw_pad_preprocessing_matches_python(visit, mnist) -> None:
     v.assert_clean()
 
 
-def test_draw_pad_reads_a_stroke_clears_and_loads_test_digits(visit, quick_site_dir: Path) -> None:
+def test_draw_pad_reads_a_stroke_clears_and_loads_test_digits(visit, site_dir: Path) -> None:
     from digits.drawing import preprocess
 
     v = visit(DESKTOP)
     page = v.page
     root, handle, canvas = open_pad(page)
-    net, examples = pad_net(quick_site_dir, root)
+    net, examples = pad_net(site_dir, root)
     before = handle.evaluate(PAD_STATE)
     assert before["probabilities"] is None and not any(before["input"])
     assert root.locator(".draw-pad-status").inner_text() == \
@@ -1005,7 +1006,7 @@ def test_page_without_javascript(browser, site_url: str) -> None:
         context.close()
 
 
-def test_page_from_disk_draws_offline(browser, quick_site_dir: Path) -> None:
+def test_page_from_disk_draws_offline(browser, site_dir: Path) -> None:
     """Opened as a file (file://), the page loads the pad's weights and reads a stroke, with no
     request that leaves the site's folder and no console error."""
     context = browser.new_context(viewport={"width": 1280, "height": 900})
@@ -1015,7 +1016,7 @@ def test_page_from_disk_draws_offline(browser, quick_site_dir: Path) -> None:
         page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
         page.on("pageerror", lambda e: problems.append(str(e)))
         outside: list[str] = []
-        folder = quick_site_dir.resolve().as_uri()
+        folder = site_dir.resolve().as_uri()
 
         def route(r) -> None:
             if r.request.url.startswith((folder + "/", "data:", "blob:")):
@@ -1027,7 +1028,7 @@ def test_page_from_disk_draws_offline(browser, quick_site_dir: Path) -> None:
         context.route("**/*", route)
         page.on("request", lambda r: None if r.url.startswith((folder + "/", "data:", "blob:"))
                 else outside.append(r.url))
-        page.goto((quick_site_dir / "index.html").resolve().as_uri(), wait_until="load")
+        page.goto((site_dir / "index.html").resolve().as_uri(), wait_until="load")
         settle(page)
         root, handle, canvas = open_pad(page)
         before = handle.evaluate(PAD_STATE)["updates"]

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 from synthetic import blobs
+from tiny import TINY
 
 from analyses import ANALYSES
 from digits import original
@@ -25,37 +26,6 @@ from report.config import make_config
 from report.engine import BuildOptions, DataSource, build
 
 REPO = Path(__file__).resolve().parent.parent
-
-# Small enough for seconds per analysis on two CPU cores; every analysis still runs whole.
-TINY = {
-    "embeddings.tsne_points": "300", "embeddings.knn_points": "300",
-    "embeddings.trust_points": "60", "embeddings.trust_repeats": "2",
-    "embeddings.scatter3d_points": "200", "embeddings.tsne_gradients": "bh",
-    "embeddings.thumb_grid": "8", "embeddings.threads": "1",
-    "classifiers.train_subset": "0", "classifiers.epochs": "1", "classifiers.seeds": "2",
-    "classifiers.best_epochs": "1", "classifiers.best_seeds": "1",
-    "optimizers.optimizers": "sgd,adam,adagrad", "optimizers.epochs": "1",
-    "optimizers.validation": "60", "optimizers.train_subset": "120",
-    "optimizers.test_subset": "0", "optimizers.seeds": "2", "optimizers.update_probes": "2",
-    "dynamics.train_size": "160", "dynamics.epochs": "1", "dynamics.frames": "4",
-    "dynamics.overhead_pairs": "2", "dynamics.overhead_steps": "5",
-    "dynamics.flow_steps": "10", "dynamics.flow_test": "60", "dynamics.flow_seeds": "2",
-    "hidden_layers.saliency_images": "30",
-    "gan.train_subset": "0", "gan.epochs": "2", "gan.record_every": "1",
-    "gan.g_widths": "16,16,32", "gan.d_widths": "32,16,16",
-    "gan.runs": "original,range,smoothing", "gan.samples_per_class": "8",
-    "gan.reference_per_class": "8", "gan.fid_batches": "2", "gan.copy_check": "4",
-    "gan.walk_steps": "4",
-    "transfer.backbone": "efficientnet_lite0", "transfer.input_size": "32",
-    "transfer.validation": "60", "transfer.seeds": "2", "transfer.budgets": "2,0",
-    "transfer.head_epochs": "2", "transfer.head_min_steps": "5",
-    "transfer.head_lrs": "0.001,0.003", "transfer.cnn_epochs": "1", "transfer.cnn_min_steps": "2",
-    "transfer.timing_images": "32", "transfer.finetune_epochs": "1",
-    "transfer.tsne_points": "120", "transfer.maps_per_stage": "4", "transfer.download": "false",
-    "transfer.threads": "1", "transfer.feature_cache": "off",
-}
-
-
 
 
 def build_all(root: Path, data: MNIST) -> dict[str, dict]:

@@ -1,12 +1,12 @@
-"""End-to-end: quick builds of the whole project on the real MNIST (minutes on 2 CPU cores).
+"""End-to-end: builds of the whole project on the real MNIST (minutes on 2 CPU cores).
 
 Run with `python -m pytest -m e2e`; the list of analyses comes from analyses.ANALYSES, so new
-sections are covered without editing this file. The quick build (`quick_site`) is a session
-fixture in conftest.py, shared with the browser tests (tests/test_browser.py). That two builds
-give identical results is checked on tiny synthetic data for every analysis in
-tests/test_choices.py (a second quick build here cost about 350 s of the suite). The quick
-build reuses the committed quick-profile frozen entries (results of this code on this data,
-matched by code key) and computes every other analysis.
+sections are covered without editing this file. Two session fixtures in conftest.py build the
+site: `computed_site` computes every analysis on the real data with tiny settings and no frozen
+entry (the whole pipeline, whatever is frozen), `published_site` is what `python build.py` makes
+here from the committed frozen results (shared with the browser tests, tests/test_browser.py).
+That two builds give identical results is checked on tiny synthetic data for every analysis in
+tests/test_choices.py (a second quick build here cost about 350 s of the suite).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import quick_args as args
+from conftest import computed_args, quick_args as args
 from conftest import site_statuses as statuses
 
 import build
@@ -40,25 +40,36 @@ def frozen_profile(name: str) -> str | None:
     return json.loads(manifest.read_text()).get("profile") if manifest.is_file() else None
 
 
-def test_every_analysis_ran_or_reused_its_quick_frozen_entry(quick_site: dict) -> None:
-    first = quick_site["first"]
-    assert set(first) == set(NAMES) and set(first.values()) <= {"run", "frozen"}
-    assert all(first[n] == "run" for n in NAMES if frozen_profile(n) != "quick")
-    assert all(frozen_profile(n) == "quick" for n in NAMES if first[n] == "frozen")
+SITES = ["computed_site", "published_site"]
 
 
-def test_page_and_sections(quick_site: dict) -> None:
-    page = (quick_site["out"] / "index.html").read_text()
+def test_every_analysis_was_computed_on_the_real_data(computed_site: dict) -> None:
+    assert computed_site["first"] == {name: "run" for name in NAMES}
+
+
+def test_the_published_page_reuses_every_frozen_entry(published_site: dict) -> None:
+    """Every committed frozen entry matches the committed code (else refreeze it), and what is
+    not frozen is computed here."""
+    first = published_site["first"]
+    assert set(first) == set(NAMES)
+    assert {n for n, status in first.items() if status == "frozen"} == \
+        {n for n in NAMES if frozen_profile(n)}, "a frozen entry is stale: refreeze it"
+    assert all(first[n] == "run" for n in NAMES if not frozen_profile(n))
+
+
+@pytest.mark.parametrize("site", SITES)
+def test_page_and_sections(site: str, request: pytest.FixtureRequest) -> None:
+    built = request.getfixturevalue(site)
+    page = (built["out"] / "index.html").read_text()
     assert len(page) > 1000
     positions = []
     for name in NAMES:
-        status = quick_site["first"][name]
+        status = built["first"][name]
         match = re.search(f'<section id="{name}" class="section status-{status}">', page)
         assert match, name
         positions.append(match.start())
     assert positions == sorted(positions)  # the article's order
     assert "@@ITEM" not in page and "could not be built" not in page
-    assert "Quick profile." in page
     assert 'id="rule"' in page  # the comparison rule is stated once, on the page
     text = re.sub(r"<[^>]+>", "", page)
     assert not re.search(r"\bnan\b|\bn/a\b|\bNone\b", text), "a metric is missing"
@@ -68,8 +79,18 @@ def test_page_and_sections(quick_site: dict) -> None:
     assert not broken, broken
 
 
-def test_every_image_and_link_exists(quick_site: dict) -> None:
-    site = quick_site["out"]
+def test_the_banners_name_the_profile_of_the_numbers(computed_site: dict,
+                                                     published_site: dict) -> None:
+    computed = (computed_site["out"] / "index.html").read_text()
+    assert '<p class="profile profile-quick"' in computed and "Quick profile." in computed
+    published = (published_site["out"] / "index.html").read_text()
+    lead = "quick" if any(frozen_profile(n) != "full" for n in NAMES) else "full"
+    assert f'<p class="profile profile-{lead}"' in published
+
+
+@pytest.mark.parametrize("site", SITES)
+def test_every_image_and_link_exists(site: str, request: pytest.FixtureRequest) -> None:
+    site = request.getfixturevalue(site)["out"]
     page = (site / "index.html").read_text()
     images = re.findall(r'<img[^>]*\ssrc="([^"]+)"', page)
     assert images
@@ -82,8 +103,9 @@ def test_every_image_and_link_exists(quick_site: dict) -> None:
     assert not re.search(r"(?:src|href)=\"https?:", page)
 
 
-def test_figures_and_data_exports(quick_site: dict) -> None:
-    site = quick_site["out"]
+@pytest.mark.parametrize("site", SITES)
+def test_figures_and_data_exports(site: str, request: pytest.FixtureRequest) -> None:
+    site = request.getfixturevalue(site)["out"]
     for name in NAMES:
         metrics = json.loads((site / "data" / name / "metrics.json").read_text())
         assert metrics, f"{name} recorded no metric"
@@ -95,11 +117,10 @@ def test_figures_and_data_exports(quick_site: dict) -> None:
     assert manifest["profile"] == "quick" and set(manifest["config"]) == set(NAMES)
 
 
-def test_second_build_reuses_every_analysis(quick_site: dict) -> None:
-    out, cache = quick_site["out"], quick_site["cache"]
-    assert build.main(args(out, cache)) == 0
-    first = quick_site["first"]
-    assert statuses(out) == {n: "frozen" if first[n] == "frozen" else "cached" for n in NAMES}
+def test_second_build_reuses_every_analysis(computed_site: dict) -> None:
+    out, cache = computed_site["out"], computed_site["cache"]
+    assert build.main(computed_args(out, cache)) == 0
+    assert statuses(out) == {n: "cached" for n in NAMES}
     assert (out / "index.html").stat().st_size > 0
 
 
