@@ -34,7 +34,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "into the frozen folder (commit it to publish them)")
     parser.add_argument("--frozen-dir", type=Path, default=ROOT / "frozen",
                         help="frozen results, used while their code and config match (with "
-                             "--profile auto: any profile's; else only that profile's)")
+                             "--profile auto: this machine's profile's or a fuller one's; else "
+                             "only that profile's)")
     parser.add_argument("--out", type=Path, default=ROOT / "site", help="output folder")
     parser.add_argument("--cache-dir", type=Path, default=ROOT / ".cache",
                         help="where analysis results are cached")
@@ -92,6 +93,15 @@ def choose_device(choice: str) -> "torch.device":  # noqa: F821 - torch is impor
     return torch.device(choice)
 
 
+def usable_frozen_profiles(requested: str, profile: str) -> tuple[str, ...]:
+    """The profiles whose frozen entries a build may use: with auto, the machine's profile and
+    any fuller one (on a CPU a frozen full-profile entry beats a quick re-run; on a GPU a frozen
+    quick one never stands in for the full run), else only the profile asked for."""
+    from report.config import PROFILES  # ordered from the quickest to the full profile
+
+    return PROFILES[PROFILES.index(profile):] if requested == "auto" else (profile,)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the build; returns the process exit code."""
     args = parse_args(argv)
@@ -131,8 +141,7 @@ def main(argv: list[str] | None = None) -> int:
                            jobs=args.jobs, preload=("analyses",), profile_dir=args.cprofile,
                            frozen_dir=args.frozen_dir, freeze=args.freeze,
                            presentation=(*PRESENTATION_MODULES, *PRESENTATION),
-                           # With auto, a frozen full-profile entry beats a quick re-run.
-                           frozen_profiles=PROFILES if args.profile == "auto" else (profile,),
+                           frozen_profiles=usable_frozen_profiles(args.profile, profile),
                            title="MNIST, explored",
                            extra_info={"benchmarks": read_benchmarks(ROOT / "bench")},
                            prose_globals={"original": original.facts(),

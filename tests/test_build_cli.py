@@ -99,6 +99,13 @@ def test_auto_choices(monkeypatch: pytest.MonkeyPatch) -> None:
     assert build.choose_device("cpu") == torch.device("cpu")
 
 
+def test_auto_uses_frozen_entries_of_its_profile_or_a_fuller_one() -> None:
+    assert build.usable_frozen_profiles("auto", "quick") == ("quick", "full")  # a CPU
+    assert build.usable_frozen_profiles("auto", "full") == ("full",)  # a GPU: never quick
+    assert build.usable_frozen_profiles("quick", "quick") == ("quick",)
+    assert build.usable_frozen_profiles("full", "full") == ("full",)
+
+
 def test_invalid_choice_is_rejected_by_argparse(capsys: pytest.CaptureFixture) -> None:
     with pytest.raises(SystemExit) as exit_:
         build.main(["--profile", "medium"])
