@@ -5,7 +5,9 @@
 #   bash bench/gpu.sh OUT_DIR [MNIST_DIR] [WHEELS_DIR]
 #
 # OUT_DIR gets few files, as a device returns at most 8 of 16 MiB: results.tgz.part-* (one
-# archive split at 15 MiB), bench/results.{json,md} and launches.txt (operator calls per
+# archive split at 15 MiB), timings.md (the goals' table: per analysis its compute seconds and
+# when its build ended, then when the archive was written), bench/results.{json,md} and
+# launches.txt (operator calls per
 # training step: about 90 s of CPU on 2 cores), both made after the archive is packed. The archive
 # holds frozen/, only the entries this run wrote or changed, and reports/: hardware.txt (GPU,
 # driver, CPU, versions), builds.log (the end of every build's log), timings.json (per
@@ -159,7 +161,11 @@ for entry in "$FREEZE_DIR"/*/; do
 done
 cp "$WORK/phases.log" "$REPORTS/phases.log"
 tar -C "$WORK/pack" -czf - reports frozen | split -b 15m - "$OUT/results.tgz.part-"
+stamp "archive written"
 cat "$REPORTS/list.txt"
+# The goals' table for the note (also in the command's output, should a file not come back).
+"$PY" bench/gpu_timings.py --markdown "$WORK/cache" "$WORK/phases.log" > "$OUT/timings.md"
+cat "$OUT/timings.md"
 # What is left of TOTAL_BUDGET goes to the benchmarks (the appendix's GPU numbers), then to the
 # launch counts (CPU work, which can also be redone off the device); each is skipped with 10 s
 # or less left, so the command ends inside the device's 10 minutes and the archive comes back.

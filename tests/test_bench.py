@@ -317,6 +317,26 @@ def test_gpu_timings_reads_each_compute_manifest_and_the_phases(tmp_path: Path) 
     assert table["phases"] == ["[4 s] start", "[300 s] builds over"]
 
 
+def test_gpu_timings_fills_in_the_goals_table(tmp_path: Path) -> None:
+    entry = tmp_path / "compute" / "gan" / "abc123"
+    entry.mkdir(parents=True)
+    (entry / "manifest.json").write_text(json.dumps(
+        {"name": "gan", "seconds": 140.04, "peak_gpu_bytes": 3 * 2**30, "device": "cuda",
+         "device_name": "NVIDIA H200", "profile": "full"}))
+    (tmp_path / "phases.log").write_text(
+        "[4 s] start: profile full on cuda\n[5 s] skip classifiers (not in ANALYSES)\n"
+        "[151 s] build gan exited 0\n[520 s] build budget reached\n[600 s] build transfer "
+        "exited 130\n[612 s] archive written\n")
+    rows = gpu_timings.markdown(gpu_timings.timings(tmp_path, tmp_path / "phases.log"))
+    lines = rows.splitlines()
+    assert lines[0].startswith("| analysis | goal | compute | build ended at |")
+    assert "| gan | ≤ 150 s | 140.0 s | 151 s | 3.0 GiB | NVIDIA H200 |" in lines
+    assert ("| transfer | ≤ 120 s | not computed (frozen entry reused, or stopped) | 600 s "
+            "| - | - |") in lines
+    assert lines[2] == "| classifiers | ≤ 90 s | skipped (not in ANALYSES) | - | - | - |"
+    assert lines[-1] == "| whole script, archive written | ≤ 360 s | - | 612 s | - | - |"
+
+
 # --- bench/launches.py and the GPU run's scripts -----------------------------------------------
 
 
