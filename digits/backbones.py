@@ -10,7 +10,9 @@ file raises `report.errors.UserError` naming the file and the fix.
 from __future__ import annotations
 
 import hashlib
+import queue
 import socket
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -315,6 +317,31 @@ def load_vgg16(input_size: int, weights: Path | None = None, reason: str = "",
                     reason)
 
 
+def probe_connection(host: str, port: int, timeout: float) -> None:
+    """Open and close a TCP connection to host:port within `timeout` seconds, or raise OSError.
+
+    The socket's timeout bounds the connection, not the name lookup before it: where DNS
+    packets are dropped, getaddrinfo waits out the resolver's retries (glibc: 5 s per try and
+    server). So the whole attempt runs in a daemon thread that is abandoned at the deadline.
+    """
+    done: queue.Queue = queue.Queue()
+
+    def attempt() -> None:
+        try:
+            socket.create_connection((host, port), timeout=timeout).close()
+            done.put(None)
+        except OSError as error:
+            done.put(error)
+
+    threading.Thread(target=attempt, daemon=True).start()
+    try:
+        error = done.get(timeout=timeout)
+    except queue.Empty:
+        raise TimeoutError(f"no connection to {host}:{port} within {timeout:g} s") from None
+    if error is not None:
+        raise error
+
+
 def download_vgg16(timeout: float) -> tuple[Path | None, str]:
     """Try to fetch VGG16's weights into the hub cache: (path, "") or (None, why not).
 
@@ -322,7 +349,7 @@ def download_vgg16(timeout: float) -> tuple[Path | None, str]:
     fails in seconds rather than hanging in the download.
     """
     try:
-        socket.create_connection(("download.pytorch.org", 443), timeout=timeout).close()
+        probe_connection("download.pytorch.org", 443, timeout)
         target = vgg16_weights()
         target.parent.mkdir(parents=True, exist_ok=True)
         torch.hub.download_url_to_file(VGG16_URL, str(target), hash_prefix=VGG16_SHA256_PREFIX,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -127,6 +129,31 @@ def test_fallback_is_taken_and_reported_without_vgg16_weights(
     assert "--set transfer.backbone=efficientnet_lite0" in forced.reason
     with pytest.raises(UserError, match="choose auto"):
         b.select_backbone("resnet", 32)
+
+
+def test_the_download_probe_gives_up_at_its_timeout_even_in_a_hung_name_lookup(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A lookup that never answers (DNS packets dropped) costs the timeout, not the resolver's
+    retries; a refused connection is reported as it is."""
+    release = threading.Event()
+
+    def hung(address: tuple, timeout: float) -> None:
+        release.wait(30)  # a lookup that does not return
+        raise OSError("released")
+
+    monkeypatch.setattr(b.socket, "create_connection", hung)
+    start = time.perf_counter()
+    with pytest.raises(TimeoutError, match="no connection to example.org:443 within 0.2 s"):
+        b.probe_connection("example.org", 443, 0.2)
+    assert time.perf_counter() - start < 5
+    release.set()
+
+    def refused(address: tuple, timeout: float) -> None:
+        raise ConnectionRefusedError("refused")
+
+    monkeypatch.setattr(b.socket, "create_connection", refused)
+    with pytest.raises(ConnectionRefusedError):
+        b.probe_connection("example.org", 443, 1.0)
 
 
 def test_vgg16_is_taken_when_its_weights_are_in_the_hub_cache(
