@@ -873,8 +873,12 @@ def test_a_page_of_frozen_full_results_built_on_a_cpu_is_a_full_profile_page(
     down = view(tmp_path, "down", "Text.\n", [], metrics={"n": 10}, status="frozen")
     down.provenance = {"profile": "full", "device_name": "AMD EPYC", "created": ""}
     down.requires = ("up",)
-    page = render(tmp_path, [up, down], {**BUILD, "profile": "quick"})
+    reused = [{**BUILD["analyses"][0], "name": n, "status": "frozen"} for n in ("up", "down")]
+    page = render(tmp_path, [up, down], {**BUILD, "profile": "quick", "analyses": reused})
     assert 'class="profile profile-full"' in page
+    appendix = " ".join(re.sub(r"<[^>]+>", " ", page[page.index('id="appendix"'):]).split())
+    assert "Profile quick on this machine, though nothing was computed: every analysis reused " \
+           "frozen results" in appendix
     text = banner(page)
     assert text.startswith("Full profile. The full data and training budgets.")
     assert "Quick" not in text and "quick" not in text and "Except" not in text
