@@ -5,10 +5,10 @@
 #   bash bench/gpu.sh OUT_DIR [MNIST_DIR] [WHEELS_DIR]
 #
 # OUT_DIR gets few files, as a device returns at most 8 of 16 MiB: results.tgz.part-* (one
-# archive split at 15 MiB), timings.md (the goals' table: per analysis its compute seconds and
-# when its build ended, then when the archive was written), bench/results.{json,md} and
-# launches.txt (operator calls per
-# training step: about 90 s of CPU on 2 cores), both made after the archive is packed. The archive
+# archive split at 15 MiB), then, made after the archive is packed, timings.md (the goals'
+# table: per analysis its compute seconds and when its build ended, then when the archive was
+# written), bench/results.{json,md} and launches.txt (operator calls per training step: about
+# 90 s of CPU on 2 cores). The archive
 # holds frozen/, only the entries this run wrote or changed, and reports/: hardware.txt (GPU,
 # driver, CPU, versions), builds.log (the end of every build's log), timings.json (per
 # analysis: seconds, peak memory, device; per phase: wall seconds, from bench/gpu_timings.py),

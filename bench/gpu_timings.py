@@ -64,7 +64,7 @@ def markdown(table: dict) -> str:
             continue
         gpu = row.get("peak_gpu_bytes")
         memory = f"{gpu / 2**30:.1f} GiB" if gpu else "-"
-        lines.append(f"| {name} | {goal} | {row['seconds']:.1f} s | {at} | {memory} | "
+        lines.append(f"| {name} | {goal} | {row.get('seconds') or 0:.1f} s | {at} | {memory} | "
                      f"{row.get('device_name') or row.get('device') or '-'} |")
     whole = phases.get("archive written")
     lines.append(f"| whole script, archive written | ≤ {WHOLE_GOAL} s | - | "

@@ -318,7 +318,8 @@ def load_vgg16(input_size: int, weights: Path | None = None, reason: str = "",
 
 
 def probe_connection(host: str, port: int, timeout: float) -> None:
-    """Open and close a TCP connection to host:port within `timeout` seconds, or raise OSError.
+    """Open and close a TCP connection to host:port within `timeout` seconds, else raise what
+    the attempt raised (OSError for a refusal or a failed lookup) or TimeoutError.
 
     The socket's timeout bounds the connection, not the name lookup before it: where DNS
     packets are dropped, getaddrinfo waits out the resolver's retries (glibc: 5 s per try and
@@ -330,7 +331,7 @@ def probe_connection(host: str, port: int, timeout: float) -> None:
         try:
             socket.create_connection((host, port), timeout=timeout).close()
             done.put(None)
-        except OSError as error:
+        except Exception as error:  # noqa: BLE001 - any failure goes to the caller as it is
             done.put(error)
 
     threading.Thread(target=attempt, daemon=True).start()

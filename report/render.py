@@ -119,8 +119,12 @@ class ProfileLabels:
         # else the quick profile where any section has it (the reader's main caveat). Not the
         # build's profile: a CPU build that reuses frozen full-profile results for every
         # section is a full-profile page.
-        self.lead = (found.pop() if len(found) == 1 else "full profile" if not found
-                     else "quick profile" if "quick profile" in found else "changed settings")
+        # With nothing that varies (or nothing shown): the build's profile's, or full.
+        self.lead = (found.pop() if len(found) == 1
+                     else "quick profile" if "quick profile" in found
+                     else "changed settings" if found
+                     else "quick profile" if build_profile == "quick" and not shown
+                     else "full profile")
 
     def apart(self) -> list[tuple[str, list[str]]]:
         """The sections whose numbers carry another label than the banner's lead, grouped by
@@ -652,6 +656,9 @@ def render_site(site: Path, templates: Path, views: Sequence[SectionView],
     context = {"metrics": all_metrics, "build": build, "profiles": profiles,
                **(prose_globals or {})}
     render_sections(env, views, context, keep_going)
+    # Again for the banner and the summary: a section whose prose failed (--keep-going) is
+    # no longer shown and must not be named there.
+    context["profiles"] = ProfileLabels(views, build.get("profile", ""))
     for view in views:
         if view.status in ("failed", "skipped"):
             continue

@@ -155,6 +155,15 @@ def test_the_download_probe_gives_up_at_its_timeout_even_in_a_hung_name_lookup(
     with pytest.raises(ConnectionRefusedError):
         b.probe_connection("example.org", 443, 1.0)
 
+    def bad_name(address: tuple, timeout: float) -> None:
+        raise UnicodeError("label too long")  # what IDNA encoding raises: not an OSError
+
+    monkeypatch.setattr(b.socket, "create_connection", bad_name)
+    start = time.perf_counter()
+    with pytest.raises(UnicodeError):
+        b.probe_connection("example.org", 443, 5.0)
+    assert time.perf_counter() - start < 4  # reported at once, not after the timeout
+
 
 def test_vgg16_is_taken_when_its_weights_are_in_the_hub_cache(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

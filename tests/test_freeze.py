@@ -237,7 +237,7 @@ def test_a_quick_result_is_frozen_only_on_upstream_results_quick_would_make(
         toy: ToyProject, tmp_path: Path) -> None:
     frozen_build(toy, freeze=True, names=("alpha", "beta", "delta"))  # full
     toy.edit_code("beta")
-    # A CPU build (--profile auto: quick, any profile's frozen entries): beta and epsilon run.
+    # A CPU build (--profile auto: quick; frozen entries of quick or full): beta, epsilon run.
     _, outcomes = frozen_build(toy, profile="quick", freeze=True, cache=tmp_path / "clone",
                                names=("alpha", "beta", "delta", "epsilon"))
     assert statuses(outcomes) == {"alpha": "frozen", "beta": "run", "delta": "frozen",

@@ -898,6 +898,34 @@ def test_a_mixed_banner_leads_with_the_quick_profile_and_names_the_rest(tmp_path
            "made earlier (on NVIDIA H200)" in text
 
 
+def test_a_section_whose_prose_failed_is_not_named_in_the_banner(tmp_path: Path) -> None:
+    """--keep-going: the full-profile section whose prose failed is not shown, so the banner
+    leads with the quick profile of what is left and names no section apart (no empty link)."""
+    views = mixed_views(tmp_path, "Text.\n")
+    views[0].prose = "Forgot the figure.\n"
+    views[0].items = [figure("f")]
+    views[0].status = "frozen"
+    views[0].provenance = {"profile": "full", "device": "cuda", "device_name": "", "created": ""}
+    page = render(tmp_path, views, {**BUILD, "profile": "quick"}, keep_going=True)
+    assert views[0].status == "failed"
+    text = banner(page)
+    assert text.startswith("Quick profile.") and "Except" not in text and "frozen" not in text
+
+
+def test_a_frozen_section_without_a_device_name_is_placed_by_its_device(tmp_path: Path) -> None:
+    views = mixed_views(tmp_path, "Text.\n")
+    views[0].status = "frozen"
+    views[0].provenance = {"profile": "full", "device": "cuda", "device_name": "", "created": ""}
+    text = banner(render(tmp_path, views, {**BUILD, "profile": "quick"}))
+    assert "1 of 2 sections reuse frozen results, made earlier (on cuda)" in text
+
+
+def test_a_page_with_no_section_shown_keeps_the_builds_profile(tmp_path: Path) -> None:
+    broken = view(tmp_path, "broken", "Text.\n", [], status="failed", error="boom")
+    text = banner(render(tmp_path, [broken], {**BUILD, "profile": "quick"}))
+    assert text.startswith("Quick profile.") and "frozen" not in text
+
+
 def test_a_full_build_with_changed_settings_says_so_in_its_banner(tmp_path: Path) -> None:
     """On a GPU (profile full) with a setting changed by --set, the page is not the full
     profile's: the banner leads with the changed settings and names the section that has none."""
