@@ -118,8 +118,8 @@ class ProfileLabels:
         # The banner's lead: what every section whose numbers depend on the profile shares,
         # else the quick profile where any section has it (the reader's main caveat). Not the
         # build's profile: a CPU build that reuses frozen full-profile results for every
-        # section is a full-profile page.
-        # With nothing that varies (or nothing shown): the build's profile's, or full.
+        # section is a full-profile page. With nothing shown, the quick build's stays quick;
+        # with nothing that varies, every number is the full profile's.
         self.lead = (found.pop() if len(found) == 1
                      else "quick profile" if "quick profile" in found
                      else "changed settings" if found
