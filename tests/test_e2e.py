@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 from conftest import computed_args, quick_args as args
 from conftest import site_statuses as statuses
+from test_render import section_html
 
 import build
 from analyses import ANALYSES
@@ -86,9 +87,7 @@ def test_the_banner_agrees_with_the_sections_notes(site: str,
     numbers are quick-profile ones (the build's profile plays no part: on a CPU it is quick)."""
     page = (request.getfixturevalue(site)["out"] / "index.html").read_text()
     quick = [name for name in NAMES if re.search(
-        r"\(quick profile\)|<strong>Quick profile\.</strong>",
-        page[page.index(f'<section id="{name}"'):page.index("</section>",
-                                                           page.index(f'<section id="{name}"'))])]
+        r"\(quick profile\)|<strong>Quick profile\.</strong>", section_html(page, name))]
     lead = "quick" if quick else "full"
     assert f'<p class="profile profile-{lead}"' in page, quick
     if site == "computed_site":
