@@ -69,6 +69,10 @@ def markdown(table: dict) -> str:
     whole = phases.get("archive written")
     lines.append(f"| whole script, archive written | ≤ {WHOLE_GOAL} s | - | "
                  f"{f'{whole} s' if whole is not None else 'not reached'} | - | - |")
+    # How the builds shared the GPU: the last word on MPS (a failed graph check turns it off).
+    sharing = [text for text in phases if text.startswith("MPS ")]
+    if sharing:
+        lines += ["", f"GPU sharing: {sharing[-1]}"]
     return "\n".join(lines) + "\n"
 
 

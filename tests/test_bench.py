@@ -337,6 +337,19 @@ def test_gpu_timings_fills_in_the_goals_table(tmp_path: Path) -> None:
     assert lines[-1] == "| whole script, archive written | ≤ 360 s | - | 612 s | - | - |"
 
 
+def test_gpu_timings_says_how_the_builds_shared_the_gpu(tmp_path: Path) -> None:
+    (tmp_path / "phases.log").write_text(
+        "[1 s] MPS on: server 42, pipes in /tmp/x\n[9 s] graph check exited 1 (1 failed)\n"
+        "[10 s] MPS off: the graph check failed under MPS (graph_check_mps.txt); checking "
+        "again\n[300 s] archive written\n")
+    lines = gpu_timings.markdown(gpu_timings.timings(tmp_path, tmp_path / "phases.log"))
+    assert lines.splitlines()[-1] == ("GPU sharing: MPS off: the graph check failed under MPS "
+                                      "(graph_check_mps.txt); checking again")
+    (tmp_path / "phases.log").write_text("[300 s] archive written\n")
+    lines = gpu_timings.markdown(gpu_timings.timings(tmp_path, tmp_path / "phases.log"))
+    assert "GPU sharing" not in lines
+
+
 # --- bench/launches.py and the GPU run's scripts -----------------------------------------------
 
 
@@ -358,7 +371,63 @@ def test_launches_count_kernels_not_views_or_conversions_that_copy_nothing() -> 
     assert counts["launches"] == 2 and counts["reads"] == 0
 
 
-@pytest.mark.parametrize("script", ["gpu.sh", "gpu_carry.sh"])
+def run_mps_start(tmp_path: Path, control: str | None, probe_exit: int) -> tuple[str, str]:
+    """bench/gpu_mps.sh's mps_start with stand-ins for the MPS control program (a script that
+    logs its arguments and input ($input) to calls.log, then runs `control`; or none on PATH)
+    and for the CUDA probe's Python; returns what it printed, with the pipe variable after it,
+    and the calls."""
+    import subprocess
+
+    import shutil
+
+    # PATH holds the stand-ins and the few tools the functions use, nothing else: a real MPS
+    # control program (on a machine with a GPU) must never be reached.
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for tool in ("bash", "cat", "mkdir", "timeout"):
+        (bin_dir / tool).symlink_to(shutil.which(tool))
+    calls = tmp_path / "calls.log"
+    calls.touch()
+    if control is not None:
+        tool = bin_dir / "nvidia-cuda-mps-control"
+        tool.write_text(f"#!/bin/bash\ninput=$(cat)\necho \"args:$* stdin:$input\" >> {calls}\n"
+                        f"{control}\n")
+        tool.chmod(0o755)
+    python = bin_dir / "fake-python"
+    python.write_text(f"#!/bin/bash\nexit {probe_exit}\n")
+    python.chmod(0o755)
+    script = (f"source {REPO / 'bench' / 'gpu_mps.sh'}; mps_start {python} {tmp_path / 'mps'}; "
+              "echo \"pipe=${CUDA_MPS_PIPE_DIRECTORY:-}\"")
+    result = subprocess.run([str(bin_dir / "bash"), "-c", script], capture_output=True,
+                            text=True, env={"PATH": str(bin_dir)}, stdin=subprocess.DEVNULL)
+    return result.stdout, calls.read_text()
+
+
+def test_mps_is_kept_only_when_a_cuda_client_runs_through_its_server(tmp_path: Path) -> None:
+    out, calls = run_mps_start(
+        tmp_path, 'if [ "$input" = get_server_list ]; then echo 4242; fi', probe_exit=0)
+    assert out.splitlines()[0].startswith("MPS on: server 4242, pipes in ")
+    assert out.splitlines()[1] == f"pipe={tmp_path / 'mps' / 'pipe'}"
+    assert calls.splitlines() == ["args:-d stdin:", "args: stdin:get_server_list"]
+
+
+@pytest.mark.parametrize("control, probe_exit, why, expected_calls", [
+    (None, 0, "nvidia-cuda-mps-control not found", []),
+    ("exit 1", 0, "the daemon did not start", ["args:-d stdin:"]),
+    # A daemon that started is told to quit.
+    ("true", 1, "a CUDA client failed under the daemon", ["args:-d stdin:", "args: stdin:quit"]),
+    ("true", 0, "the probe ran without an MPS server",
+     ["args:-d stdin:", "args: stdin:get_server_list", "args: stdin:quit"]),
+])
+def test_without_a_working_mps_the_builds_time_slice_and_no_daemon_is_left(
+        tmp_path: Path, control: str | None, probe_exit: int, why: str,
+        expected_calls: list[str]) -> None:
+    out, calls = run_mps_start(tmp_path, control, probe_exit)
+    assert out.splitlines() == [f"MPS off: {why} (the builds time-slice the GPU)", "pipe="]
+    assert calls.splitlines() == expected_calls
+
+
+@pytest.mark.parametrize("script", ["gpu.sh", "gpu_carry.sh", "gpu_mps.sh"])
 def test_gpu_run_scripts_parse(script: str) -> None:
     """bash reads the scripts of the GPU run without running them (their runs need a device or
     the network: they were rehearsed on the CPU, see bench/gpu.sh)."""
