@@ -25,9 +25,11 @@ mps_start() {  # mps_start PYTHON DIR
   fi
   export CUDA_MPS_PIPE_DIRECTORY="$dir/pipe" CUDA_MPS_LOG_DIRECTORY="$dir/log"
   mkdir -p "$CUDA_MPS_PIPE_DIRECTORY" "$CUDA_MPS_LOG_DIRECTORY"
-  if ! nvidia-cuda-mps-control -d; then
+  # Its own files for the daemon's output: a daemon holding the command's stdout open could
+  # keep the device call from returning.
+  if ! nvidia-cuda-mps-control -d < /dev/null > "$dir/log/start.txt" 2>&1; then
     unset CUDA_MPS_PIPE_DIRECTORY CUDA_MPS_LOG_DIRECTORY
-    echo "MPS off: the daemon did not start (the builds time-slice the GPU)"
+    echo "MPS off: the daemon did not start, see mps-log/start.txt (the builds time-slice the GPU)"
     return 1
   fi
   # 60 s: a client that cannot get a server could otherwise hang the run.

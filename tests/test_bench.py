@@ -413,7 +413,7 @@ def test_mps_is_kept_only_when_a_cuda_client_runs_through_its_server(tmp_path: P
 
 @pytest.mark.parametrize("control, probe_exit, why, expected_calls", [
     (None, 0, "nvidia-cuda-mps-control not found", []),
-    ("exit 1", 0, "the daemon did not start", ["args:-d stdin:"]),
+    ("exit 1", 0, "the daemon did not start, see mps-log/start.txt", ["args:-d stdin:"]),
     # A daemon that started is told to quit.
     ("true", 1, "a CUDA client failed under the daemon", ["args:-d stdin:", "args: stdin:quit"]),
     ("true", 0, "the probe ran without an MPS server",
