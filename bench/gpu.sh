@@ -42,10 +42,9 @@
 # separated, e.g. for a rehearsal on the CPU), GAN_SETS, FROZEN_IN [frozen: reuse the
 # checkout's entries; `none`: every analysis runs from an empty cache], ANALYSES [every one:
 # the analyses built; the others are skipped], MPS [auto; off: the builds time-slice the
-# GPU]. A device call sends 64 MiB at most, the carry
-# 33.8 MB of it: run from a slim checkout (`python bench/gpu_slim.py`: the code and the frozen
-# entries the run reads) with the ANALYSES it prints, which leaves out the analyses whose
-# entries stayed behind.
+# GPU]. A device call sends 64 MiB at most, the carry 33.8 MB of it: run from a slim checkout
+# (`python bench/gpu_slim.py`: the code and the frozen entries the run reads) with the ANALYSES
+# it prints, which leaves out the analyses whose entries stayed behind.
 set -uo pipefail
 OUT=${1:?usage: bash bench/gpu.sh OUT_DIR [MNIST_DIR] [WHEELS_DIR]}
 DATA=${2:-}

@@ -376,9 +376,8 @@ def run_mps_start(tmp_path: Path, control: str | None, probe_exit: int) -> tuple
     logs its arguments and input ($input) to calls.log, then runs `control`; or none on PATH)
     and for the CUDA probe's Python; returns what it printed, with the pipe variable after it,
     and the calls."""
-    import subprocess
-
     import shutil
+    import subprocess
 
     # PATH holds the stand-ins and the few tools the functions use, nothing else: a real MPS
     # control program (on a machine with a GPU) must never be reached.
