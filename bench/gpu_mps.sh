@@ -20,32 +20,32 @@ MPS_PROBE="import torch; assert torch.ones(8, device='cuda').add(1).sum().item()
 mps_start() {  # mps_start PYTHON DIR
   local py=$1 dir=$2 servers
   if ! command -v nvidia-cuda-mps-control > /dev/null 2>&1; then
-    echo "MPS off: nvidia-cuda-mps-control not found (the builds time-slice the GPU)"
-    return 1
+    mps_off "nvidia-cuda-mps-control not found"; return
   fi
   export CUDA_MPS_PIPE_DIRECTORY="$dir/pipe" CUDA_MPS_LOG_DIRECTORY="$dir/log"
   mkdir -p "$CUDA_MPS_PIPE_DIRECTORY" "$CUDA_MPS_LOG_DIRECTORY"
   # Its own files for the daemon's output: a daemon holding the command's stdout open could
   # keep the device call from returning.
   if ! nvidia-cuda-mps-control -d < /dev/null > "$dir/log/start.txt" 2>&1; then
-    unset CUDA_MPS_PIPE_DIRECTORY CUDA_MPS_LOG_DIRECTORY
-    echo "MPS off: the daemon did not start, see mps-log/start.txt (the builds time-slice the GPU)"
-    return 1
+    unset CUDA_MPS_PIPE_DIRECTORY CUDA_MPS_LOG_DIRECTORY  # nothing to quit
+    mps_off "the daemon did not start, see mps-log/start.txt"; return
   fi
   # 60 s: a client that cannot get a server could otherwise hang the run.
   if ! timeout 60 "$py" -c "$MPS_PROBE"; then
-    mps_stop
-    echo "MPS off: a CUDA client failed under the daemon (the builds time-slice the GPU)"
-    return 1
+    mps_off "a CUDA client failed under the daemon"; return
   fi
   # A client that could not reach the daemon ran without MPS: then no server was started.
   servers=$(echo get_server_list | timeout 20 nvidia-cuda-mps-control 2> /dev/null)
   if [ -z "$servers" ]; then
-    mps_stop
-    echo "MPS off: the probe ran without an MPS server (the builds time-slice the GPU)"
-    return 1
+    mps_off "the probe ran without an MPS server"; return
   fi
   echo "MPS on: server $servers, pipes in $CUDA_MPS_PIPE_DIRECTORY"
+}
+
+mps_off() {  # mps_off REASON: quit the daemon, if started, say why MPS is off; status 1
+  mps_stop
+  echo "MPS off: $1 (the builds time-slice the GPU)"
+  return 1
 }
 
 mps_stop() {  # quit the daemon started by mps_start in this shell, if any
