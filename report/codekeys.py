@@ -78,9 +78,39 @@ def digest(nodes: Iterable[ast.AST]) -> str:
 def _dump_digest(stripped: Iterable[ast.AST]) -> str:
     h = hashlib.sha256()
     for node in stripped:
-        h.update(ast.dump(node, include_attributes=False).encode())
+        h.update(canonical_dump(node).encode())
         h.update(b"\0")
     return h.hexdigest()
+
+
+# Fields that newer Pythons added to existing nodes (3.12: a function's or class's type
+# parameters); left out while empty, so code without the new syntax dumps as it did before.
+NEWER_FIELDS = frozenset({"type_params"})
+
+
+def canonical_dump(node: Any) -> str:
+    """A syntax tree as text that is the same under Python 3.10 to 3.13: Python 3.11's
+    `ast.dump(node, include_attributes=False)`, less the newer fields while they are empty."""
+    # Why not ast.dump itself: its text depends on the Python that runs it (3.12 adds
+    # `type_params=[]` to every function and class, 3.13 leaves out empty lists), so every key
+    # made on the GPU machine's Python 3.12 was stale on this project's 3.11 and the reverse.
+    # This is 3.11's algorithm without indentation; over the project's 17,568 statements it
+    # gives 3.11's text exactly, and the same text under 3.10, 3.12 and 3.13 (checked
+    # 2026-12-05; tests/test_codekeys.py runs the other Pythons it finds).
+    if isinstance(node, ast.AST):
+        fields = []
+        for name in node._fields:
+            value = getattr(node, name, None)
+            # An optional field (its class default None) left empty is not written, as 3.11.
+            if value is None and getattr(type(node), name, ...) is None:
+                continue
+            if name in NEWER_FIELDS and not value:
+                continue
+            fields.append(f"{name}={canonical_dump(value)}")
+        return f"{type(node).__name__}({', '.join(fields)})"
+    if isinstance(node, list):
+        return f"[{', '.join(canonical_dump(item) for item in node)}]"
+    return repr(node)
 
 
 def _is_main_guard(node: ast.stmt) -> bool:

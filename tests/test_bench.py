@@ -426,12 +426,39 @@ def test_without_a_working_mps_the_builds_time_slice_and_no_daemon_is_left(
     assert calls.splitlines() == expected_calls
 
 
-@pytest.mark.parametrize("script", ["gpu.sh", "gpu_carry.sh", "gpu_mps.sh"])
+@pytest.mark.parametrize("script", ["gpu.sh", "gpu_carry.sh", "gpu_mps.sh", "gpu_rehearse.sh"])
 def test_gpu_run_scripts_parse(script: str) -> None:
     """bash reads the scripts of the GPU run without running them (their runs need a device or
-    the network: they were rehearsed on the CPU, see bench/gpu.sh)."""
+    the network: bench/gpu_rehearse.sh rehearses them on the CPU, in minutes)."""
     import subprocess
 
     result = subprocess.run(["bash", "-n", str(REPO / "bench" / script)], capture_output=True,
                             text=True)
     assert result.returncode == 0, result.stderr
+
+
+def rehearsal_settings(name: str) -> list[str]:
+    """The `--set` pairs bench/gpu_rehearse.sh gives analysis `name` (its tiny() function)."""
+    import subprocess
+
+    script = REPO / "bench" / "gpu_rehearse.sh"
+    define = f'eval "$(sed -n \'/^tiny() {{/,/^}}/p\' {script})"'
+    result = subprocess.run(["bash", "-c", f"{define}; tiny {name}"], capture_output=True,
+                            text=True, check=True)
+    return result.stdout.split()
+
+
+def test_the_rehearsal_shortens_every_analysis_the_quick_profile_shortens() -> None:
+    """Each pair names a field of that analysis's config and converts to its type (as build.py
+    --set does), so a renamed knob fails here and not minutes into a rehearsal; analyses with no
+    quick overrides (nothing to shorten) get none."""
+    from analyses import ANALYSES
+    from report.config import make_config, parse_sets
+
+    analyses = [module.ANALYSIS for module in ANALYSES]
+    for analysis in analyses:
+        pairs = rehearsal_settings(analysis.name)
+        assert bool(pairs) == bool(analysis.quick), analysis.name
+        assert all(pair.startswith(f"{analysis.name}.") for pair in pairs), pairs
+        config = make_config(analyses, "full", parse_sets(pairs)).section(analysis.name)
+        assert config != analysis.config or not pairs

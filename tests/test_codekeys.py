@@ -177,3 +177,97 @@ def test_imports_for_annotations_only_change_no_key(root: Path) -> None:
          "    from pkgx.consts import OFFSET, OTHER\n")
     assert symbols(root) == before
     assert "pkgx/core.py:<module>" not in before
+
+
+# --- the same keys under every Python -------------------------------------------------------
+
+PROJECT = Path(__file__).resolve().parent.parent
+CLASS_TEXT = '''
+class A(B, metaclass=M):
+    def f(self, a, b=None, *, c=1):
+        return g(a, key=b, text=f"{a!r:>4}")
+'''
+# Python 3.11's ast.dump of CLASS_TEXT: optional fields left empty are not written (no
+# `returns=None`), required ones are even when None (`Constant(value=None)`), lists always.
+CLASS_DUMP = (
+    "ClassDef(name='A', bases=[Name(id='B', ctx=Load())], keywords=[keyword(arg='metaclass', "
+    "value=Name(id='M', ctx=Load()))], body=[FunctionDef(name='f', args=arguments(posonlyargs="
+    "[], args=[arg(arg='self'), arg(arg='a'), arg(arg='b')], kwonlyargs=[arg(arg='c')], "
+    "kw_defaults=[Constant(value=1)], defaults=[Constant(value=None)]), body=[Return(value="
+    "Call(func=Name(id='g', ctx=Load()), args=[Name(id='a', ctx=Load())], keywords=[keyword("
+    "arg='key', value=Name(id='b', ctx=Load())), keyword(arg='text', value=JoinedStr(values=["
+    "FormattedValue(value=Name(id='a', ctx=Load()), conversion=114, format_spec=JoinedStr("
+    "values=[Constant(value='>4')]))]))]))], decorator_list=[])], decorator_list=[])")
+
+
+def test_the_dump_is_python_3_11s_whichever_python_runs_it() -> None:
+    """3.12's ast.dump adds `type_params=[]` and 3.13's drops empty lists: neither may reach a
+    key, or every frozen entry made on the GPU machine's Python reads stale here."""
+    import ast
+
+    from report.codekeys import canonical_dump
+
+    assert canonical_dump(ast.parse(CLASS_TEXT).body[0]) == CLASS_DUMP
+
+
+def other_pythons() -> list[str]:
+    """Interpreters 3.10 and newer other than this one: python3.N on PATH, else pyenv's."""
+    import shutil
+    import subprocess
+    import sys
+
+    found = {}
+    pyenv = shutil.which("pyenv")
+    versions = Path(subprocess.run([pyenv, "root"], capture_output=True, text=True).stdout
+                    .strip(), "versions") if pyenv else None
+    for minor in range(10, 16):
+        if minor == sys.version_info.minor:
+            continue
+        candidates = [shutil.which(f"python3.{minor}")]
+        if versions and versions.is_dir():
+            candidates += sorted(str(p) for p in versions.glob(f"3.{minor}.*/bin/python3"))
+        for candidate in filter(None, candidates):
+            works = subprocess.run([candidate, "-c", "print(1)"], capture_output=True, text=True)
+            if works.returncode == 0:  # a pyenv shim of a version not selected fails here
+                found[minor] = candidate
+                break
+    return list(found.values())
+
+
+# Every symbol of every project module, digested by report/codekeys.py loaded on its own (it
+# needs only the standard library, so a bare interpreter runs it).
+DIGEST_ALL = '''
+import importlib.util, json, sys
+from pathlib import Path
+root = Path(sys.argv[1])
+spec = importlib.util.spec_from_file_location("codekeys", root / "report" / "codekeys.py")
+codekeys = importlib.util.module_from_spec(spec)
+sys.modules["codekeys"] = codekeys
+spec.loader.exec_module(codekeys)
+index = codekeys.CodeIndex(root)
+modules = [".".join(p.relative_to(root).with_suffix("").parts).removesuffix(".__init__")
+           for package in sorted(index.packages) for p in sorted((root / package).rglob("*.py"))]
+print(json.dumps(dict(index.closure([(m, codekeys.WHOLE_MODULE) for m in modules]).symbols)))
+'''
+
+
+def test_every_python_found_gives_the_project_the_same_keys() -> None:
+    """The GPU machine runs Python 3.12, this project 3.11: a key must not depend on which."""
+    import json
+    import subprocess
+    import sys
+
+    pythons = other_pythons()
+    if not pythons:
+        pytest.skip("no other Python 3.10+ found (python3.N on PATH or pyenv)")
+    here = subprocess.run([sys.executable, "-c", DIGEST_ALL, str(PROJECT)], capture_output=True,
+                          text=True, check=True)
+    mine = json.loads(here.stdout)
+    assert len(mine) > 500  # every module's symbols, not a few
+    for python in pythons:
+        there = subprocess.run([python, "-c", DIGEST_ALL, str(PROJECT)], capture_output=True,
+                               text=True)
+        assert there.returncode == 0, f"{python}: {there.stderr}"
+        theirs = json.loads(there.stdout)
+        differ = sorted(name for name in mine if theirs.get(name) != mine[name])
+        assert not differ and theirs.keys() == mine.keys(), f"{python}: {differ[:10]}"
