@@ -9,18 +9,23 @@
 # on the CPU, in the full profile with the tiny settings below for the analyses that run (the
 # frozen entries they reuse stay valid, as on the device). Then it goes back to the branch,
 # unpacks the archive as the note's steps say and checks that the graph check passed, that every
-# analysis run exited 0 and came back frozen, and that the archive was written. Exit 0 only then;
+# analysis run exited 0 and came back frozen, that the archive was written, and that `build.py
+# --list` here reads the entries as fresh (with the same settings). Exit 0 only then;
 # the clone is deleted on success and kept, with its path printed, on failure. This checkout is
 # never touched. The carried wheels are left out: they are built for the device's Python 3.12,
 # and the interpreter here has the packages already.
-# Measured on the 2-core build machine (2026-12-05): optimizers, dynamics, gan and transfer in
-# 192 s of builds, 294 s with the benchmarks and launch counts.
-# Environment: PYTHON [.venv/bin/python, else python3], an interpreter with the project installed.
+# Measured on the 2-core build machine (2026-12-05): optimizers, dynamics, gan and transfer built
+# in about 190 s, the whole rehearsal (benchmarks and launch counts included) in about 5 minutes.
+# Environment: PYTHON [.venv/bin/python, else python3], an interpreter with the project installed
+# that runs gpu.sh (another Python, say 3.12 with torch 2.11 as on the device, rehearses that);
+# .venv/bin/python, where there is one, checks that the entries it made are fresh here.
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 PY=${PYTHON:-$ROOT/.venv/bin/python}
 [ -n "${PYTHON:-}" ] || [ -x "$PY" ] || PY=python3
 PY=$(command -v "$PY") || { echo "error: no Python at ${PYTHON:-python3}: set PYTHON"; exit 2; }
+CHECK_PY=$ROOT/.venv/bin/python
+[ -x "$CHECK_PY" ] || CHECK_PY=$PY
 DATA=${1:-$ROOT/.carry/mnist}
 [ -d "$DATA" ] || DATA=$HOME/.cache/mnist-explored/mnist
 DATA=$(cd "$DATA" && pwd) || { echo "error: no MNIST folder: pass one (the four IDX files)"; exit 2; }
@@ -79,7 +84,15 @@ for name in $RUN; do
   check "build $name exited 0" grep -q "build $name exited 0" reports/phases.log
   check "frozen/$name came back" test -f "frozen/$name/manifest.json"
 done
-check "archive written" grep -q "archive written" reports/phases.log
+check "archive written" grep -q "archive written" "$CLONE/gpu.log"  # stamped after packing
+# Fresh here, read by this checkout's interpreter (the run's may be another Python, as the
+# device's 3.12 is): with the same settings, every entry the run made lists as frozen in full.
+SETS=()
+for pair in $EXTRA $GAN; do SETS+=(--set "$pair"); done
+"$CHECK_PY" build.py --list --profile full --device cpu "${SETS[@]}" > "$CLONE/list.txt" 2>&1
+for name in $RUN; do
+  check "frozen/$name fresh for $CHECK_PY" grep -Eq "^$name +frozen +full " "$CLONE/list.txt"
+done
 cat "$OUT/timings.md" 2>/dev/null
 if [ "$problems" -gt 0 ]; then
   echo "rehearsal FAILED ($problems problems): kept in $CLONE (gpu.log, repo/reports)"
