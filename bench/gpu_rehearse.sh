@@ -28,7 +28,7 @@ CHECK_PY=$ROOT/.venv/bin/python
 [ -x "$CHECK_PY" ] || CHECK_PY=$PY
 DATA=${1:-$ROOT/.carry/mnist}
 [ -d "$DATA" ] || DATA=$HOME/.cache/mnist-explored/mnist
-DATA=$(cd "$DATA" && pwd) || { echo "error: no MNIST folder: pass one (the four IDX files)"; exit 2; }
+DATA=$(cd "$DATA" && pwd) || { echo "error: no MNIST folder: pass one (four IDX files)"; exit 2; }
 
 # Tiny settings of one analysis: the full profile's code paths in seconds to minutes on 2 cores.
 # tests/test_bench.py checks that every key names a field of that analysis's config.
@@ -98,5 +98,5 @@ if [ "$problems" -gt 0 ]; then
   echo "rehearsal FAILED ($problems problems): kept in $CLONE (gpu.log, repo/reports)"
   exit 1
 fi
-echo "rehearsal passed: $RUN ran clean on the CPU from a slim clone of $(git rev-parse --short HEAD)"
+echo "rehearsal passed: $RUN ran clean on the CPU (slim clone of $(git rev-parse --short HEAD))"
 rm -rf "$CLONE"
