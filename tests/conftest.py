@@ -18,7 +18,7 @@ from types import ModuleType
 
 import pytest
 import torch
-from tiny import ON_REAL_DATA, TINY, set_args
+from tiny import on_real_data, set_args
 
 from report.config import make_config
 from report.engine import BuildOptions, DataSource, Outcome, build
@@ -164,7 +164,7 @@ def computed_args(out: Path, cache: Path) -> list[str]:
     empty = cache.parent / "no-frozen-entries"
     empty.mkdir(parents=True, exist_ok=True)
     return quick_args(out, cache, "--frozen-dir", str(empty),
-                      *set_args({**TINY, **ON_REAL_DATA}))
+                      *set_args(on_real_data()))
 
 
 def site_statuses(site: Path) -> dict[str, str]:

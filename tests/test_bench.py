@@ -437,28 +437,16 @@ def test_gpu_run_scripts_parse(script: str) -> None:
     assert result.returncode == 0, result.stderr
 
 
-def rehearsal_settings(name: str) -> list[str]:
-    """The `--set` pairs bench/gpu_rehearse.sh gives analysis `name` (its tiny() function)."""
+def test_the_rehearsal_sizes_only_the_analyses_it_runs() -> None:
+    """bench/gpu_rehearse.sh reads the tests' tiny settings (`python tests/tiny.py NAME...`) for
+    the analyses the GPU run makes: none for the others, whose frozen entries it reuses."""
     import subprocess
 
-    script = REPO / "bench" / "gpu_rehearse.sh"
-    define = f'eval "$(sed -n \'/^tiny() {{/,/^}}/p\' {script})"'
-    result = subprocess.run(["bash", "-c", f"{define}; tiny {name}"], capture_output=True,
-                            text=True, check=True)
-    return result.stdout.split()
+    from tiny import on_real_data  # tests/ is on the path, as for conftest.py
 
-
-def test_the_rehearsal_shortens_every_analysis_the_quick_profile_shortens() -> None:
-    """Each pair names a field of that analysis's config and converts to its type (as build.py
-    --set does), so a renamed knob fails here and not minutes into a rehearsal; analyses with no
-    quick overrides (nothing to shorten) get none."""
-    from analyses import ANALYSES
-    from report.config import make_config, parse_sets
-
-    analyses = [module.ANALYSIS for module in ANALYSES]
-    for analysis in analyses:
-        pairs = rehearsal_settings(analysis.name)
-        assert bool(pairs) == bool(analysis.quick), analysis.name
-        assert all(pair.startswith(f"{analysis.name}.") for pair in pairs), pairs
-        config = make_config(analyses, "full", parse_sets(pairs)).section(analysis.name)
-        assert config != analysis.config or not pairs
+    result = subprocess.run([sys.executable, str(REPO / "tests" / "tiny.py"), "gan", "transfer"],
+                            capture_output=True, text=True, check=True)
+    pairs = result.stdout.split()
+    assert pairs == [f"{k}={v}" for k, v in on_real_data(["gan", "transfer"]).items()]
+    assert {p.split(".")[0] for p in pairs} == {"gan", "transfer"}
+    assert "gan.train_subset=600" in pairs  # the real data's subset, not the synthetic 0 (all)

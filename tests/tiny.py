@@ -4,10 +4,15 @@
 of 0, "all", is a few hundred images); `ON_REAL_DATA` adds the subsets that keep them as small on
 the real MNIST (60,000 training and 10,000 test images). tests/test_choices.py builds every
 analysis with TINY; conftest.py's `computed_site` builds the whole article on the real data with
-both.
+both, and bench/gpu_rehearse.sh rehearses the GPU run with them:
+
+    python tests/tiny.py NAME...   # the real-data pairs of those analyses, as key=value
 """
 
 from __future__ import annotations
+
+import sys
+from collections.abc import Iterable
 
 # Small enough for seconds per analysis on two CPU cores; every analysis still runs whole.
 TINY = {
@@ -47,3 +52,16 @@ ON_REAL_DATA = {
 def set_args(settings: dict[str, str]) -> list[str]:
     """build.py's `--set key=value` arguments for `settings`."""
     return [arg for key, value in settings.items() for arg in ("--set", f"{key}={value}")]
+
+
+def on_real_data(names: Iterable[str] | None = None) -> dict[str, str]:
+    """TINY with ON_REAL_DATA's subsets, for the real MNIST; only the analyses `names` if given."""
+    settings = {**TINY, **ON_REAL_DATA}
+    if names is None:
+        return settings
+    wanted = set(names)
+    return {key: value for key, value in settings.items() if key.split(".")[0] in wanted}
+
+
+if __name__ == "__main__":
+    print(" ".join(f"{key}={value}" for key, value in on_real_data(sys.argv[1:]).items()))
