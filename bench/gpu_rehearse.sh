@@ -14,8 +14,9 @@
 # the clone is deleted on success and kept, with its path printed, on failure. This checkout is
 # never touched. The carried wheels are left out: they are built for the device's Python 3.12,
 # and the interpreter here has the packages already.
-# Measured on the 2-core build machine (2026-12-05): optimizers, dynamics, gan and transfer built
-# in about 190 s, the whole rehearsal (benchmarks and launch counts included) in about 5 minutes.
+# Measured on the 2-core build machine (2026-12-05, Python 3.12 and torch 2.11 running gpu.sh):
+# optimizers, dynamics, gan and transfer built in 84 s, the whole rehearsal (benchmarks and
+# launch counts included) in 3 min 42 s.
 # Environment: PYTHON [.venv/bin/python, else python3], an interpreter with the project installed
 # that runs gpu.sh (another Python, say 3.12 with torch 2.11 as on the device, rehearses that);
 # .venv/bin/python, where there is one, checks that the entries it made are fresh here.
